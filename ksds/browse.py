@@ -1,0 +1,135 @@
+"""Browses (STARTBR / READNEXT / READPREV / RESETBR / ENDBR): iterators over records in key order.
+
+A browse keeps a path through the index and an offset in the current data CI, so each step is a list index.
+When the data set changes (any write, rewrite or erase through the same ``Dataset``), the next step re-seeks
+from the last record it returned: records written ahead of the browse are seen, erased ones are not, and
+nothing is returned twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from . import index
+from .errors import DatasetClosedError
+
+if TYPE_CHECKING:
+    from .dataset import Dataset, Position
+
+
+class Browse:
+    """An open browse over a :class:`~ksds.Dataset`; iterate it, ``reposition`` it, ``close`` it."""
+
+    def __init__(
+        self, ds: Dataset, key: bytes | None, *, gteq: bool, generic: bool, backward: bool
+    ) -> None:
+        self._ds = ds
+        self.backward = backward
+        self._it: Iterator[bytes] = iter(())
+        self.reposition(key, gteq=gteq, generic=generic, backward=backward)
+
+    def reposition(
+        self, key: bytes | None = None, *, gteq: bool = True, generic: bool = False, backward: bool | None = None
+    ) -> None:
+        """Move the browse (RESETBR), with the same start rules as :meth:`Dataset.browse`."""
+        if backward is None:
+            backward = self.backward
+        ds = self._ds
+        pos = ds._position(key, gteq, generic, backward)
+        self.backward = backward
+        start = (key, gteq, generic)
+        self._it = self._backward(pos, start) if backward else self._forward(pos, start)
+
+    def __iter__(self) -> Browse:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._it)
+
+    def close(self) -> None:
+        """End the browse (ENDBR)."""
+        self._it = iter(())
+
+    def __enter__(self) -> Browse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _reseek(self, after: bytes | None, start: tuple[bytes | None, bool, bool]) -> Position | None:
+        ds = self._ds
+        p = ds._pager
+        if p is None:
+            raise DatasetClosedError(f"{ds.path} is closed")
+        if after is None:  # nothing returned yet: start again as asked
+            try:
+                return ds._position(start[0], True, start[2], self.backward)
+            except KeyError:
+                return None
+        if self.backward:
+            return ds._seek_le(p, after, strict=True)
+        return ds._seek_gt(p, after)
+
+    def _forward(self, pos: Position | None, start: tuple[bytes | None, bool, bool]) -> Iterator[bytes]:
+        ds = self._ds
+        mod = ds._mod
+        ko = ds._ko
+        kl = ds._kl
+        last: bytes | None = None
+        while pos is not None:
+            path, ci, i = pos
+            p = ds._pager
+            if p is None:
+                raise DatasetClosedError(f"{ds.path} is closed")
+            if ds._mod != mod:
+                mod = ds._mod
+                pos = self._reseek(last, start)
+                continue
+            recs = ci.recs
+            n = len(recs)
+            first = i
+            while i < n:
+                last = recs[i]
+                i += 1
+                yield last
+                if ds._mod != mod:
+                    break
+            p.state.rec_retrieved += i - first
+            if i < n or ds._mod != mod:
+                mod = ds._mod
+                pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
+                continue
+            nxt = index.next_data(p, path)
+            pos = None if nxt is None else (path, nxt, 0)
+
+    def _backward(self, pos: Position | None, start: tuple[bytes | None, bool, bool]) -> Iterator[bytes]:
+        ds = self._ds
+        mod = ds._mod
+        ko = ds._ko
+        kl = ds._kl
+        last: bytes | None = None
+        while pos is not None:
+            path, ci, i = pos
+            p = ds._pager
+            if p is None:
+                raise DatasetClosedError(f"{ds.path} is closed")
+            if ds._mod != mod:
+                mod = ds._mod
+                pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
+                continue
+            recs = ci.recs
+            first = i
+            while i >= 0:
+                last = recs[i]
+                i -= 1
+                yield last
+                if ds._mod != mod:
+                    break
+            p.state.rec_retrieved += first - i
+            if i >= 0 or ds._mod != mod:
+                mod = ds._mod
+                pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
+                continue
+            prv = index.prev_data(p, path)
+            pos = None if prv is None else (path, prv, len(prv.recs) - 1)

@@ -1,0 +1,681 @@
+"""The data set API: ``define``, ``open`` and the requests (WRITE, READ, REWRITE, ERASE, browse).
+
+Inserts follow VSAM's two strategies, chosen per request instead of per open (VSAM's weakness 9): a WRITE whose
+key follows the previous WRITE's key in the same CI is *sequential* (a load, or a mass insert), any other is
+*direct*.
+
+* Direct: a full CI splits at its middle into a free CI of the same CA (a CI split).
+* Sequential: a CI fills up to FREESPACE ci% and then splits at the insertion point; appending past a CI's
+  last record starts a new CI without moving records, and past the end of a CA (filled up to FREESPACE ca%)
+  starts a new CA.
+* A CI split with no free CI in the CA first moves about half the CA's CIs to a new CA (a CA split).
+
+Every request is one transaction of the :mod:`~ksds.pager` (one log write, and one sync in power mode),
+unless it runs inside :meth:`Dataset.batch`.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from . import index
+from .browse import Browse
+from .ci import DataCI, IndexCI
+from .definition import Definition, check_freespace, check_share_options, make_definition
+from .errors import (
+    DatasetClosedError,
+    DuplicateKeyError,
+    InvalidRequestError,
+    KsdsError,
+    ReadOnlyError,
+    RecordLengthError,
+    RecordNotFoundError,
+)
+from .faults import crashpoint
+from .pager import Pager, Recovery, create
+
+#: default buffer pool size (bytes of CIs kept in memory)
+DEFAULT_BUFFER_SPACE = 32 << 20
+Position = tuple[index.Path, DataCI, int]
+
+
+def define(
+    path: str,
+    *,
+    key_length: int,
+    record_length: int,
+    key_offset: int = 0,
+    ci_size: int = 4096,
+    cis_per_ca: int | None = None,
+    freespace: tuple[int, int] = (0, 0),
+    share_options: tuple[int, int] = (1, 3),
+) -> Definition:
+    """Create an empty data set at ``path`` (IDCAMS DEFINE CLUSTER INDEXED); error if ``path`` exists.
+
+    ``ci_size`` is rounded up as VSAM does; ``cis_per_ca`` defaults to what one sequence-set CI can address
+    (at most 1 MiB per CA). Returns the definition as stored. Raises :class:`~ksds.DefinitionError` naming a bad
+    parameter, :class:`~ksds.DatasetExistsError` if ``path`` exists.
+    """
+    defn = make_definition(
+        key_length=key_length,
+        record_length=record_length,
+        key_offset=key_offset,
+        ci_size=ci_size,
+        cis_per_ca=cis_per_ca,
+        freespace=freespace,
+        share_options=share_options,
+    )
+    create(str(path), defn, time.time_ns())
+    return defn
+
+
+def open(  # noqa: A001 - the module's API mirrors builtins.open on purpose
+    path: str,
+    mode: str = "rw",
+    *,
+    durability: str = "process",
+    buffer_space: int = DEFAULT_BUFFER_SPACE,
+) -> Dataset:
+    """Open a data set: ``mode`` "r" (reading) or "rw" (reading and updating).
+
+    ``durability`` "process": a request that returned survives the death of the process (kill -9).
+    ``durability`` "power": it is also on stable storage (one log sync per request or batch).
+    ``buffer_space``: bytes of CIs kept in memory (the buffer pool); memory use does not grow beyond it with the
+    size of the data set.
+    """
+    return Dataset(str(path), mode, durability, buffer_space)
+
+
+def _pred(key: bytes) -> bytes:
+    """The key just below ``key`` (same length; ``key`` is not all zeros)."""
+    return (int.from_bytes(key, "big") - 1).to_bytes(len(key), "big")
+
+
+class Dataset:
+    """An open data set. Use as a context manager; not thread-safe (one open per thread or process)."""
+
+    def __init__(self, path: str, mode: str, durability: str, buffer_space: int) -> None:
+        if mode not in ("r", "rw"):
+            raise InvalidRequestError(f"mode must be 'r' or 'rw', not {mode!r}")
+        if durability not in ("process", "power"):
+            raise InvalidRequestError(f"durability must be 'process' or 'power', not {durability!r}")
+        if isinstance(buffer_space, bool) or not isinstance(buffer_space, int) or buffer_space <= 0:
+            raise InvalidRequestError(f"buffer_space must be a positive number of bytes, not {buffer_space!r}")
+        self.path = path
+        self.mode = mode
+        self.durability = durability
+        pager = Pager(path, writable=mode == "rw", power=durability == "power", buffer_space=buffer_space)
+        self._pager: Pager | None = pager
+        d = pager.defn
+        self._kl = d.key_length
+        self._ko = d.key_offset
+        self._rl = d.record_length
+        self._cap = d.records_per_ci
+        self._max = b"\xff" * d.key_length
+        self._min = bytes(d.key_length)
+        self._mod = 0  # bumped by every change: open browses re-seek when it moves
+        self._batch = 0
+        self._broken: BaseException | None = None
+        self._last_write: bytes | None = None
+        #: what opening did to recover a data set that was not closed cleanly (None if it was)
+        self.recovery: Recovery | None = pager.recovery
+
+    # --- the definition ---------------------------------------------------------------------------------------
+
+    @property
+    def definition(self) -> Definition:
+        p = self._open()
+        st = p.state
+        d = p.defn
+        return Definition(
+            key_length=d.key_length,
+            key_offset=d.key_offset,
+            record_length=d.record_length,
+            ci_size=d.ci_size,
+            cis_per_ca=d.cis_per_ca,
+            freespace=(st.freespace_ci, st.freespace_ca),
+            share_options=(st.share_region, st.share_system),
+        )
+
+    @property
+    def key_length(self) -> int:
+        return self._kl
+
+    @property
+    def key_offset(self) -> int:
+        return self._ko
+
+    @property
+    def record_length(self) -> int:
+        return self._rl
+
+    def key_of(self, record: bytes) -> bytes:
+        """The key field of a record."""
+        return record[self._ko : self._ko + self._kl]
+
+    # --- checks ----------------------------------------------------------------------------------------------
+
+    def _open(self) -> Pager:
+        p = self._pager
+        if p is None:
+            raise DatasetClosedError(f"{self.path} is closed")
+        return p
+
+    def _writable(self) -> Pager:
+        p = self._open()
+        if self.mode != "rw":
+            raise ReadOnlyError(f"{self.path} is open for reading only (mode 'r')")
+        if self._broken is not None:
+            raise KsdsError(f"{self.path}: the batch was rolled back after an error ({self._broken}); end it first")
+        return p
+
+    def _key(self, key: Any, generic: bool = False) -> bytes:
+        if type(key) is not bytes:
+            if isinstance(key, (bytearray, memoryview)):
+                key = bytes(key)
+            else:
+                raise InvalidRequestError(f"{self.path}: a key must be bytes, not {type(key).__name__}")
+        n = len(key)
+        if generic:
+            if not 0 < n <= self._kl:
+                raise InvalidRequestError(
+                    f"{self.path}: a generic key must have 1 to {self._kl} bytes, not {n}"
+                )
+        elif n != self._kl:
+            raise InvalidRequestError(
+                f"{self.path}: key {key.hex().upper()} has {n} bytes; this data set's keys have {self._kl}"
+                + (" (use generic=True for a prefix)" if n < self._kl else "")
+            )
+        return key
+
+    def _record(self, record: Any) -> bytes:
+        if type(record) is not bytes:
+            if isinstance(record, (bytearray, memoryview)):
+                record = bytes(record)
+            else:
+                raise InvalidRequestError(f"{self.path}: a record must be bytes, not {type(record).__name__}")
+        if len(record) != self._rl:
+            raise RecordLengthError(
+                f"{self.path}: record of {len(record)} bytes; this data set's records have {self._rl}"
+            )
+        return record
+
+    def _fail(self, p: Pager, e: BaseException) -> None:
+        """A request failed after it changed CIs in memory: undo the transaction in progress."""
+        p.rollback()
+        self._mod += 1
+        if self._batch:
+            self._broken = e
+
+    def _done(self, p: Pager) -> None:
+        self._mod += 1
+        if not self._batch:
+            try:
+                p.commit()
+            except BaseException as e:
+                self._fail(p, e)
+                raise
+
+    # --- keyed requests --------------------------------------------------------------------------------------
+
+    def read(self, key: bytes, *, gteq: bool = False, generic: bool = False) -> bytes:
+        """READ by key: the record with key ``key`` (EQUAL), or with the lowest key >= ``key`` (``gteq``),
+        or the first whose key starts with the prefix ``key`` (``generic``; with ``gteq``, the first record
+        at or after the prefix). Raises :class:`~ksds.RecordNotFoundError`. O(L log n) for L index levels.
+        """
+        p = self._pager
+        if p is None:
+            raise DatasetClosedError(f"{self.path} is closed")
+        if type(key) is not bytes or len(key) != self._kl or gteq or generic:
+            return self._read_slow(p, key, gteq, generic)
+        get = p.pool.map.get
+        node: Any = get(p.state.root)
+        if node is None:
+            node = index.get_index(p, p.state.root)
+        while True:
+            node.ref = True
+            keys = node.keys
+            ptr = node.ptrs[bisect_left(keys, key)]
+            level = node.level
+            node = get(ptr)
+            if level == 1:
+                if type(node) is not DataCI:
+                    node = index.get_data(p, ptr)
+                break
+            if type(node) is not IndexCI:
+                node = index.get_index(p, ptr)
+        node.ref = True
+        keys = node.keys
+        i = bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key:
+            p.state.rec_retrieved += 1
+            rec: bytes = node.recs[i]
+            return rec
+        raise RecordNotFoundError(f"{self.path}: no record with key {key.hex().upper()}")
+
+    def _read_slow(self, p: Pager, key: Any, gteq: bool, generic: bool) -> bytes:
+        key = self._key(key, generic)
+        if generic:
+            pos = self._seek_ge(p, key.ljust(self._kl, b"\0"))
+            if pos is not None:
+                _, ci, i = pos
+                if gteq or ci.keys[i].startswith(key):
+                    p.state.rec_retrieved += 1
+                    rec: bytes = ci.recs[i]
+                    return rec
+            raise RecordNotFoundError(f"{self.path}: no record with a key starting {key.hex().upper()}")
+        pos = self._seek_ge(p, key)
+        if pos is not None:
+            _, ci, i = pos
+            if gteq or ci.keys[i] == key:
+                p.state.rec_retrieved += 1
+                rec = ci.recs[i]
+                return rec
+        raise RecordNotFoundError(
+            f"{self.path}: no record with key {'>= ' if gteq else ''}{key.hex().upper()}"
+        )
+
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        """The record with key ``key``, or ``default`` if there is none (a dict-like READ EQUAL)."""
+        try:
+            return self.read(key)
+        except RecordNotFoundError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return self.get(key) is not None  # type: ignore[arg-type]
+
+    def write(self, record: bytes) -> None:
+        """WRITE a new record (its key is the key field). Raises :class:`~ksds.DuplicateKeyError`.
+
+        O(L log n) plus, on a split, O(records of a CI) (CI split) or O(CIs of a CA) (CA split).
+        """
+        p = self._writable()
+        record = self._record(record)
+        key = record[self._ko : self._ko + self._kl]
+        try:
+            at_end = self._insert(p, key, record)
+        except DuplicateKeyError:
+            raise
+        except BaseException as e:
+            self._fail(p, e)
+            raise
+        st = p.state
+        st.rec_total += 1
+        if not at_end:
+            st.rec_inserted += 1
+        self._last_write = key
+        self._done(p)
+
+    def rewrite(self, record: bytes) -> None:
+        """REWRITE the record whose key is the key field of ``record``. Raises :class:`~ksds.RecordNotFoundError`."""
+        p = self._writable()
+        record = self._record(record)
+        key = record[self._ko : self._ko + self._kl]
+        path = index.path_to(p, key)
+        seq, i = path[-1]
+        ci = index.get_data(p, seq.ptrs[i])
+        j = bisect_left(ci.keys, key)
+        if j == len(ci.keys) or ci.keys[j] != key:
+            raise RecordNotFoundError(f"{self.path}: no record with key {key.hex().upper()} to rewrite")
+        ci.recs[j] = record
+        p.dirty_ci(ci)
+        p.state.rec_updated += 1
+        self._done(p)
+
+    def erase(self, key: bytes) -> None:
+        """ERASE the record with key ``key``. Raises :class:`~ksds.RecordNotFoundError`.
+
+        A CI left empty goes back to its CA's free CIs; a CA left empty is freed (CA reclaim).
+        """
+        p = self._writable()
+        key = self._key(key)
+        path = index.path_to(p, key)
+        seq, i = path[-1]
+        ci = index.get_data(p, seq.ptrs[i])
+        j = bisect_left(ci.keys, key)
+        if j == len(ci.keys) or ci.keys[j] != key:
+            raise RecordNotFoundError(f"{self.path}: no record with key {key.hex().upper()} to erase")
+        st = p.state
+        try:
+            del ci.keys[j]
+            del ci.recs[j]
+            if ci.keys or st.data_cis == 1:
+                p.dirty_ci(ci)
+            else:
+                p.dirty.pop(ci.ci, None)
+                p.pool.drop(ci.ci)
+                st.data_cis -= 1
+                index.remove_entry(p, path, len(path) - 1)
+                index.shrink(p)
+        except BaseException as e:
+            self._fail(p, e)
+            raise
+        st.rec_total -= 1
+        st.rec_deleted += 1
+        self._done(p)
+
+    # --- inserts and splits ------------------------------------------------------------------------------------
+
+    def _insert(self, p: Pager, key: bytes, record: bytes) -> bool:
+        """Put a new record in its CI, splitting as needed. Returns whether it went after every other record."""
+        path = index.path_to(p, key)
+        seq, i = path[-1]
+        ci = index.get_data(p, seq.ptrs[i])
+        keys = ci.keys
+        pos = bisect_left(keys, key)
+        n = len(keys)
+        if pos < n and keys[pos] == key:
+            raise DuplicateKeyError(f"{self.path}: a record with key {key.hex().upper()} exists")
+        at_end = pos == n and seq.keys[i] == self._max
+        sequential = pos > 0 and keys[pos - 1] == self._last_write
+        limit = p.defn.load_records_per_ci if sequential and pos == n else self._cap
+        if n < limit:
+            keys.insert(pos, key)
+            ci.recs.insert(pos, record)
+            p.dirty_ci(ci)
+            return at_end
+        self._split_ci(p, path, ci, pos, key, record, sequential)
+        return at_end
+
+    def _free_ci(self, p: Pager, seq: IndexCI) -> int | None:
+        used = set(seq.ptrs)
+        for c in range(seq.ca, seq.ca + p.defn.cis_per_ca):
+            if c not in used:
+                return c
+        return None
+
+    def _split_ci(
+        self, p: Pager, path: index.Path, ci: DataCI, pos: int, key: bytes, record: bytes, sequential: bool
+    ) -> None:
+        seq, i = path[-1]
+        n = len(ci.keys)
+        d = p.defn
+        st = p.state
+        free = self._free_ci(p, seq)
+        if sequential and pos == n and i == len(seq.keys) - 1:
+            # appending past the last record of the last CI of a CA
+            if free is None or len(seq.keys) >= d.load_cis_per_ca:
+                self._new_ca(p, path, key, record)
+                return
+        if free is None:
+            self._split_ca(p, path, i if sequential else None)
+            self._insert(p, key, record)
+            return
+        keys = ci.keys[:]
+        keys.insert(pos, key)
+        recs = ci.recs[:]
+        recs.insert(pos, record)
+        if sequential:
+            s = pos + 1 if pos < n else n  # at the insertion point; appending: a new CI, no record moves
+        else:
+            s = (n + 1) // 2
+        new = DataCI(free, keys[s:], recs[s:])
+        ci.keys = keys[:s]
+        ci.recs = recs[:s]
+        p.dirty_ci(ci)
+        p.dirty_ci(new)
+        index.insert_after(p, path, len(path) - 1, _pred(new.keys[0]), seq.keys[i], free)
+        st.data_cis += 1
+        st.splits_ci += 1
+        crashpoint("split-ci")
+
+    def _new_ca(self, p: Pager, path: index.Path, key: bytes, record: bytes) -> None:
+        """Sequential insert past the end of a full CA: the record starts a new CA (nothing moves)."""
+        seq, i = path[-1]
+        st = p.state
+        base = p.alloc_ca()
+        high = seq.keys[i]
+        nseq = IndexCI(p.alloc_index_ci(), 1, base, [high], [base])
+        p.dirty_ci(DataCI(base, [key], [record]))
+        p.dirty_ci(nseq)
+        left_high = _pred(key)
+        seq.keys[i] = left_high
+        p.dirty_ci(seq)
+        index.add_sibling(p, path, len(path) - 1, left_high, nseq)
+        st.data_cis += 1
+        st.splits_ca += 1
+        crashpoint("split-ca")
+
+    def _split_ca(self, p: Pager, path: index.Path, at: int | None) -> None:
+        """Move the CIs from entry ``at`` on (about half, if None) of a full CA into a new CA."""
+        seq, _ = path[-1]
+        n = len(seq.keys)
+        s = n // 2 if at is None else min(max(at, 1), n - 1)
+        base = p.alloc_ca()
+        ptrs = []
+        for j, old in enumerate(seq.ptrs[s:]):
+            src = index.get_data(p, old)
+            p.dirty.pop(old, None)
+            p.pool.drop(old)
+            p.dirty_ci(DataCI(base + j, src.keys, src.recs))
+            ptrs.append(base + j)
+        nseq = IndexCI(p.alloc_index_ci(), 1, base, seq.keys[s:], ptrs)
+        del seq.keys[s:]
+        del seq.ptrs[s:]
+        p.dirty_ci(seq)
+        p.dirty_ci(nseq)
+        index.add_sibling(p, path, len(path) - 1, seq.keys[-1], nseq)
+        p.state.splits_ca += 1
+        crashpoint("split-ca")
+
+    # --- positioning (browse and READ GTEQ) ----------------------------------------------------------------------
+
+    def _seek_ge(self, p: Pager, key: bytes) -> Position | None:
+        path = index.path_to(p, key)
+        seq, i = path[-1]
+        ci: DataCI | None = index.get_data(p, seq.ptrs[i])
+        assert ci is not None
+        j = bisect_left(ci.keys, key)
+        if j == len(ci.keys):
+            ci = index.next_data(p, path)
+            if ci is None:
+                return None
+            j = 0
+        return path, ci, j
+
+    def _seek_gt(self, p: Pager, key: bytes) -> Position | None:
+        path = index.path_to(p, key)
+        seq, i = path[-1]
+        ci: DataCI | None = index.get_data(p, seq.ptrs[i])
+        assert ci is not None
+        j = bisect_right(ci.keys, key)
+        if j == len(ci.keys):
+            ci = index.next_data(p, path)
+            if ci is None:
+                return None
+            j = 0
+        return path, ci, j
+
+    def _seek_le(self, p: Pager, key: bytes, strict: bool = False) -> Position | None:
+        path = index.path_to(p, key)
+        seq, i = path[-1]
+        ci: DataCI | None = index.get_data(p, seq.ptrs[i])
+        assert ci is not None
+        j = (bisect_left(ci.keys, key) if strict else bisect_right(ci.keys, key)) - 1
+        if j < 0:
+            ci = index.prev_data(p, path)
+            if ci is None:
+                return None
+            j = len(ci.keys) - 1
+        return path, ci, j
+
+    def _position(
+        self, key: bytes | None, gteq: bool, generic: bool, backward: bool
+    ) -> Position | None:
+        """Where a browse starts; raises RecordNotFoundError for an EQUAL or GENERIC start that is not there."""
+        p = self._open()
+        if key is None:
+            return self._seek_le(p, self._max) if backward else self._seek_ge(p, self._min)
+        k = self._key(key, generic)
+        if generic:
+            pos = self._seek_le(p, k.ljust(self._kl, b"\xff")) if backward else self._seek_ge(p, k.ljust(self._kl, b"\0"))
+            if not gteq and (pos is None or not pos[1].keys[pos[2]].startswith(k)):
+                raise RecordNotFoundError(f"{self.path}: no record with a key starting {k.hex().upper()}")
+            return pos
+        pos = self._seek_le(p, k) if backward else self._seek_ge(p, k)
+        if not gteq and (pos is None or pos[1].keys[pos[2]] != k):
+            raise RecordNotFoundError(f"{self.path}: no record with key {k.hex().upper()} to start a browse")
+        return pos
+
+    def browse(
+        self, key: bytes | None = None, *, gteq: bool = True, generic: bool = False, backward: bool = False
+    ) -> Browse:
+        """A browse (STARTBR): an iterator over records in key order, forward or ``backward``.
+
+        It starts at the first record (``key`` None; the last, backward), at ``key`` (EQUAL, ``gteq=False``),
+        at the first record >= ``key`` (``gteq``; backward: the last record <= ``key``), or at the first
+        record whose key starts with the prefix ``key`` (``generic``; backward: the last). It then runs to the
+        end of the data set. Raises :class:`~ksds.RecordNotFoundError` at once for an EQUAL start that is not
+        there. Several browses may be open at once; each stays correct when records are written or erased
+        around it (it carries on after the last record it returned). ``reposition`` moves it (RESETBR).
+        Each step is O(1) amortised.
+        """
+        return Browse(self, key, gteq=gteq, generic=generic, backward=backward)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.browse()
+
+    def __len__(self) -> int:
+        return self._open().state.rec_total
+
+    # --- batches, sync, close ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[Dataset]:
+        """Group requests into one transaction: one log write (and one sync in power mode) when the block ends.
+
+        The requests are acknowledged together when the block ends; if the block raises, none of them happened.
+        A request that fails with a request error (duplicate key, not found, ...) changes nothing and the
+        batch goes on. Nested batches join the outermost one. While a batch is open its changed CIs stay in
+        memory, above the buffer pool budget.
+        """
+        p = self._writable()
+        self._batch += 1
+        try:
+            yield self
+        except BaseException:
+            self._batch -= 1
+            if self._batch == 0:
+                p.rollback()
+                self._mod += 1
+                self._broken = None
+            raise
+        self._batch -= 1
+        if self._batch == 0:
+            broken = self._broken
+            self._broken = None
+            if broken is not None:
+                raise KsdsError(f"{self.path}: the batch was rolled back after an error: {broken}")
+            try:
+                p.commit()
+            except BaseException as e:
+                self._fail(p, e)
+                raise
+
+    def sync(self) -> None:
+        """Put every request acknowledged so far on stable storage (one log sync). A no-op for mode "r"."""
+        p = self._open()
+        if self._batch:
+            raise InvalidRequestError(f"{self.path}: sync() inside a batch; the batch syncs when it ends")
+        if self.mode == "rw":
+            p.sync()
+
+    def checkpoint(self) -> None:
+        """Write everything into the data set file and start a new log (done automatically; rarely needed)."""
+        p = self._writable()
+        if self._batch:
+            raise InvalidRequestError(f"{self.path}: checkpoint() inside a batch")
+        p.checkpoint()
+
+    def alter(
+        self, *, freespace: tuple[int, int] | None = None, share_options: tuple[int, int] | None = None
+    ) -> None:
+        """ALTER the attributes that can change: FREESPACE and SHAREOPTIONS."""
+        p = self._writable()
+        st = p.state
+        if freespace is not None:
+            st.freespace_ci, st.freespace_ca = check_freespace(freespace)
+            p.defn = Definition(**{**p.defn.__dict__, "freespace": (st.freespace_ci, st.freespace_ca)})
+        if share_options is not None:
+            st.share_region, st.share_system = check_share_options(share_options)
+            p.defn = Definition(**{**p.defn.__dict__, "share_options": (st.share_region, st.share_system)})
+        p.state_dirty = True
+        self._done(p)
+
+    def close(self) -> None:
+        """Close: an open batch is rolled back; everything else is written and the log removed."""
+        p = self._pager
+        if p is None:
+            return
+        if self._batch:
+            p.rollback()
+            self._batch = 0
+        self._pager = None
+        self._mod += 1
+        p.close()
+
+    def _abandon(self) -> None:
+        """Drop the data set as a crash would (no close): for the crash tests."""
+        p = self._pager
+        if p is not None:
+            self._pager = None
+            self._mod += 1
+            p.abandon()
+
+    @property
+    def closed(self) -> bool:
+        return self._pager is None
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._pager is None else f"mode={self.mode!r}"
+        return f"<ksds.Dataset {self.path!r} {state}>"
+
+    # --- statistics ---------------------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """LISTCAT ALL statistics, keyed by LISTCAT's names (see ``docs/statistics.md``)."""
+        p = self._open()
+        st = p.state
+        d = p.defn
+        data_bytes = st.ca_count * d.cis_per_ca * (d.ci_size - 16)
+        return {
+            "REC-TOTAL": st.rec_total,
+            "REC-INSERTED": st.rec_inserted,
+            "REC-DELETED": st.rec_deleted,
+            "REC-UPDATED": st.rec_updated,
+            "REC-RETRIEVED": st.rec_retrieved,
+            "SPLITS-CI": st.splits_ci,
+            "SPLITS-CA": st.splits_ca,
+            "FREESPACE-%CI": st.freespace_ci,
+            "FREESPACE-%CA": st.freespace_ca,
+            "FREESPC": data_bytes - st.rec_total * d.record_length,
+            "LEVELS": st.levels,
+            "HI-U-RBA": st.hurba * d.ci_size,
+            "HI-A-RBA": p.file_size,
+            "CISIZE": d.ci_size,
+            "CI/CA": d.cis_per_ca,
+            "KEYLEN": d.key_length,
+            "RKP": d.key_offset,
+            "MAXLRECL": d.record_length,
+            "AVGLRECL": d.record_length,
+            "SHROPTNS": (st.share_region, st.share_system),
+            "EXCPS": st.excps,
+            "CAS": st.ca_count,
+            "DATA-CIS": st.data_cis,
+            "INDEX-CIS": st.index_cis,
+            "FREE-CIS": st.ca_count * d.cis_per_ca - st.data_cis,
+            "RECORDS/CI": d.records_per_ci,
+            "HI-LEVEL-RBA": st.root * d.ci_size,
+            "TXN": st.txn,
+        }

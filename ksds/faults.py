@@ -1,0 +1,125 @@
+"""Fault injection for the crash tests: named crash points, torn writes and an I/O trace.
+
+Off unless the environment variable ``KSDS_FAULTS`` is set when ksds is imported, so production code pays one
+``is None`` test per I/O. ``KSDS_FAULTS`` is a ``;``-separated list of settings:
+
+``crash=N``
+    kill this process with SIGKILL at the N-th fault event (a crash point, a write or a sync; counted from 1);
+``point=NAME``
+    count only the crash point NAME (and no writes or syncs) towards ``crash``;
+``torn=1``
+    when the N-th event is a write, write only a prefix of it (a torn write) before dying;
+``trace=PATH``
+    append every write, sync, truncate and unlink of the data set and its log to PATH, plus the
+    acknowledgements :func:`ack` records, for the power-cut simulation in ``tools/crashtest.py``.
+
+Trace entries are ``>BBQI`` (op, file, offset, length) followed by ``length`` bytes of data for writes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+
+OP_WRITE = 1
+OP_SYNC = 2
+OP_TRUNCATE = 3
+OP_UNLINK = 4
+OP_ACK = 5
+FILE_DATA = 0
+FILE_LOG = 1
+ENTRY = struct.Struct(">BBQI")
+
+#: named crash points inside the engine, for ``point=NAME``
+POINTS = (
+    "log-written",  # the request's log frames are written (and synced in power mode), no CI yet in place
+    "ci-written",  # one CI of a request written in place (between the CIs of a split)
+    "request-done",  # every CI of the request in place
+    "split-ci",  # a CI split built in memory, before its commit
+    "split-ca",  # a CA split built in memory, before its commit
+    "checkpoint-header",  # the header CI written by a checkpoint, log not yet reset
+    "checkpoint-done",  # log reset
+)
+
+
+class Plan:
+    """What to do at each fault event, parsed from ``KSDS_FAULTS``."""
+
+    def __init__(self, spec: str) -> None:
+        self.crash_at = -1
+        self.point: str | None = None
+        self.torn = False
+        self.trace_fd = -1
+        self.events = 0
+        for item in filter(None, (s.strip() for s in spec.split(";"))):
+            name, _, value = item.partition("=")
+            if name == "crash":
+                self.crash_at = int(value)
+            elif name == "point":
+                self.point = value
+            elif name == "torn":
+                self.torn = value not in ("", "0")
+            elif name == "trace":
+                self.trace_fd = os.open(value, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            else:
+                raise ValueError(f"KSDS_FAULTS: unknown setting {name!r}")
+
+    def _die(self) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def _event(self, point: str | None) -> bool:
+        if self.point is not None and point != self.point:
+            return False
+        self.events += 1
+        return self.events == self.crash_at
+
+    def crashpoint(self, name: str) -> None:
+        if self._event(name):
+            self._die()
+
+    def _trace(self, op: int, file: int, offset: int, data: bytes = b"", length: int = 0) -> None:
+        if self.trace_fd >= 0:
+            os.write(self.trace_fd, ENTRY.pack(op, file, offset, length or len(data)) + data)
+
+    def pwrite(self, fd: int, file: int, data: bytes, offset: int) -> None:
+        if self.point is None and self._event(None):
+            if self.torn and len(data) > 1:
+                cut = max(1, len(data) // 2 - 100)
+                os.pwrite(fd, data[:cut], offset)
+                self._trace(OP_WRITE, file, offset, data[:cut])
+            self._die()
+        os.pwrite(fd, data, offset)
+        self._trace(OP_WRITE, file, offset, data)
+
+    def sync(self, fd: int, file: int) -> None:
+        if self.point is None and self._event(None):
+            self._die()
+        os.fsync(fd)
+        self._trace(OP_SYNC, file, 0)
+
+    def truncate(self, fd: int, file: int, size: int) -> None:
+        os.ftruncate(fd, size)
+        self._trace(OP_TRUNCATE, file, size)
+
+    def unlink(self, path: str, file: int) -> None:
+        os.unlink(path)
+        self._trace(OP_UNLINK, file, 0)
+
+    def ack(self, number: int) -> None:
+        self._trace(OP_ACK, 0, number)
+
+
+ACTIVE: Plan | None = Plan(os.environ["KSDS_FAULTS"]) if os.environ.get("KSDS_FAULTS") else None
+
+
+def crashpoint(name: str) -> None:
+    """A named point where the crash tests may kill the process."""
+    if ACTIVE is not None:
+        ACTIVE.crashpoint(name)
+
+
+def ack(number: int) -> None:
+    """Record in the trace that request ``number`` was acknowledged to the caller (crash tests only)."""
+    if ACTIVE is not None:
+        ACTIVE.ack(number)

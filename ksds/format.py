@@ -1,0 +1,145 @@
+"""The on-disk format: the header CI, the mutable state, the CI descriptor. See ``docs/file-format.md``.
+
+A data set is one file of CIs, all ``ci_size`` bytes; CI number ``n`` starts at RBA ``n * ci_size``.
+CI 0 is the header. Every other CI ends with the same 16-byte descriptor (``TRAILER``), whose last four
+bytes are a CRC32C of everything before them in the CI.
+"""
+
+from __future__ import annotations
+
+import operator
+import struct
+from dataclasses import dataclass, fields
+
+import crc32c as _crc32c
+
+from .definition import Definition
+from .errors import NotADatasetError
+
+crc32c = _crc32c.crc32c
+
+#: first 8 bytes of a data set; the \\r\\n and \\x1a catch a text-mode (ASCII/EBCDIC) transfer
+MAGIC = b"\x89KSDS\r\n\x1a"
+FORMAT_VERSION = 1
+
+# CI types (first byte of the descriptor)
+CI_DATA = 1
+CI_SEQUENCE_SET = 2
+CI_INDEX_SET = 3
+CI_FREE_INDEX = 4
+CI_FREE_CA = 5
+CI_TYPE_NAMES = {
+    0: "never written",
+    CI_DATA: "data",
+    CI_SEQUENCE_SET: "sequence set",
+    CI_INDEX_SET: "index set",
+    CI_FREE_INDEX: "free index CI",
+    CI_FREE_CA: "free CA",
+}
+
+#: the CI descriptor: type, flags (level for index CIs), count, CI number, aux, crc
+TRAILER = struct.Struct(">BBHIII")
+TRAILER_SIZE = TRAILER.size  # 16
+TRAILER_NOCRC = struct.Struct(">BBHII")  # the first 12 bytes
+
+#: the fixed part of the header CI
+HEADER_FIXED = struct.Struct(">8sHHIHHIIIQ")  # magic ver hdrlen cisz kl pad ko rl cpa created
+#: the mutable state, also carried by every commit frame of the write-ahead log
+STATE = struct.Struct(">Q4BIHHIIIIII8Q")
+STATE_SIZE = STATE.size
+HEADER_SIZE = HEADER_FIXED.size + STATE_SIZE + 4
+
+
+@dataclass
+class State:
+    """Everything about a data set that changes: index root, allocation, statistics.
+
+    It is written to the header CI at each checkpoint and carried whole by every commit in the write-ahead log,
+    so recovery never has to derive it from the data.
+    """
+
+    txn: int = 0  # number of the last committed transaction
+    freespace_ci: int = 0
+    freespace_ca: int = 0
+    share_region: int = 1
+    share_system: int = 3
+    root: int = 0  # CI number of the index's top CI
+    levels: int = 1  # index levels (1: the sequence set alone)
+    reserved: int = 0
+    hurba: int = 1  # CIs in use or formatted: HI-U-RBA = hurba * ci_size
+    ca_count: int = 0  # CAs in use
+    free_ca: int = 0  # first CI of the first free CA (0: none)
+    free_index: int = 0  # first free index CI (0: none)
+    index_cis: int = 0  # index CIs in use
+    data_cis: int = 0  # data CIs in use
+    rec_total: int = 0
+    rec_inserted: int = 0
+    rec_deleted: int = 0
+    rec_updated: int = 0
+    rec_retrieved: int = 0
+    splits_ci: int = 0
+    splits_ca: int = 0
+    excps: int = 0
+
+    def pack(self) -> bytes:
+        return STATE.pack(*_state_values(self))
+
+    @classmethod
+    def unpack(cls, data: bytes | memoryview) -> State:
+        return cls(*STATE.unpack_from(data, 0))
+
+    def copy(self) -> State:
+        return State(*_state_values(self))
+
+
+_state_values = operator.attrgetter(*(f.name for f in fields(State)))
+
+
+def encode_header(defn: Definition, created: int, state: State, ci_size: int) -> bytes:
+    """The header CI: fixed definition, then the state, then a CRC32C of both; zero-padded to the CI size."""
+    fixed = HEADER_FIXED.pack(
+        MAGIC,
+        FORMAT_VERSION,
+        HEADER_SIZE,
+        defn.ci_size,
+        defn.key_length,
+        0,
+        defn.key_offset,
+        defn.record_length,
+        defn.cis_per_ca,
+        created,
+    )
+    body = fixed + state.pack()
+    return (body + crc32c(body).to_bytes(4, "big")).ljust(ci_size, b"\0")
+
+
+def decode_header(data: bytes, path: str) -> tuple[Definition, int, State]:
+    """Check and decode a header CI. Raises :class:`NotADatasetError` or returns (definition, created, state)."""
+    if len(data) < HEADER_SIZE or data[:8] != MAGIC:
+        if len(data) >= 8 and data[1:5] == b"KSDS":
+            raise NotADatasetError(
+                f"{path}: the header's magic is mangled (was the file transferred in text mode?)"
+            )
+        raise NotADatasetError(f"{path} is not a ksds data set (no ksds header)")
+    magic, version, hdrlen, cisz, kl, _, ko, rl, cpa, created = HEADER_FIXED.unpack_from(data, 0)
+    if version != FORMAT_VERSION:
+        raise NotADatasetError(
+            f"{path} has format version {version}; this ksds reads version {FORMAT_VERSION}"
+        )
+    body = data[: HEADER_FIXED.size + STATE_SIZE]
+    stored = int.from_bytes(data[len(body) : len(body) + 4], "big")
+    if crc32c(body) != stored:
+        from .errors import CorruptionError
+
+        raise CorruptionError(f"{path}: the header CI (CI 0, RBA 0) fails its CRC32C check")
+    state = State.unpack(data[HEADER_FIXED.size :])
+    defn = Definition(
+        key_length=kl,
+        key_offset=ko,
+        record_length=rl,
+        ci_size=cisz,
+        cis_per_ca=cpa,
+        freespace=(state.freespace_ci, state.freespace_ca),
+        share_options=(state.share_region, state.share_system),
+    )
+    return defn, created, state

@@ -1,0 +1,214 @@
+"""The write-ahead log (``PATH-wal``): whole-CI redo frames, one transaction per request or batch.
+
+Why a redo log of whole CIs (and not a rollback journal or copy-on-write): a request's CIs are written to the log
+in one ``pwrite`` (plus one ``fdatasync`` in power mode) and only then in place, so a request costs one sync,
+a torn CI in the data file is always repaired from the log, and recovery is a replay that never has to reason
+about half-done splits: a transaction's frames are either all there with their commit frame, or ignored.
+Copy-on-write would move CIs on every update (breaking CA locality), and a rollback journal needs a sync
+before every in-place write (two per request).
+
+Layout (see ``docs/file-format.md``): a 64-byte header, then fixed-size frames, each a frame header, one CI
+image and a CRC32C. The last frame of a transaction has the commit flag and carries the whole
+:class:`~ksds.format.State`. After a checkpoint the log is reused from the start with a new salt, so frames
+of older generations are told apart without truncating the file.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+
+from . import faults
+from .errors import JournalCorruptError
+from .format import STATE_SIZE, crc32c
+
+LOG_MAGIC = b"KSDSWAL\x00"
+LOG_VERSION = 1
+LOG_HEADER = struct.Struct(">8sIIIQQ")  # magic, version, ci_size, salt, data set id, generation
+LOG_HEADER_SIZE = 64
+FRAME_HEADER = struct.Struct(f">IIQHH{STATE_SIZE}s")  # salt, ci, txn, index-in-txn, flags, state
+FLAG_COMMIT = 1
+
+
+@dataclass
+class Replay:
+    """What recovery found in the log."""
+
+    transactions: list[tuple[int, list[tuple[int, bytes]], bytes]] = field(default_factory=list)
+    discarded_frames: int = 0  # frames of a transaction with no commit frame (a request cut by the crash)
+    discarded_bytes: int = 0  # a partial frame at the end of the log
+    damaged_at: int | None = None  # offset of the first frame that failed its check, if any
+    stale: bool = False  # the log belongs to another data set (one deleted and defined again)
+
+
+class Journal:
+    """The log of one data set. Frames are appended with :meth:`append`; :meth:`reset` starts a new generation."""
+
+    def __init__(self, path: str, ci_size: int, dataset_id: int) -> None:
+        self.path = path
+        self.ci_size = ci_size
+        self.dataset_id = dataset_id
+        self.frame_size = FRAME_HEADER.size + ci_size + 4
+        self.fd = -1
+        self.salt = 0
+        self.generation = 0
+        self.offset = LOG_HEADER_SIZE  # where the next frame goes
+        self.frames = 0  # frames since the last reset
+        self.size = 0  # bytes in the file
+
+    # --- writing ------------------------------------------------------------------------------------------
+
+    def create(self, sync: bool) -> None:
+        """Open (creating if needed) and start a fresh generation."""
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.size = os.fstat(self.fd).st_size
+        if sync:
+            dirfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)
+        self.reset(sync)
+
+    def reset(self, sync: bool) -> None:
+        """Start a new generation: later frames carry a new salt, older ones no longer count."""
+        self.generation += 1
+        self.salt = int.from_bytes(os.urandom(4), "big") or 1
+        head = LOG_HEADER.pack(LOG_MAGIC, LOG_VERSION, self.ci_size, self.salt, self.dataset_id, self.generation)
+        head += crc32c(head).to_bytes(4, "big")
+        self._write(head.ljust(LOG_HEADER_SIZE, b"\0"), 0)
+        if sync:
+            self.sync()
+        self.offset = LOG_HEADER_SIZE
+        self.frames = 0
+
+    def encode(self, images: list[tuple[int, bytes]], txn: int, state: bytes) -> bytes:
+        """The frames of one transaction: one per CI image; the last carries the commit flag and the state."""
+        out = []
+        salt = self.salt
+        last = len(images) - 1
+        zero_state = bytes(STATE_SIZE)
+        for i, (ci, image) in enumerate(images):
+            commit = i == last
+            head = FRAME_HEADER.pack(
+                salt, ci, txn, i & 0xFFFF, FLAG_COMMIT if commit else 0, state if commit else zero_state
+            )
+            body = head + image
+            out.append(body)
+            out.append(crc32c(body).to_bytes(4, "big"))
+        return b"".join(out)
+
+    def append(self, frames: bytes, count: int) -> None:
+        self._write(frames, self.offset)
+        self.offset += len(frames)
+        self.frames += count
+        if self.offset > self.size:
+            self.size = self.offset
+
+    def _write(self, data: bytes, offset: int) -> None:
+        if faults.ACTIVE is not None:
+            faults.ACTIVE.pwrite(self.fd, faults.FILE_LOG, data, offset)
+        else:
+            os.pwrite(self.fd, data, offset)
+
+    def sync(self) -> None:
+        if faults.ACTIVE is not None:
+            faults.ACTIVE.sync(self.fd, faults.FILE_LOG)
+        else:
+            os.fdatasync(self.fd)
+
+    def close(self, remove: bool) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if remove:
+            try:
+                if faults.ACTIVE is not None:
+                    faults.ACTIVE.unlink(self.path, faults.FILE_LOG)
+                else:
+                    os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    # --- reading (recovery) ---------------------------------------------------------------------------------
+
+    def read(self) -> Replay:
+        """Parse the log file at ``self.path``: the committed transactions in order, and what was cut off.
+
+        A frame that fails its check ends the log. If valid frames of the same generation follow it, the damage is
+        in the middle of the log and committed requests would be lost: :class:`JournalCorruptError`.
+        """
+        with open(self.path, "rb") as f:
+            data = f.read()
+        replay = Replay()
+        if len(data) < LOG_HEADER_SIZE:
+            replay.discarded_bytes = len(data)
+            return replay
+        head = data[: LOG_HEADER.size]
+        stored = int.from_bytes(data[LOG_HEADER.size : LOG_HEADER.size + 4], "big")
+        if crc32c(head) != stored or head[:8] != LOG_MAGIC:
+            if len(data) <= LOG_HEADER_SIZE:
+                return replay
+            raise JournalCorruptError(
+                f"{self.path}: the log header fails its check and {len(data) - LOG_HEADER_SIZE} bytes of frames "
+                f"follow it; the log cannot be trusted (ksds verify --recover discards it)"
+            )
+        _, version, ci_size, salt, dataset_id, generation = LOG_HEADER.unpack(head)
+        if dataset_id != self.dataset_id:
+            replay.stale = True  # left behind by another data set that had this name: not ours to replay
+            return replay
+        if version != LOG_VERSION or ci_size != self.ci_size:
+            raise JournalCorruptError(
+                f"{self.path}: log version {version} / CI size {ci_size} does not match the data set "
+                f"(version {LOG_VERSION}, CI size {self.ci_size})"
+            )
+        self.salt = salt
+        self.generation = generation
+        fs = self.frame_size
+        hs = FRAME_HEADER.size
+        off = LOG_HEADER_SIZE
+        pending: list[tuple[int, bytes]] = []
+        expect: int | None = None
+        last_commit = -1
+        while off + fs <= len(data):
+            frame = data[off : off + fs]
+            fsalt, ci, txn, _, flags, state = FRAME_HEADER.unpack_from(frame, 0)
+            ok = fsalt == salt and crc32c(frame[:-4]) == int.from_bytes(frame[-4:], "big")
+            if ok and expect is not None and txn != expect:
+                ok = False
+            if not ok:
+                break
+            expect = txn
+            pending.append((ci, frame[hs : hs + self.ci_size]))
+            if flags & FLAG_COMMIT:
+                replay.transactions.append((txn, pending, state))
+                pending = []
+                expect = txn + 1
+                last_commit = txn
+            off += fs
+        replay.discarded_frames = len(pending)
+        if off + fs <= len(data):
+            # A frame failed. Frames of the transaction in flight may follow it (a torn write reaches the disk
+            # out of order); frames of a *later* transaction mean damage in the middle of the log.
+            later: list[tuple[int, int]] = []
+            pos = off + fs
+            while pos + fs <= len(data):
+                frame = data[pos : pos + fs]
+                fsalt, _, txn, _, _, _ = FRAME_HEADER.unpack_from(frame, 0)
+                if fsalt == salt and txn > last_commit and crc32c(frame[:-4]) == int.from_bytes(frame[-4:], "big"):
+                    later.append((pos, txn))
+                pos += fs
+            in_flight = expect if expect is not None else min((t for _, t in later), default=0)
+            for pos, txn in later:
+                if txn > in_flight:
+                    raise JournalCorruptError(
+                        f"{self.path}: log frame at offset {off} is damaged (checksum or sequence) but frames of "
+                        f"later transactions follow at offset {pos}; replaying would lose committed requests "
+                        f"(ksds verify --recover keeps what comes before the damage)"
+                    )
+            replay.damaged_at = off
+        else:
+            replay.discarded_bytes = len(data) - off
+        self.offset = off
+        return replay

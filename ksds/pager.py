@@ -1,0 +1,434 @@
+"""The pager: the data set file, its log, the buffer pool, transactions, checkpoints, recovery and allocation.
+
+Everything above it (the index, the requests) works on decoded CIs that it gets with :meth:`Pager.get` and
+hands back with :meth:`Pager.dirty`; the pager makes each transaction atomic and durable:
+
+1. :meth:`commit` encodes the transaction's changed CIs once, appends them to the log as one write (with the
+   state in the commit frame), syncs the log in power mode, and then writes the CIs in place;
+2. :meth:`checkpoint` (every ``CHECKPOINT_FRAMES`` log frames, and at close) writes the header CI, syncs the data
+   file in power mode, and starts a new log generation;
+3. at open, a log with committed transactions means the data set was not closed cleanly: they are replayed
+   (whole CI images, so replay is idempotent), the header is rewritten from the last commit's state, and
+   :attr:`recovery` says what was done.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+from dataclasses import dataclass
+
+from . import faults
+from .bufferpool import BufferPool
+from .ci import AnyCI, Codec, DataCI, FreeCI, IndexCI
+from .definition import Definition
+from .errors import (
+    CorruptionError,
+    DamagedCIError,
+    DatasetInUseError,
+    DatasetNotFoundError,
+    KsdsError,
+    NoSpaceError,
+    NotADatasetError,
+)
+from .format import (
+    CI_FREE_CA,
+    CI_FREE_INDEX,
+    HEADER_SIZE,
+    State,
+    decode_header,
+    encode_header,
+)
+from .journal import Journal
+
+log = logging.getLogger("ksds")
+
+#: checkpoint when the log holds this many frames (about 9 MiB of log with 4 KiB CIs)
+CHECKPOINT_FRAMES = 2048
+#: highest CI number (CI numbers are 32-bit)
+MAX_CI = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What opening a data set that was not closed cleanly did (``Dataset.recovery``)."""
+
+    transactions: int  # committed transactions replayed from the log
+    frames: int  # CI images written back
+    discarded_frames: int  # frames of a transaction cut off by the crash (never acknowledged)
+    discarded_bytes: int  # a partial frame at the end of the log
+    damaged_at: int | None  # log offset where a damaged (torn) frame ended the log
+
+    def __str__(self) -> str:
+        s = f"replayed {self.transactions} transactions ({self.frames} CIs) from the log"
+        if self.discarded_frames or self.discarded_bytes or self.damaged_at is not None:
+            s += (
+                f"; discarded an unfinished transaction ({self.discarded_frames} frames"
+                + (f", {self.discarded_bytes} bytes of a partial frame" if self.discarded_bytes else "")
+                + (f", torn frame at log offset {self.damaged_at}" if self.damaged_at is not None else "")
+                + ")"
+            )
+        return s
+
+
+def log_path(path: str) -> str:
+    return path + "-wal"
+
+
+def _flock(fd: int, exclusive: bool, path: str) -> None:
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise DatasetInUseError(
+            f"{path} is in use: another process has it open "
+            + ("for update" if not exclusive else "")
+            + " (share options allow many readers or one updater)"
+        ) from None
+
+
+class Pager:
+    """Owns the file descriptors of one open data set. Not thread-safe: one Pager per thread of use."""
+
+    def __init__(self, path: str, *, writable: bool, power: bool, buffer_space: int) -> None:
+        self.path = path
+        self.writable = writable
+        self.power = power
+        self.fd = -1
+        if not os.path.exists(path):
+            raise DatasetNotFoundError(f"no data set at {path}")
+        if os.path.isdir(path):
+            raise NotADatasetError(f"{path} is a directory, not a ksds data set")
+        try:
+            self.fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+        except PermissionError as e:
+            raise KsdsError(f"{path}: cannot open for {'update' if writable else 'reading'}: {e.strerror}") from None
+        try:
+            _flock(self.fd, writable, path)
+            head = os.pread(self.fd, HEADER_SIZE, 0)
+            self.defn, self.created, self.state = decode_header(head, path)
+            self.ci_size = self.defn.ci_size
+            self.codec = Codec(self.defn, path)
+            self.dirty: dict[int, AnyCI] = {}
+            self.state_dirty = False
+            self.pool = BufferPool(buffer_space // self.ci_size, self.dirty)
+            self.journal = Journal(log_path(path), self.ci_size, self.created)
+            self.file_size = os.fstat(self.fd).st_size
+            self.recovery: Recovery | None = None
+            if os.path.exists(self.journal.path):
+                self.recovery = self._recover()
+            elif self.file_size < self.state.hurba * self.ci_size:
+                raise self._truncated()
+            self.committed = self.state.pack()
+            if writable:
+                self.journal.create(sync=power)
+        except BaseException:
+            os.close(self.fd)
+            self.fd = -1
+            raise
+
+    # --- reading --------------------------------------------------------------------------------------------
+
+    def get(self, ci: int) -> AnyCI:
+        """The CI numbered ``ci``, from the pool or the file (checked: CRC32C, self-address)."""
+        obj = self.pool.get(ci)
+        if obj is not None:
+            obj.ref = True
+            return obj
+        return self.load(ci)
+
+    def load(self, ci: int) -> AnyCI:
+        if not 0 < ci < self.state.hurba:
+            raise DamagedCIError(
+                f"{self.path}: the index points at CI {ci}, outside the data set (HI-U-RBA "
+                f"{self.state.hurba * self.ci_size})",
+                ci,
+            )
+        data = os.pread(self.fd, self.ci_size, ci * self.ci_size)
+        self.state.excps += 1
+        self.pool.misses += 1
+        obj = self.codec.decode(data, ci)
+        self.pool.put(obj)
+        return obj
+
+    def read_raw(self, ci: int) -> bytes:
+        """The bytes of a CI as they are in the file (for EXAMINE and the map); not cached."""
+        return os.pread(self.fd, self.ci_size, ci * self.ci_size)
+
+    # --- changing ---------------------------------------------------------------------------------------------
+
+    def dirty_ci(self, obj: AnyCI) -> None:
+        """Mark a CI changed by the transaction in progress (and keep it in the pool until the commit)."""
+        ci = obj.ci
+        self.dirty[ci] = obj
+        if self.pool.get(ci) is not obj:
+            self.pool.put(obj)
+
+    def alloc_index_ci(self) -> int:
+        """A CI for the index: the first free index CI, or a new one at the end of the data set."""
+        st = self.state
+        if st.free_index:
+            ci = st.free_index
+            obj = self.get(ci)
+            if type(obj) is not FreeCI or obj.kind != CI_FREE_INDEX:
+                raise self.codec.damaged(ci, "is on the free index CI list but is not a free index CI")
+            st.free_index = obj.next
+        else:
+            ci = self._extend(1)
+        st.index_cis += 1
+        return ci
+
+    def free_index_ci(self, ci: int) -> None:
+        st = self.state
+        self.dirty_ci(FreeCI(ci, CI_FREE_INDEX, st.free_index))
+        st.free_index = ci
+        st.index_cis -= 1
+
+    def alloc_ca(self) -> int:
+        """The first CI of a CA: a free CA, or a new one at the end of the data set."""
+        st = self.state
+        if st.free_ca:
+            base = st.free_ca
+            obj = self.get(base)
+            if type(obj) is not FreeCI or obj.kind != CI_FREE_CA:
+                raise self.codec.damaged(base, "is on the free CA list but is not a free CA")
+            st.free_ca = obj.next
+            self.pool.drop(base)
+            self.dirty.pop(base, None)
+        else:
+            base = self._extend(self.defn.cis_per_ca)
+        st.ca_count += 1
+        return base
+
+    def free_ca(self, base: int) -> None:
+        st = self.state
+        self.dirty_ci(FreeCI(base, CI_FREE_CA, st.free_ca))
+        st.free_ca = base
+        st.ca_count -= 1
+
+    def _extend(self, count: int) -> int:
+        st = self.state
+        ci = st.hurba
+        if ci + count > MAX_CI:
+            raise NoSpaceError(f"{self.path}: the data set has reached its largest size ({MAX_CI} CIs)")
+        st.hurba = ci + count
+        return ci
+
+    # --- transactions -------------------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Make the changes since the last commit one atomic, durable transaction."""
+        dirty = self.dirty
+        if not dirty and not self.state_dirty:
+            return
+        st = self.state
+        st.txn += 1
+        txn = st.txn
+        encode = self.codec.encode
+        images = [(ci, encode(obj, txn)) for ci, obj in dirty.items()] or [(0, bytes(self.ci_size))]
+        need = st.hurba * self.ci_size
+        try:
+            if need > self.file_size:
+                self._truncate(need)
+            blob = st.pack()
+            self.journal.append(self.journal.encode(images, txn, blob), len(images))
+            faults.crashpoint("log-written")
+            if self.power:
+                self.journal.sync()
+            fd = self.fd
+            cisz = self.ci_size
+            active = faults.ACTIVE
+            for ci, image in images:
+                if ci:
+                    if active is None:
+                        os.pwrite(fd, image, ci * cisz)
+                    else:
+                        active.pwrite(fd, faults.FILE_DATA, image, ci * cisz)
+                        active.crashpoint("ci-written")
+        except OSError as e:
+            self._io_failed(e)
+        faults.crashpoint("request-done")
+        dirty.clear()
+        self.state_dirty = False
+        self.committed = blob
+        if self.journal.frames >= CHECKPOINT_FRAMES:
+            self.checkpoint()
+
+    def rollback(self) -> None:
+        """Forget every change since the last commit (the pool drops the changed CIs; the state goes back)."""
+        for ci in self.dirty:
+            self.pool.drop(ci)
+        self.dirty.clear()
+        st = self.state
+        keep = st.rec_retrieved, st.excps
+        self.state = State.unpack(self.committed)
+        self.state.rec_retrieved, self.state.excps = keep
+        self.state_dirty = False
+
+    def _io_failed(self, e: OSError) -> None:
+        """An I/O error mid-commit: the transaction may be half in the log, so this Pager can go no further."""
+        self.rollback()
+        self.pool.clear()
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise NoSpaceError(f"{self.path}: no space to extend the data set or its log: {e.strerror}") from e
+        raise KsdsError(f"{self.path}: I/O error: {e}") from e
+
+    def _truncate(self, size: int) -> None:
+        if faults.ACTIVE is not None:
+            faults.ACTIVE.truncate(self.fd, faults.FILE_DATA, size)
+        else:
+            os.ftruncate(self.fd, size)
+        self.file_size = size
+
+    def _write_header(self) -> None:
+        data = encode_header(self.defn, self.created, self.state, self.ci_size)
+        if faults.ACTIVE is not None:
+            faults.ACTIVE.pwrite(self.fd, faults.FILE_DATA, data, 0)
+        else:
+            os.pwrite(self.fd, data, 0)
+
+    def _sync_data(self) -> None:
+        if faults.ACTIVE is not None:
+            faults.ACTIVE.sync(self.fd, faults.FILE_DATA)
+        else:
+            os.fsync(self.fd)
+
+    def checkpoint(self) -> None:
+        """Write the header; in power mode make the data file durable; start a new log generation."""
+        self._write_header()
+        faults.crashpoint("checkpoint-header")
+        if self.power:
+            self._sync_data()
+        self.journal.reset(sync=self.power)
+        faults.crashpoint("checkpoint-done")
+
+    def sync(self) -> None:
+        """Put every committed transaction on stable storage (one log sync)."""
+        self.journal.sync()
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        try:
+            if self.writable:
+                self.commit()
+                self._write_header()
+                self._sync_data()
+                self.journal.close(remove=True)
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+
+    def abandon(self) -> None:
+        """Close the files without writing anything (what a crash leaves; for tests)."""
+        if self.fd >= 0:
+            self.journal.close(remove=False)
+            os.close(self.fd)
+            self.fd = -1
+
+    # --- recovery -------------------------------------------------------------------------------------------
+
+    def _truncated(self) -> CorruptionError:
+        want = self.state.hurba * self.ci_size
+        first = self.file_size // self.ci_size
+        return CorruptionError(
+            f"{self.path} is truncated: HI-U-RBA is {want} but the file has {self.file_size} bytes "
+            f"(CIs {first} to {self.state.hurba - 1} are missing)"
+        )
+
+    def _recover(self) -> Recovery | None:
+        """Replay the log left by a data set that was not closed cleanly."""
+        replay = self.journal.read()
+        if replay.stale:
+            log.warning("%s: ignoring a log left by an earlier data set of the same name", self.path)
+            if self.file_size < self.state.hurba * self.ci_size:
+                raise self._truncated()
+            if self.writable:
+                os.unlink(self.journal.path)
+            return None
+        if self.file_size < self.state.hurba * self.ci_size:
+            raise self._truncated()  # CIs written before the last checkpoint are gone: not repairable here
+        if not self.writable:
+            # recovery writes: take the data set for update for the duration
+            fd = os.open(self.path, os.O_RDWR)
+            try:
+                _flock(fd, True, self.path)
+                self._replay(fd, replay)
+            finally:
+                os.close(fd)
+            _flock(self.fd, False, self.path)
+        else:
+            self._replay(self.fd, replay)
+        frames = sum(len(images) for _, images, _ in replay.transactions)
+        rec = Recovery(
+            transactions=len(replay.transactions),
+            frames=frames,
+            discarded_frames=replay.discarded_frames,
+            discarded_bytes=replay.discarded_bytes,
+            damaged_at=replay.damaged_at,
+        )
+        log.warning("%s was not closed cleanly: %s", self.path, rec)
+        return rec
+
+    def _replay(self, fd: int, replay: object) -> None:
+        from .journal import Replay
+
+        assert isinstance(replay, Replay)
+        cisz = self.ci_size
+        for _, images, state in replay.transactions:
+            for ci, image in images:
+                if ci:
+                    os.pwrite(fd, image, ci * cisz)
+        if replay.transactions:
+            self.state = State.unpack(replay.transactions[-1][2])
+        need = self.state.hurba * cisz
+        if os.fstat(fd).st_size < need:
+            os.ftruncate(fd, need)  # CIs allocated after the last checkpoint and never written
+        self.file_size = os.fstat(fd).st_size
+        os.pwrite(fd, encode_header(self.defn, self.created, self.state, cisz), 0)
+        os.fsync(fd)
+        os.unlink(self.journal.path)
+
+
+def create(path: str, defn: Definition, created: int) -> None:
+    """Write a new, empty data set: header, one sequence-set CI, and CA 0 whose first CI is an empty data CI."""
+    cisz = defn.ci_size
+    codec = Codec(defn, path)
+    st = State(
+        freespace_ci=defn.freespace[0],
+        freespace_ca=defn.freespace[1],
+        share_region=defn.share_options[0],
+        share_system=defn.share_options[1],
+        root=1,
+        levels=1,
+        hurba=2 + defn.cis_per_ca,
+        ca_count=1,
+        index_cis=1,
+        data_cis=1,
+    )
+    high = b"\xff" * defn.key_length
+    seq = IndexCI(1, 1, 2, [high], [2])
+    data = DataCI(2, [], [])
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        from .errors import DatasetExistsError
+
+        raise DatasetExistsError(f"{path} already exists (delete it first, or choose another name)") from None
+    try:
+        os.ftruncate(fd, st.hurba * cisz)
+        os.pwrite(fd, encode_header(defn, created, st, cisz), 0)
+        os.pwrite(fd, codec.encode(seq, 0), cisz)
+        os.pwrite(fd, codec.encode(data, 0), 2 * cisz)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    dirfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+    stale = log_path(path)
+    if os.path.exists(stale):
+        os.unlink(stale)
