@@ -38,7 +38,9 @@ from .errors import (
     RecordLockedError,
     RecordNotFoundError,
 )
+from .examine import ExamineReport, Finding, examine
 from .pager import Recovery
+from .verify import VerifyReport, verify
 
 __version__ = "0.1.0"
 
@@ -65,7 +67,12 @@ __all__ = [
     "RecordLengthError",
     "RecordLockedError",
     "RecordNotFoundError",
+    "ExamineReport",
+    "Finding",
     "Recovery",
+    "examine",
+    "verify",
+    "VerifyReport",
     "define",
     "open",
 ]

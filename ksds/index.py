@@ -140,12 +140,27 @@ def remove_entry(pager: Pager, path: Path, depth: int) -> None:
         remove_entry(pager, path, depth - 1)
         return
     if i == len(node.keys) - 1:
-        node.keys[i - 1] = node.keys[i]  # the previous entry takes over up to this CI's high key
+        # the previous entry takes over up to this entry's high key, and so does its subtree's right edge
+        high = node.keys[i]
+        node.keys[i - 1] = high
+        if node.level > 1:
+            _widen_right_edge(pager, node.ptrs[i - 1], high)
     del node.keys[i]
     del node.ptrs[i]
     pager.dirty_ci(node)
     if depth == 0:
         shrink(pager)
+
+
+def _widen_right_edge(pager: Pager, ci: int, high: bytes) -> None:
+    """Set the last high key of index CI ``ci`` and of the last CI under it, down to the sequence set. O(L)."""
+    while True:
+        node = get_index(pager, ci)
+        node.keys[-1] = high
+        pager.dirty_ci(node)
+        if node.level == 1:
+            return
+        ci = node.ptrs[-1]
 
 
 def shrink(pager: Pager) -> None:

@@ -188,6 +188,7 @@ class Journal:
                 last_commit = txn
             off += fs
         replay.discarded_frames = len(pending)
+        self.offset = off
         if off + fs <= len(data):
             # A frame failed. Frames of the transaction in flight may follow it (a torn write reaches the disk
             # out of order); frames of a *later* transaction mean damage in the middle of the log.
@@ -210,5 +211,4 @@ class Journal:
             replay.damaged_at = off
         else:
             replay.discarded_bytes = len(data) - off
-        self.offset = off
         return replay

@@ -1,0 +1,287 @@
+"""EXAMINE: the full integrity check of a data set, without opening it (so it works on damaged ones).
+
+It reads the file CI by CI (and, if the data set was not closed cleanly, the committed transactions of its log,
+as recovery would replay them) and reports each finding with the CI it is about:
+
+* INDEXTEST -- every index CI's checksum, level, keys in order and inside the range its parent gives it, every
+  pointer inside the data set and used once, sequence-set pointers inside their CA, the level count;
+* DATATEST -- every data CI's checksum, its records in key order and inside the CI's key range, records in order
+  across CIs; the free index CI and free CA lists; the statistics against what was counted.
+
+Message numbers follow IDCAMS's where one fits (IDC11733I key sequence error, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .ci import Codec, DataCI, FreeCI, IndexCI
+from .errors import CorruptionError, DamagedCIError, JournalCorruptError, KsdsError
+from .format import CI_FREE_CA, CI_FREE_INDEX, HEADER_SIZE, State, decode_header
+from .journal import Journal
+from .pager import log_path
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing EXAMINE found. ``severity`` is "error" (the data set is not sound) or "warning"."""
+
+    severity: str
+    code: str
+    ci: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"CI {self.ci}: " if self.ci is not None else ""
+        return f"{self.code} {self.severity.upper()} {where}{self.message}"
+
+
+@dataclass
+class ExamineReport:
+    path: str
+    findings: list[Finding] = field(default_factory=list)
+    records: int = 0
+    data_cis: int = 0
+    index_cis: int = 0
+    levels: int = 0
+    needs_recovery: bool = False
+    log_transactions: int = 0
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def sound(self) -> bool:
+        """No structural error (a pending log replay alone leaves the data set sound)."""
+        return not self.errors
+
+    def add(self, severity: str, code: str, ci: int | None, message: str) -> None:
+        self.findings.append(Finding(severity, code, ci, message))
+
+
+def examine(
+    path: str,
+    *,
+    indextest: bool = True,
+    datatest: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> ExamineReport:
+    """Check the data set at ``path``; never raises for damage (it is reported), only for a missing file."""
+    path = str(path)
+    report = ExamineReport(path)
+    if not os.path.isfile(path):
+        from .errors import DatasetNotFoundError
+
+        raise DatasetNotFoundError(f"no data set at {path}")
+    with open(path, "rb") as f:
+        head = f.read(HEADER_SIZE)
+        try:
+            defn, created, state = decode_header(head, path)
+        except KsdsError as e:
+            report.add("error", "IDC11701I", 0, str(e))
+            return report
+        cisz = defn.ci_size
+        size = os.fstat(f.fileno()).st_size
+        overlay: dict[int, bytes] = {}
+        if os.path.exists(log_path(path)):
+            journal = Journal(log_path(path), cisz, created)
+            try:
+                replay = journal.read()
+            except JournalCorruptError as e:
+                report.add("error", "IDC11768I", None, str(e))
+                replay = None
+            if replay is not None and not replay.stale and replay.transactions:
+                for _, images, _ in replay.transactions:
+                    for ci, image in images:
+                        if ci:
+                            overlay[ci] = image
+                state = State.unpack(replay.transactions[-1][2])
+                report.needs_recovery = True
+                report.log_transactions = len(replay.transactions)
+                report.add(
+                    "warning",
+                    "IDC11768I",
+                    None,
+                    f"not closed cleanly: {len(replay.transactions)} committed transactions in the log to "
+                    f"replay (opening it, or ksds verify --recover, does); checked as they will be",
+                )
+            if replay is not None and (replay.discarded_frames or replay.discarded_bytes or replay.damaged_at):
+                report.needs_recovery = True
+                report.add(
+                    "warning",
+                    "IDC11768I",
+                    None,
+                    "an unfinished request was cut off by a crash (it was never acknowledged; recovery drops it)",
+                )
+        if size < state.hurba * cisz and not overlay:
+            report.add(
+                "error",
+                "IDC11727I",
+                None,
+                f"file truncated: HI-U-RBA {state.hurba * cisz} but the file has {size} bytes "
+                f"(CIs {size // cisz} to {state.hurba - 1} missing)",
+            )
+        codec = Codec(defn, path)
+
+        def read(ci: int) -> bytes:
+            if ci in overlay:
+                return overlay[ci]
+            f.seek(ci * cisz)
+            return f.read(cisz)
+
+        _Checker(report, codec, state, defn.cis_per_ca, read, indextest, datatest, progress).run()
+    return report
+
+
+class _Checker:
+    def __init__(
+        self,
+        report: ExamineReport,
+        codec: Codec,
+        state: State,
+        cis_per_ca: int,
+        read: Callable[[int], bytes],
+        indextest: bool,
+        datatest: bool,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.r = report
+        self.codec = codec
+        self.st = state
+        self.cpa = cis_per_ca
+        self.read = read
+        self.indextest = indextest
+        self.datatest = datatest
+        self.progress = progress
+        self.seen: set[int] = set()
+        self.cas: set[int] = set()
+        self.last_key: bytes | None = None
+        self.done = 0
+
+    def err(self, code: str, ci: int | None, msg: str) -> None:
+        self.r.add("error", code, ci, msg)
+
+    def load(self, ci: int) -> DataCI | IndexCI | FreeCI | None:
+        if not 0 < ci < self.st.hurba:
+            self.err("IDC11725I", ci, f"pointer to CI {ci} lies outside the data set (HI-U-RBA CI {self.st.hurba})")
+            return None
+        try:
+            return self.codec.decode(self.read(ci), ci)
+        except DamagedCIError as e:
+            self.err("IDC11701I", ci, str(e).split(": ", 1)[-1])
+            return None
+        except CorruptionError as e:
+            self.err("IDC11701I", ci, str(e))
+            return None
+
+    def use(self, ci: int, what: str) -> bool:
+        if ci in self.seen:
+            self.err("IDC11705I", ci, f"{what} CI {ci} is pointed at twice")
+            return False
+        self.seen.add(ci)
+        return True
+
+    def run(self) -> None:
+        st = self.st
+        r = self.r
+        top = self.load(st.root) if self.use(st.root, "index") else None
+        if not isinstance(top, IndexCI):
+            if top is not None:
+                self.err("IDC11704I", st.root, "the index's top CI is not an index CI")
+            return
+        if top.level != st.levels:
+            self.err("IDC11711I", st.root, f"top CI has level {top.level}, the header says {st.levels} levels")
+        r.levels = top.level
+        self.walk(top, None, b"\xff" * self.codec.kl)
+        self.free_lists()
+        if self.datatest and not r.errors:
+            if r.records != st.rec_total:
+                self.err("IDC11711I", None, f"REC-TOTAL is {st.rec_total} but {r.records} records were counted")
+            if r.data_cis != st.data_cis:
+                self.err("IDC11711I", None, f"{r.data_cis} data CIs counted, the header says {st.data_cis}")
+        if not r.errors:
+            if r.index_cis != st.index_cis:
+                self.err("IDC11711I", None, f"{r.index_cis} index CIs counted, the header says {st.index_cis}")
+            if len(self.cas) != st.ca_count:
+                self.err("IDC11724I", None, f"{len(self.cas)} CAs in the index, the header says {st.ca_count}")
+
+    def walk(self, node: IndexCI, low: bytes | None, high: bytes) -> None:
+        """Check ``node``, whose keys must lie in ``(low, high]`` and whose last key must be ``high``."""
+        r = self.r
+        r.index_cis += 1
+        keys = node.keys
+        ci = node.ci
+        if any(keys[j] >= keys[j + 1] for j in range(len(keys) - 1)):
+            self.err("IDC11704I", ci, "index keys not in ascending order")
+            return
+        if low is not None and keys[0] <= low:
+            self.err("IDC11704I", ci, f"first high key {keys[0].hex()} is not above the range start {low.hex()}")
+        if keys[-1] != high:
+            self.err("IDC11704I", ci, f"last high key {keys[-1].hex()} differs from its parent's {high.hex()}")
+        if node.level == 1:
+            self.cas.add(node.ca)
+            for j, ptr in enumerate(node.ptrs):
+                if not node.ca <= ptr < node.ca + self.cpa:
+                    self.err("IDC11725I", ci, f"points at data CI {ptr}, outside its CA ({node.ca}..)")
+                    continue
+                if not self.use(ptr, "data"):
+                    continue
+                r.data_cis += 1
+                if self.datatest:
+                    self.data(ptr, keys[j - 1] if j else low, keys[j])
+            return
+        for j, ptr in enumerate(node.ptrs):
+            if not self.use(ptr, "index"):
+                continue
+            child = self.load(ptr)
+            if child is None:
+                continue
+            if not isinstance(child, IndexCI) or child.level != node.level - 1:
+                self.err("IDC11704I", ptr, f"expected an index CI of level {node.level - 1} under CI {ci}")
+                continue
+            self.walk(child, keys[j - 1] if j else low, keys[j])
+
+    def data(self, ci: int, low: bytes | None, high: bytes) -> None:
+        obj = self.load(ci)
+        self.done += 1
+        if self.progress is not None and self.done % 256 == 0:
+            self.progress(self.done, self.st.data_cis)
+        if obj is None:
+            return
+        if not isinstance(obj, DataCI):
+            self.err("IDC11728I", ci, "the sequence set points at a CI that is not a data CI")
+            return
+        keys = obj.keys
+        self.r.records += len(keys)
+        if not keys and self.st.data_cis > 1:
+            self.r.add("warning", "IDC11728I", ci, "empty data CI still in the sequence set")
+        for j, k in enumerate(keys):
+            if (j and keys[j - 1] >= k) or (j == 0 and self.last_key is not None and self.last_key >= k):
+                self.err("IDC11733I", ci, f"data key sequence error at key {k.hex()}")
+                break
+            if (low is not None and k <= low) or k > high:
+                self.err("IDC11733I", ci, f"key {k.hex()} lies outside the CI's key range")
+                break
+        if keys:
+            self.last_key = keys[-1]
+
+    def free_lists(self) -> None:
+        for head, kind, name in ((self.st.free_index, CI_FREE_INDEX, "free index CI"), (self.st.free_ca, CI_FREE_CA, "free CA")):
+            ci = head
+            hops = 0
+            while ci:
+                hops += 1
+                if hops > self.st.hurba:
+                    self.err("IDC11711I", ci, f"the {name} list loops")
+                    break
+                if ci in self.seen or ci in self.cas:
+                    self.err("IDC11705I", ci, f"{name} CI {ci} is also in use")
+                    break
+                obj = self.load(ci)
+                if not isinstance(obj, FreeCI) or obj.kind != kind:
+                    self.err("IDC11711I", ci, f"on the {name} list but not a {name}")
+                    break
+                ci = obj.next
