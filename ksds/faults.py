@@ -52,6 +52,7 @@ class Plan:
         self.torn = False
         self.trace_fd = -1
         self.events = 0
+        self.counts: dict[str, int] = {}  # hits per crash point, and per "write" / "sync"
         for item in filter(None, (s.strip() for s in spec.split(";"))):
             name, _, value = item.partition("=")
             if name == "crash":
@@ -69,6 +70,7 @@ class Plan:
         os.kill(os.getpid(), signal.SIGKILL)
 
     def _event(self, point: str | None) -> bool:
+        self.counts[point or "io"] = self.counts.get(point or "io", 0) + 1
         if self.point is not None and point != self.point:
             return False
         self.events += 1

@@ -174,10 +174,13 @@ class Journal:
         while off + fs <= len(data):
             frame = data[off : off + fs]
             fsalt, ci, txn, _, flags, state = FRAME_HEADER.unpack_from(frame, 0)
-            ok = fsalt == salt and crc32c(frame[:-4]) == int.from_bytes(frame[-4:], "big")
+            if fsalt != salt:
+                break  # a frame of an older generation: the normal end of the log
+            ok = crc32c(frame[:-4]) == int.from_bytes(frame[-4:], "big")
             if ok and expect is not None and txn != expect:
                 ok = False
             if not ok:
+                replay.damaged_at = off
                 break
             expect = txn
             pending.append((ci, frame[hs : hs + self.ci_size]))
@@ -208,7 +211,6 @@ class Journal:
                         f"later transactions follow at offset {pos}; replaying would lose committed requests "
                         f"(ksds verify --recover keeps what comes before the damage)"
                     )
-            replay.damaged_at = off
         else:
             replay.discarded_bytes = len(data) - off
         return replay

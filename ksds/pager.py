@@ -82,9 +82,9 @@ def _flock(fd: int, exclusive: bool, path: str) -> None:
         fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except BlockingIOError:
         raise DatasetInUseError(
-            f"{path} is in use: another process has it open "
-            + ("for update" if not exclusive else "")
-            + " (share options allow many readers or one updater)"
+            f"{path} is in use: another process has it open"
+            + ("" if exclusive else " for update")
+            + " (many readers or one updater)"
         ) from None
 
 
@@ -350,14 +350,19 @@ class Pager:
         if self.file_size < self.state.hurba * self.ci_size:
             raise self._truncated()  # CIs written before the last checkpoint are gone: not repairable here
         if not self.writable:
-            # recovery writes: take the data set for update for the duration
-            fd = os.open(self.path, os.O_RDWR)
+            # recovery writes: hold the data set exclusively (convert our lock) for the duration
+            _flock(self.fd, True, self.path)
             try:
-                _flock(fd, True, self.path)
+                fd = os.open(self.path, os.O_RDWR)
+            except PermissionError:
+                raise KsdsError(
+                    f"{self.path} was not closed cleanly and needs recovery, which needs write access"
+                ) from None
+            try:
                 self._replay(fd, replay)
             finally:
                 os.close(fd)
-            _flock(self.fd, False, self.path)
+                _flock(self.fd, False, self.path)
         else:
             self._replay(self.fd, replay)
         frames = sum(len(images) for _, images, _ in replay.transactions)
