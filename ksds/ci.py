@@ -89,6 +89,7 @@ class Codec:
         self._trailer_off = self.ci_size - TRAILER_SIZE
         self._crc_off = self.ci_size - 4
         self._ptr_structs: dict[int, struct.Struct] = {}
+        self._zeros = memoryview(bytes(self.ci_size))
 
     def _ptrs(self, n: int) -> struct.Struct:
         s = self._ptr_structs.get(n)
@@ -99,9 +100,10 @@ class Codec:
     # --- encode -------------------------------------------------------------------------------------------
 
     def _seal(self, body: bytes, kind: int, flags: int, count: int, ci: int, aux: int) -> bytes:
-        pad = self._trailer_off - len(body)
-        data = body + bytes(pad) + TRAILER_NOCRC.pack(kind, flags, count, ci, aux)
-        return data + crc32c(data).to_bytes(4, "big")
+        pad = self._zeros[: self._trailer_off - len(body)]
+        trailer = TRAILER_NOCRC.pack(kind, flags, count, ci, aux)
+        crc = crc32c(trailer, crc32c(pad, crc32c(body)))
+        return b"".join((body, pad, trailer, crc.to_bytes(4, "big")))
 
     def encode(self, obj: AnyCI, txn: int) -> bytes:
         """The CI's bytes, descriptor and CRC32C included. ``txn`` is recorded in data and index-set CIs."""

@@ -316,9 +316,7 @@ class Dataset:
         p = self._writable()
         record = self._record(record)
         key = record[self._ko : self._ko + self._kl]
-        path = index.path_to(p, key)
-        seq, i = path[-1]
-        ci = index.get_data(p, seq.ptrs[i])
+        _, _, ci = index.locate(p, key)
         j = bisect_left(ci.keys, key)
         if j == len(ci.keys) or ci.keys[j] != key:
             raise RecordNotFoundError(f"{self.path}: no record with key {key.hex().upper()} to rewrite")
@@ -334,9 +332,7 @@ class Dataset:
         """
         p = self._writable()
         key = self._key(key)
-        path = index.path_to(p, key)
-        seq, i = path[-1]
-        ci = index.get_data(p, seq.ptrs[i])
+        _, _, ci = index.locate(p, key)
         j = bisect_left(ci.keys, key)
         if j == len(ci.keys) or ci.keys[j] != key:
             raise RecordNotFoundError(f"{self.path}: no record with key {key.hex().upper()} to erase")
@@ -350,6 +346,7 @@ class Dataset:
                 p.dirty.pop(ci.ci, None)
                 p.pool.drop(ci.ci)
                 st.data_cis -= 1
+                path = index.path_to(p, key)
                 index.remove_entry(p, path, len(path) - 1)
                 index.shrink(p)
         except BaseException as e:
@@ -363,9 +360,7 @@ class Dataset:
 
     def _insert(self, p: Pager, key: bytes, record: bytes) -> bool:
         """Put a new record in its CI, splitting as needed. Returns whether it went after every other record."""
-        path = index.path_to(p, key)
-        seq, i = path[-1]
-        ci = index.get_data(p, seq.ptrs[i])
+        seq, i, ci = index.locate(p, key)
         keys = ci.keys
         pos = bisect_left(keys, key)
         n = len(keys)
@@ -379,7 +374,7 @@ class Dataset:
             ci.recs.insert(pos, record)
             p.dirty_ci(ci)
             return at_end
-        self._split_ci(p, path, ci, pos, key, record, sequential)
+        self._split_ci(p, index.path_to(p, key), ci, pos, key, record, sequential)
         return at_end
 
     def _free_ci(self, p: Pager, seq: IndexCI) -> int | None:

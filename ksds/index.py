@@ -50,6 +50,16 @@ def path_to(pager: Pager, key: bytes) -> Path:
         node = get_index(pager, node.ptrs[i])
 
 
+def locate(pager: Pager, key: bytes) -> tuple[IndexCI, int, DataCI]:
+    """The sequence-set CI, its entry and the data CI for ``key``, without building a path. O(L log n)."""
+    node = get_index(pager, pager.state.root)
+    while True:
+        i = bisect_left(node.keys, key)
+        if node.level == 1:
+            return node, i, get_data(pager, node.ptrs[i])
+        node = get_index(pager, node.ptrs[i])
+
+
 def next_data(pager: Pager, path: Path) -> DataCI | None:
     """Move ``path`` to the next data CI in key order and return it (None past the last). Amortised O(1)."""
     d = len(path) - 1

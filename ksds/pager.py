@@ -3,13 +3,17 @@
 Everything above it (the index, the requests) works on decoded CIs that it gets with :meth:`Pager.get` and
 hands back with :meth:`Pager.dirty`; the pager makes each transaction atomic and durable:
 
-1. :meth:`commit` encodes the transaction's changed CIs once, appends them to the log as one write (with the
-   state in the commit frame), syncs the log in power mode, and then writes the CIs in place;
-2. :meth:`checkpoint` (every ``CHECKPOINT_FRAMES`` log frames, and at close) writes the header CI, syncs the data
-   file in power mode, and starts a new log generation;
+1. :meth:`commit` encodes the transaction's changed CIs once and appends them to the log in one write, the
+   last frame carrying the state (commit); in power mode it syncs the log. The CIs are not yet written in
+   place: their images wait in :attr:`unflushed` (a pool miss reads them from there);
+2. :meth:`checkpoint` (when the log reaches ``CHECKPOINT_BYTES``, and at close) writes the unflushed CIs in
+   place, once each, and the header CI; syncs the data file in power mode; and starts a new log generation;
 3. at open, a log with committed transactions means the data set was not closed cleanly: they are replayed
    (whole CI images, so replay is idempotent), the header is rewritten from the last commit's state, and
    :attr:`recovery` says what was done.
+
+So a request costs one log write (plus one sync in power mode), and a CI updated many times between
+checkpoints is written in place once.
 """
 
 from __future__ import annotations
@@ -45,8 +49,8 @@ from .journal import Journal
 
 log = logging.getLogger("ksds")
 
-#: checkpoint when the log holds this many frames (about 9 MiB of log with 4 KiB CIs)
-CHECKPOINT_FRAMES = 2048
+#: checkpoint when the log holds this many bytes of frames (also the most CI images held unflushed in memory)
+CHECKPOINT_BYTES = 8 << 20
 #: highest CI number (CI numbers are 32-bit)
 MAX_CI = 0xFFFFFFFF
 
@@ -112,6 +116,10 @@ class Pager:
             self.codec = Codec(self.defn, path)
             self.dirty: dict[int, AnyCI] = {}
             self.state_dirty = False
+            #: images of committed CIs not yet written in place (they are in the log); written by checkpoint
+            self.unflushed: dict[int, bytes] = {}
+            #: write each commit's CIs in place at once (for sharing); otherwise at the next checkpoint
+            self.write_through = False
             self.pool = BufferPool(buffer_space // self.ci_size, self.dirty)
             self.journal = Journal(log_path(path), self.ci_size, self.created)
             self.file_size = os.fstat(self.fd).st_size
@@ -145,8 +153,10 @@ class Pager:
                 f"{self.state.hurba * self.ci_size})",
                 ci,
             )
-        data = os.pread(self.fd, self.ci_size, ci * self.ci_size)
-        self.state.excps += 1
+        data = self.unflushed.get(ci)
+        if data is None:
+            data = os.pread(self.fd, self.ci_size, ci * self.ci_size)
+            self.state.excps += 1
         self.pool.misses += 1
         obj = self.codec.decode(data, ci)
         self.pool.put(obj)
@@ -228,32 +238,42 @@ class Pager:
         encode = self.codec.encode
         images = [(ci, encode(obj, txn)) for ci, obj in dirty.items()] or [(0, bytes(self.ci_size))]
         need = st.hurba * self.ci_size
+        blob = st.pack()
         try:
             if need > self.file_size:
                 self._truncate(need)
-            blob = st.pack()
-            self.journal.append(self.journal.encode(images, txn, blob), len(images))
+            self.journal.append(images, txn, blob)
             faults.crashpoint("log-written")
             if self.power:
                 self.journal.sync()
-            fd = self.fd
-            cisz = self.ci_size
-            active = faults.ACTIVE
+            unflushed = self.unflushed
             for ci, image in images:
                 if ci:
-                    if active is None:
-                        os.pwrite(fd, image, ci * cisz)
-                    else:
-                        active.pwrite(fd, faults.FILE_DATA, image, ci * cisz)
-                        active.crashpoint("ci-written")
+                    unflushed[ci] = image
+            if self.write_through:
+                self._flush()
         except OSError as e:
             self._io_failed(e)
         faults.crashpoint("request-done")
         dirty.clear()
         self.state_dirty = False
         self.committed = blob
-        if self.journal.frames >= CHECKPOINT_FRAMES:
+        if self.journal.offset >= CHECKPOINT_BYTES:
             self.checkpoint()
+
+    def _flush(self) -> None:
+        """Write the committed CIs in place (in CI order), then forget them."""
+        fd = self.fd
+        cisz = self.ci_size
+        active = faults.ACTIVE
+        for ci in sorted(self.unflushed):
+            image = self.unflushed[ci]
+            if active is None:
+                os.pwrite(fd, image, ci * cisz)
+            else:
+                active.pwrite(fd, faults.FILE_DATA, image, ci * cisz)
+                active.crashpoint("ci-written")
+        self.unflushed.clear()
 
     def rollback(self) -> None:
         """Forget every change since the last commit (the pool drops the changed CIs; the state goes back)."""
@@ -295,7 +315,11 @@ class Pager:
             os.fsync(self.fd)
 
     def checkpoint(self) -> None:
-        """Write the header; in power mode make the data file durable; start a new log generation."""
+        """Write the logged CIs in place and the header; in power mode sync the data file; start a new log."""
+        try:
+            self._flush()
+        except OSError as e:
+            self._io_failed(e)
         self._write_header()
         faults.crashpoint("checkpoint-header")
         if self.power:
@@ -313,6 +337,7 @@ class Pager:
         try:
             if self.writable:
                 self.commit()
+                self._flush()
                 self._write_header()
                 self._sync_data()
                 self.journal.close(remove=True)

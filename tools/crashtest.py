@@ -46,7 +46,7 @@ from ksds import faults  # noqa: E402
 KEY_LEN = 6
 REC_LEN = 60
 DEFINE = dict(key_length=KEY_LEN, record_length=REC_LEN, ci_size=512, cis_per_ca=4, freespace=(10, 20))
-CHECKPOINT_FRAMES = 40  # checkpoints often, so that crashes land in them too
+CHECKPOINT_BYTES = 40 * 650  # about 40 frames: checkpoints often, so that crashes land in them too
 POINTS = [p for p in faults.POINTS]
 
 Op = tuple[str, bytes]  # ("w"|"r"|"e", record or key)
@@ -113,7 +113,7 @@ def apply(model: dict[bytes, bytes], unit: list[Op]) -> None:
 def writer(path: str, seed: int, count: int, durability: str, ackfile: str) -> None:
     import ksds.pager
 
-    ksds.pager.CHECKPOINT_FRAMES = CHECKPOINT_FRAMES
+    ksds.pager.CHECKPOINT_BYTES = CHECKPOINT_BYTES
     units = make_units(seed, count)
     ackfd = os.open(ackfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     ds = ksds.open(path, "rw", durability=durability, buffer_space=64 * 512)
