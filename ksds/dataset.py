@@ -508,7 +508,10 @@ class Dataset:
             return self._seek_le(p, self._max) if backward else self._seek_ge(p, self._min)
         k = self._key(key, generic)
         if generic:
-            pos = self._seek_le(p, k.ljust(self._kl, b"\xff")) if backward else self._seek_ge(p, k.ljust(self._kl, b"\0"))
+            if backward:
+                pos = self._seek_le(p, k.ljust(self._kl, b"\xff"))
+            else:
+                pos = self._seek_ge(p, k.ljust(self._kl, b"\0"))
             if not gteq and (pos is None or not pos[1].keys[pos[2]].startswith(k)):
                 raise RecordNotFoundError(f"{self.path}: no record with a key starting {k.hex().upper()}")
             return pos

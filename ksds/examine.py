@@ -269,7 +269,8 @@ class _Checker:
             self.last_key = keys[-1]
 
     def free_lists(self) -> None:
-        for head, kind, name in ((self.st.free_index, CI_FREE_INDEX, "free index CI"), (self.st.free_ca, CI_FREE_CA, "free CA")):
+        lists = ((self.st.free_index, CI_FREE_INDEX, "free index CI"), (self.st.free_ca, CI_FREE_CA, "free CA"))
+        for head, kind, name in lists:
             ci = head
             hops = 0
             while ci:

@@ -406,7 +406,7 @@ class Pager:
 
         assert isinstance(replay, Replay)
         cisz = self.ci_size
-        for _, images, state in replay.transactions:
+        for _, images, _state in replay.transactions:
             for ci, image in images:
                 if ci:
                     os.pwrite(fd, image, ci * cisz)
