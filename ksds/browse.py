@@ -39,17 +39,30 @@ class Browse:
         pos = ds._position(key, gteq, generic, backward)
         self.backward = backward
         start = (key, gteq, generic)
+        self._end()
         self._it = self._backward(pos, start) if backward else self._forward(pos, start)
 
-    def __iter__(self) -> Browse:
-        return self
+    def __iter__(self) -> Iterator[bytes]:
+        # ``yield from`` passes records through in C; a reposition ends the inner iterator and we go on
+        # with the new one
+        while True:
+            it = self._it
+            yield from it
+            if self._it is it:
+                return
 
     def __next__(self) -> bytes:
         return next(self._it)
 
     def close(self) -> None:
         """End the browse (ENDBR)."""
+        self._end()
         self._it = iter(())
+
+    def _end(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
 
     def __enter__(self) -> Browse:
         return self
