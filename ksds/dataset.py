@@ -173,12 +173,13 @@ class Dataset:
             raise KsdsError(f"{self.path}: the batch was rolled back after an error ({self._broken}); end it first")
         return p
 
-    def _key(self, key: Any, generic: bool = False) -> bytes:
-        if type(key) is not bytes:
+    def _key(self, key: object, generic: bool = False) -> bytes:
+        if not isinstance(key, bytes):
             if isinstance(key, (bytearray, memoryview)):
                 key = bytes(key)
             else:
                 raise InvalidRequestError(f"{self.path}: a key must be bytes, not {type(key).__name__}")
+        key = bytes(key) if type(key) is not bytes else key
         n = len(key)
         if generic:
             if not 0 < n <= self._kl:
@@ -192,12 +193,13 @@ class Dataset:
             )
         return key
 
-    def _record(self, record: Any) -> bytes:
-        if type(record) is not bytes:
+    def _record(self, record: object) -> bytes:
+        if not isinstance(record, bytes):
             if isinstance(record, (bytearray, memoryview)):
                 record = bytes(record)
             else:
                 raise InvalidRequestError(f"{self.path}: a record must be bytes, not {type(record).__name__}")
+        record = bytes(record) if type(record) is not bytes else record
         if len(record) != self._rl:
             raise RecordLengthError(
                 f"{self.path}: record of {len(record)} bytes; this data set's records have {self._rl}"
@@ -642,7 +644,7 @@ class Dataset:
     # --- statistics ---------------------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """LISTCAT ALL statistics, keyed by LISTCAT's names (see ``docs/statistics.md``)."""
+        """LISTCAT ALL statistics, keyed by LISTCAT's names (REC-TOTAL, SPLITS-CI, LEVELS, HI-U-RBA, ...)."""
         p = self._open()
         st = p.state
         d = p.defn

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .errors import DefinitionError
 
-#: bytes at the end of every CI: type, flags, count, CI number, transaction number, CRC32C
+#: bytes at the end of every CI: type, flags, count, CI number, aux (txn, CA or next free), CRC32C
 CI_TRAILER = 16
 #: bytes of a pointer in an index entry
 POINTER = 4

@@ -85,6 +85,14 @@ def examine(
             return report
         cisz = defn.ci_size
         size = os.fstat(f.fileno()).st_size
+        if size < state.hurba * cisz:  # CIs of the last checkpoint are gone (open refuses this too)
+            report.add(
+                "error",
+                "IDC11727I",
+                None,
+                f"file truncated: HI-U-RBA {state.hurba * cisz} but the file has {size} bytes "
+                f"(CIs {size // cisz} to {state.hurba - 1} missing)",
+            )
         overlay: dict[int, bytes] = {}
         if os.path.exists(log_path(path)):
             journal = Journal(log_path(path), cisz, created)
@@ -116,14 +124,6 @@ def examine(
                     None,
                     "an unfinished request was cut off by a crash (it was never acknowledged; recovery drops it)",
                 )
-        if size < state.hurba * cisz and not overlay:
-            report.add(
-                "error",
-                "IDC11727I",
-                None,
-                f"file truncated: HI-U-RBA {state.hurba * cisz} but the file has {size} bytes "
-                f"(CIs {size // cisz} to {state.hurba - 1} missing)",
-            )
         codec = Codec(defn, path)
 
         def read(ci: int) -> bytes:

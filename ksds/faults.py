@@ -33,11 +33,11 @@ ENTRY = struct.Struct(">BBQI")
 
 #: named crash points inside the engine, for ``point=NAME``
 POINTS = (
-    "log-written",  # the request's log frames are written (and synced in power mode), no CI yet in place
-    "ci-written",  # one CI of a request written in place (between the CIs of a split)
-    "request-done",  # every CI of the request in place
+    "log-written",  # a transaction's frames are written to the log (not yet synced in power mode)
+    "request-done",  # a request (or batch) committed: in the log; its CIs wait for the checkpoint
     "split-ci",  # a CI split built in memory, before its commit
     "split-ca",  # a CA split built in memory, before its commit
+    "ci-written",  # one CI written in place by a checkpoint or a close (between the CIs it writes)
     "checkpoint-header",  # the header CI written by a checkpoint, log not yet reset
     "checkpoint-done",  # log reset
 )

@@ -18,7 +18,7 @@ from .errors import NotADatasetError
 
 crc32c = _crc32c.crc32c
 
-#: first 8 bytes of a data set; the \\r\\n and \\x1a catch a text-mode (ASCII/EBCDIC) transfer
+#: first 8 bytes of a data set; the \\r\\n and \\x1a catch a text-mode (line-end converting) transfer
 MAGIC = b"\x89KSDS\r\n\x1a"
 FORMAT_VERSION = 1
 
@@ -122,16 +122,18 @@ def decode_header(data: bytes, path: str) -> tuple[Definition, int, State]:
             )
         raise NotADatasetError(f"{path} is not a ksds data set (no ksds header)")
     magic, version, hdrlen, cisz, kl, _, ko, rl, cpa, created = HEADER_FIXED.unpack_from(data, 0)
-    if version != FORMAT_VERSION:
-        raise NotADatasetError(
-            f"{path} has format version {version}; this ksds reads version {FORMAT_VERSION}"
-        )
-    body = data[: HEADER_FIXED.size + STATE_SIZE]
-    stored = int.from_bytes(data[len(body) : len(body) + 4], "big")
-    if crc32c(body) != stored:
-        from .errors import CorruptionError
+    if hdrlen == HEADER_SIZE:
+        body = data[: HEADER_FIXED.size + STATE_SIZE]
+        stored = int.from_bytes(data[len(body) : len(body) + 4], "big")
+        if crc32c(body) != stored:
+            from .errors import CorruptionError
 
-        raise CorruptionError(f"{path}: the header CI (CI 0, RBA 0) fails its CRC32C check")
+            raise CorruptionError(f"{path}: the header CI (CI 0, RBA 0) fails its CRC32C check")
+    if version != FORMAT_VERSION or hdrlen != HEADER_SIZE:
+        raise NotADatasetError(
+            f"{path} has format version {version} (header of {hdrlen} bytes); this ksds reads version "
+            f"{FORMAT_VERSION} ({HEADER_SIZE} bytes)"
+        )
     state = State.unpack(data[HEADER_FIXED.size :])
     defn = Definition(
         key_length=kl,

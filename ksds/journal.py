@@ -1,7 +1,7 @@
 """The write-ahead log (``PATH-wal``): whole-CI redo frames, one transaction per request or batch.
 
 Why a redo log of whole CIs (and not a rollback journal or copy-on-write): a request's CIs are written to the log
-in one ``pwrite`` (plus one ``fdatasync`` in power mode) and only then in place, so a request costs one sync,
+in one ``pwritev`` (plus one ``fdatasync`` in power mode) and only later in place, so a request costs one sync,
 a torn CI in the data file is always repaired from the log, and recovery is a replay that never has to reason
 about half-done splits: a transaction's frames are either all there with their commit frame, or ignored.
 Copy-on-write would move CIs on every update (breaking CA locality), and a rollback journal needs a sync

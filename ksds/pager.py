@@ -77,6 +77,13 @@ class Recovery:
         return s
 
 
+def pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """``os.pwrite`` until every byte is written (a regular file may take a short write)."""
+    done = os.pwrite(fd, data, offset)
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
+
+
 def log_path(path: str) -> str:
     return path + "-wal"
 
@@ -120,6 +127,8 @@ class Pager:
             self.unflushed: dict[int, bytes] = {}
             #: write each commit's CIs in place at once (for sharing); otherwise at the next checkpoint
             self.write_through = False
+            #: an I/O error after a log append: the log may hold a transaction the caller was told failed
+            self.failed: OSError | None = None
             self.pool = BufferPool(buffer_space // self.ci_size, self.dirty)
             self.journal = Journal(log_path(path), self.ci_size, self.created)
             self.file_size = os.fstat(self.fd).st_size
@@ -163,8 +172,9 @@ class Pager:
         return obj
 
     def read_raw(self, ci: int) -> bytes:
-        """The bytes of a CI as they are in the file (for EXAMINE and the map); not cached."""
-        return os.pread(self.fd, self.ci_size, ci * self.ci_size)
+        """The committed bytes of a CI (from the log's unflushed images, else the file); not cached."""
+        data = self.unflushed.get(ci)
+        return data if data is not None else os.pread(self.fd, self.ci_size, ci * self.ci_size)
 
     # --- changing ---------------------------------------------------------------------------------------------
 
@@ -232,6 +242,11 @@ class Pager:
         dirty = self.dirty
         if not dirty and not self.state_dirty:
             return
+        if self.failed is not None:
+            raise KsdsError(
+                f"{self.path}: updates stopped after an I/O error ({self.failed}); close and reopen the data set "
+                f"(recovery keeps or drops the request that failed, as the log holds it)"
+            )
         st = self.state
         st.txn += 1
         txn = st.txn
@@ -242,6 +257,7 @@ class Pager:
         try:
             if need > self.file_size:
                 self._truncate(need)
+            appended = self.journal.offset
             self.journal.append(images, txn, blob)
             faults.crashpoint("log-written")
             if self.power:
@@ -253,6 +269,8 @@ class Pager:
             if self.write_through:
                 self._flush()
         except OSError as e:
+            if self.journal.offset != appended:
+                self.failed = e  # the commit frame may be in the log: no further transaction may follow it
             self._io_failed(e)
         faults.crashpoint("request-done")
         dirty.clear()
@@ -269,7 +287,7 @@ class Pager:
         for ci in sorted(self.unflushed):
             image = self.unflushed[ci]
             if active is None:
-                os.pwrite(fd, image, ci * cisz)
+                pwrite_all(fd, image, ci * cisz)
             else:
                 active.pwrite(fd, faults.FILE_DATA, image, ci * cisz)
                 active.crashpoint("ci-written")
@@ -287,7 +305,7 @@ class Pager:
         self.state_dirty = False
 
     def _io_failed(self, e: OSError) -> None:
-        """An I/O error mid-commit: the transaction may be half in the log, so this Pager can go no further."""
+        """An I/O error mid-commit: undo the transaction in memory and raise a ksds error."""
         self.rollback()
         self.pool.clear()
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
@@ -306,7 +324,7 @@ class Pager:
         if faults.ACTIVE is not None:
             faults.ACTIVE.pwrite(self.fd, faults.FILE_DATA, data, 0)
         else:
-            os.pwrite(self.fd, data, 0)
+            pwrite_all(self.fd, data, 0)
 
     def _sync_data(self) -> None:
         if faults.ACTIVE is not None:
@@ -319,6 +337,7 @@ class Pager:
         try:
             self._flush()
         except OSError as e:
+            self.failed = e
             self._io_failed(e)
         self._write_header()
         faults.crashpoint("checkpoint-header")
@@ -409,14 +428,14 @@ class Pager:
         for _, images, _state in replay.transactions:
             for ci, image in images:
                 if ci:
-                    os.pwrite(fd, image, ci * cisz)
+                    pwrite_all(fd, image, ci * cisz)
         if replay.transactions:
             self.state = State.unpack(replay.transactions[-1][2])
         need = self.state.hurba * cisz
         if os.fstat(fd).st_size < need:
             os.ftruncate(fd, need)  # CIs allocated after the last checkpoint and never written
         self.file_size = os.fstat(fd).st_size
-        os.pwrite(fd, encode_header(self.defn, self.created, self.state, cisz), 0)
+        pwrite_all(fd, encode_header(self.defn, self.created, self.state, cisz), 0)
         os.fsync(fd)
         os.unlink(self.journal.path)
 

@@ -31,7 +31,10 @@ from __future__ import annotations
 import codecs
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 #: Zowe's defaults (``caching.storage.vsam.keyLength`` / ``recordLength`` / ``encoding``)
 KEY_LENGTH = 128
@@ -61,7 +64,7 @@ class _Cp1047Codec(codecs.Codec):
     def encode(self, input: str, errors: str = "strict") -> tuple[bytes, int]:  # noqa: A002 - codecs API
         return codecs.charmap_encode(input, errors, _CP1047_ENCODING_TABLE)
 
-    def decode(self, input: bytes, errors: str = "strict") -> tuple[str, int]:  # type: ignore[override]  # noqa: A002
+    def decode(self, input: ReadableBuffer, errors: str = "strict") -> tuple[str, int]:  # noqa: A002
         return codecs.charmap_decode(input, errors, CP1047_DECODING_TABLE)
 
 
@@ -71,7 +74,7 @@ class _Cp1047IncrementalEncoder(codecs.IncrementalEncoder):
 
 
 class _Cp1047IncrementalDecoder(codecs.IncrementalDecoder):
-    def decode(self, input: bytes, final: bool = False) -> str:  # type: ignore[override]  # noqa: A002
+    def decode(self, input: ReadableBuffer, final: bool = False) -> str:  # noqa: A002
         return codecs.charmap_decode(input, self.errors, CP1047_DECODING_TABLE)[0]
 
 
