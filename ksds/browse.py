@@ -27,6 +27,7 @@ class Browse:
         self._ds = ds
         self.backward = backward
         self._it: Iterator[bytes] = iter(())
+        self._shared_mod = 0
         self.reposition(key, gteq=gteq, generic=generic, backward=backward)
 
     def reposition(
@@ -36,11 +37,19 @@ class Browse:
         if backward is None:
             backward = self.backward
         ds = self._ds
-        pos = ds._position(key, gteq, generic, backward)
+        p = ds._open()
+        if p.shared:
+            self._shared_mod = ds._mod
+            pos = ds._latched(p, False, ds._position, key, gteq, generic, backward)
+        else:
+            pos = ds._position(key, gteq, generic, backward)
         self.backward = backward
         start = (key, gteq, generic)
         self._end()
-        self._it = self._backward(pos, start) if backward else self._forward(pos, start)
+        if p.shared:
+            self._it = self._shared(pos, start)
+        else:
+            self._it = self._backward(pos, start) if backward else self._forward(pos, start)
 
     def __iter__(self) -> Iterator[bytes]:
         # ``yield from`` passes records through in C; a reposition ends the inner iterator and we go on
@@ -83,6 +92,53 @@ class Browse:
         if self.backward:
             return ds._seek_le(p, after, strict=True)
         return ds._seek_gt(p, after)
+
+    def _shared(self, pos: Position | None, start: tuple[bytes | None, bool, bool]) -> Iterator[bytes]:
+        """A browse while other processes may change the data set: each step runs under the latch, with a view
+        caught up with theirs, and re-seeks after the last record returned when anything changed."""
+        ds = self._ds
+        ko, kl = ds._ko, ds._kl
+        backward = self.backward
+        mod = self._shared_mod
+        last: bytes | None = None
+
+        def step() -> bytes | None:
+            nonlocal pos, mod
+            p = ds._open()
+            if p.view_changed:
+                ds._mod += 1
+            if ds._mod != mod:
+                mod = ds._mod
+                pos = self._reseek(last, start)
+            if pos is None:
+                return None
+            path, ci, i = pos
+            if backward:
+                if i < 0:
+                    prv = index.prev_data(p, path)
+                    if prv is None:
+                        pos = None
+                        return None
+                    ci, i = prv, len(prv.recs) - 1
+                pos = (path, ci, i - 1)
+            else:
+                if i >= len(ci.recs):
+                    nxt = index.next_data(p, path)
+                    if nxt is None:
+                        pos = None
+                        return None
+                    ci, i = nxt, 0
+                pos = (path, ci, i + 1)
+            p.state.rec_retrieved += 1
+            rec: bytes = ci.recs[i]
+            return rec
+
+        while True:
+            rec = ds._latched(ds._open(), False, step)
+            if rec is None:
+                return
+            last = rec[ko : ko + kl]
+            yield rec
 
     def _forward(self, pos: Position | None, start: tuple[bytes | None, bool, bool]) -> Iterator[bytes]:
         ds = self._ds

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from . import index
 from .browse import Browse
@@ -28,6 +28,7 @@ from .ci import DataCI, IndexCI
 from .definition import Definition, check_freespace, check_share_options, make_definition
 from .errors import (
     DatasetClosedError,
+    DeadlockError,
     DuplicateKeyError,
     InvalidRequestError,
     KsdsError,
@@ -36,11 +37,13 @@ from .errors import (
     RecordNotFoundError,
 )
 from .faults import crashpoint
+from .locks import RecordLocks, lock_file, release_lock_file
 from .pager import Pager, Recovery, create
 
 #: default buffer pool size (bytes of CIs kept in memory)
 DEFAULT_BUFFER_SPACE = 32 << 20
 Position = tuple[index.Path, DataCI, int]
+T = TypeVar("T")
 
 
 def define(
@@ -79,6 +82,9 @@ def open(  # noqa: A001 - the module's API mirrors builtins.open on purpose
     *,
     durability: str = "process",
     buffer_space: int = DEFAULT_BUFFER_SPACE,
+    sharing: str = "nonrls",
+    read_integrity: str = "nri",
+    lock_timeout: float = 30.0,
 ) -> Dataset:
     """Open a data set: ``mode`` "r" (reading) or "rw" (reading and updating).
 
@@ -86,8 +92,16 @@ def open(  # noqa: A001 - the module's API mirrors builtins.open on purpose
     ``durability`` "power": it is also on stable storage (one log sync per request or batch).
     ``buffer_space``: bytes of CIs kept in memory (the buffer pool); memory use does not grow beyond it with the
     size of the data set.
+    ``sharing`` "nonrls": the data set's SHAREOPTIONS decide who else may open it (1: many readers or one
+    updater; 2: one updater and many readers; 3 and 4: many updaters); ``"rls"``: record-level sharing, many
+    readers and updaters with record locks. ``read_integrity`` (RLS): "nri" no lock, "cr" wait for a committed
+    record, "cre" keep a shared lock until :meth:`Dataset.unlock`. ``lock_timeout``: seconds a request waits
+    for a record lock before :class:`~ksds.RecordLockedError` (0: forever).
     """
-    return Dataset(str(path), mode, durability, buffer_space)
+    return Dataset(
+        str(path), mode, durability, buffer_space, sharing=sharing, read_integrity=read_integrity,
+        lock_timeout=lock_timeout,
+    )
 
 
 def _pred(key: bytes) -> bytes:
@@ -98,7 +112,23 @@ def _pred(key: bytes) -> bytes:
 class Dataset:
     """An open data set. Use as a context manager; not thread-safe (one open per thread or process)."""
 
-    def __init__(self, path: str, mode: str, durability: str, buffer_space: int) -> None:
+    def __init__(
+        self,
+        path: str,
+        mode: str,
+        durability: str,
+        buffer_space: int,
+        *,
+        sharing: str = "nonrls",
+        read_integrity: str = "nri",
+        lock_timeout: float = 30.0,
+    ) -> None:
+        if sharing not in ("nonrls", "rls"):
+            raise InvalidRequestError(f"sharing must be 'nonrls' or 'rls', not {sharing!r}")
+        if read_integrity not in ("nri", "cr", "cre"):
+            raise InvalidRequestError(f"read_integrity must be 'nri', 'cr' or 'cre', not {read_integrity!r}")
+        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or lock_timeout < 0:
+            raise InvalidRequestError(f"lock_timeout must be a number of seconds >= 0, not {lock_timeout!r}")
         if mode not in ("r", "rw"):
             raise InvalidRequestError(f"mode must be 'r' or 'rw', not {mode!r}")
         if durability not in ("process", "power"):
@@ -108,8 +138,16 @@ class Dataset:
         self.path = path
         self.mode = mode
         self.durability = durability
-        pager = Pager(path, writable=mode == "rw", power=durability == "power", buffer_space=buffer_space)
+        self.sharing = sharing
+        self.read_integrity = read_integrity
+        self.lock_timeout = float(lock_timeout)
+        pager = Pager(
+            path, writable=mode == "rw", power=durability == "power", buffer_space=buffer_space, rls=sharing == "rls"
+        )
         self._pager: Pager | None = pager
+        #: record locks (RLS only)
+        self._locks: RecordLocks | None = RecordLocks(lock_file(pager.fd, path), path) if sharing == "rls" else None
+        self._batch_locks: list[bytes] = []
         d = pager.defn
         self._kl = d.key_length
         self._ko = d.key_offset
@@ -224,14 +262,28 @@ class Dataset:
 
     # --- keyed requests --------------------------------------------------------------------------------------
 
-    def read(self, key: bytes, *, gteq: bool = False, generic: bool = False) -> bytes:
+    def read(
+        self,
+        key: bytes,
+        *,
+        gteq: bool = False,
+        generic: bool = False,
+        update: bool = False,
+        integrity: str | None = None,
+    ) -> bytes:
         """READ by key: the record with key ``key`` (EQUAL), or with the lowest key >= ``key`` (``gteq``),
         or the first whose key starts with the prefix ``key`` (``generic``; with ``gteq``, the first record
         at or after the prefix). Raises :class:`~ksds.RecordNotFoundError`. O(L log n) for L index levels.
+
+        RLS: ``update=True`` takes an exclusive lock on the record, held until the REWRITE or ERASE of that key or
+        :meth:`unlock` (CICS READ UPDATE); ``integrity`` ("nri", "cr", "cre") overrides the open's read
+        integrity for this read. Without RLS both are accepted and the read is a plain read.
         """
         p = self._pager
         if p is None:
             raise DatasetClosedError(f"{self.path} is closed")
+        if p.shared or update or integrity is not None:
+            return self._read_shared(p, key, gteq, generic, update, integrity)
         if type(key) is not bytes or len(key) != self._kl or gteq or generic:
             return self._read_slow(p, key, gteq, generic)
         get = p.pool.map.get
@@ -260,7 +312,10 @@ class Dataset:
         raise RecordNotFoundError(f"{self.path}: no record with key {key.hex().upper()}")
 
     def _read_slow(self, p: Pager, key: Any, gteq: bool, generic: bool) -> bytes:
-        key = self._key(key, generic)
+        return self._lookup(p, self._key(key, generic), gteq, generic)
+
+    def _lookup(self, p: Pager, key: bytes, gteq: bool, generic: bool) -> bytes:
+        """READ EQUAL / GTEQ / GENERIC of a checked key."""
         if generic:
             pos = self._seek_ge(p, key.ljust(self._kl, b"\0"))
             if pos is not None:
@@ -281,6 +336,88 @@ class Dataset:
             f"{self.path}: no record with key {'>= ' if gteq else ''}{key.hex().upper()}"
         )
 
+    def _read_shared(
+        self, p: Pager, key: Any, gteq: bool, generic: bool, update: bool, integrity: str | None
+    ) -> bytes:
+        """A read when other processes may be changing the data set: under the latch, with RLS record locks."""
+        key = self._key(key, generic)
+        if integrity is not None and integrity not in ("nri", "cr", "cre"):
+            raise InvalidRequestError(f"integrity must be 'nri', 'cr' or 'cre', not {integrity!r}")
+        locks = self._locks
+        integ = integrity or self.read_integrity
+        if locks is None or (not update and integ == "nri"):
+            return self._latched(p, False, self._lookup, p, key, gteq, generic)
+        exclusive = update
+        exact = not gteq and not generic
+        target = key if exact else None
+        while True:
+            if target is None:  # find which record a GTEQ / GENERIC read lands on, then lock it
+                target = self.key_of(self._latched(p, False, self._lookup, p, key, gteq, generic))
+            had = locks.holds(target, exclusive) or (not exclusive and locks.holds(target, False))
+            self._lock(locks, target, exclusive)
+            try:
+                rec = self._latched(p, False, self._lookup, p, key, gteq, generic)
+            except RecordNotFoundError:
+                if not had:
+                    locks.unlock(target)
+                raise
+            got = self.key_of(rec)
+            if got != target:  # the data set changed before we had the lock: lock the record there now
+                if not had:
+                    locks.unlock(target)
+                target = got
+                continue
+            if integ == "cr" and not update and not had:
+                locks.unlock(target)  # CR: we waited for a committed record; nothing to keep
+            return rec
+
+    def _lock(self, locks: RecordLocks, key: bytes, exclusive: bool) -> None:
+        try:
+            locks.lock(key, exclusive, self.lock_timeout, wait=not self._batch)
+        except DeadlockError:
+            locks.unlock_all()
+            raise
+        if self._batch:
+            self._batch_locks.append(key)
+
+    def _latched(self, p: Pager, exclusive: bool, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` under the latch, with a view caught up with other processes (shared mode)."""
+        if not p.shared or self._batch:
+            return fn(*args)
+        p.begin(exclusive)
+        try:
+            if p.view_changed:
+                self._mod += 1
+            if p.defn.share_options[0] == 4 and self._locks is None:
+                p.pool.clear()  # SHAREOPTIONS(4): buffers are refreshed on every request
+            return fn(*args)
+        finally:
+            p.end()
+
+    def _update(self, p: Pager, key: bytes, release: bool, fn: Callable[..., None], *args: Any) -> None:
+        """Run an update request: with RLS, under an exclusive record lock (kept if a READ UPDATE took it and
+        ``release`` is False); in shared mode, under the exclusive latch."""
+        locks = self._locks
+        took = False
+        if locks is not None and not locks.holds(key):
+            self._lock(locks, key, True)
+            took = True
+        try:
+            self._latched(p, True, fn, *args)
+        finally:
+            if locks is not None and not self._batch and (took or release):
+                locks.unlock(key)
+
+    def unlock(self, key: bytes | None = None) -> None:
+        """Release this open's lock on record ``key`` (CICS UNLOCK), or every record lock it holds (None)."""
+        self._open()
+        if self._locks is None:
+            return
+        if key is None:
+            self._locks.unlock_all()
+        else:
+            self._locks.unlock(self._key(key))
+
     def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
         """The record with key ``key``, or ``default`` if there is none (a dict-like READ EQUAL)."""
         try:
@@ -299,6 +436,12 @@ class Dataset:
         p = self._writable()
         record = self._record(record)
         key = record[self._ko : self._ko + self._kl]
+        if p.shared:
+            self._update(p, key, False, self._write, p, key, record)
+        else:
+            self._write(p, key, record)
+
+    def _write(self, p: Pager, key: bytes, record: bytes) -> None:
         try:
             at_end = self._insert(p, key, record)
         except DuplicateKeyError:
@@ -318,6 +461,12 @@ class Dataset:
         p = self._writable()
         record = self._record(record)
         key = record[self._ko : self._ko + self._kl]
+        if p.shared:
+            self._update(p, key, True, self._rewrite, p, key, record)
+        else:
+            self._rewrite(p, key, record)
+
+    def _rewrite(self, p: Pager, key: bytes, record: bytes) -> None:
         _, _, ci = index.locate(p, key)
         j = bisect_left(ci.keys, key)
         if j == len(ci.keys) or ci.keys[j] != key:
@@ -334,6 +483,12 @@ class Dataset:
         """
         p = self._writable()
         key = self._key(key)
+        if p.shared:
+            self._update(p, key, True, self._erase, p, key)
+        else:
+            self._erase(p, key)
+
+    def _erase(self, p: Pager, key: bytes) -> None:
         _, _, ci = index.locate(p, key)
         j = bisect_left(ci.keys, key)
         if j == len(ci.keys) or ci.keys[j] != key:
@@ -533,7 +688,8 @@ class Dataset:
         end of the data set. Raises :class:`~ksds.RecordNotFoundError` at once for an EQUAL start that is not
         there. Several browses may be open at once; each stays correct when records are written or erased
         around it (it carries on after the last record it returned). ``reposition`` moves it (RESETBR).
-        Each step is O(1) amortised.
+        Each step is O(1) amortised. In shared mode each step runs under the latch and sees what other processes
+        committed before it.
         """
         return Browse(self, key, gteq=gteq, generic=generic, backward=backward)
 
@@ -541,7 +697,10 @@ class Dataset:
         return self.browse()
 
     def __len__(self) -> int:
-        return self._open().state.rec_total
+        p = self._open()
+        if p.shared:
+            self._latched(p, False, lambda: None)
+        return p.state.rec_total
 
     # --- batches, sync, close ----------------------------------------------------------------------------------
 
@@ -553,29 +712,47 @@ class Dataset:
         A request that fails with a request error (duplicate key, not found, ...) changes nothing and the
         batch goes on. Nested batches join the outermost one. While a batch is open its changed CIs stay in
         memory, above the buffer pool budget.
+
+        Shared mode: the batch holds the exclusive latch from start to end (other processes wait), and with RLS
+        a record lock it cannot have at once fails with :class:`~ksds.RecordLockedError` instead of waiting; its
+        record locks are released when it ends.
         """
         p = self._writable()
+        outer = self._batch == 0
+        if outer and p.shared:
+            p.begin(True)
+            if p.view_changed:
+                self._mod += 1
         self._batch += 1
         try:
-            yield self
-        except BaseException:
+            try:
+                yield self
+            except BaseException:
+                self._batch -= 1
+                if self._batch == 0:
+                    p.rollback()
+                    self._mod += 1
+                    self._broken = None
+                raise
             self._batch -= 1
             if self._batch == 0:
-                p.rollback()
-                self._mod += 1
+                broken = self._broken
                 self._broken = None
-            raise
-        self._batch -= 1
-        if self._batch == 0:
-            broken = self._broken
-            self._broken = None
-            if broken is not None:
-                raise KsdsError(f"{self.path}: the batch was rolled back after an error: {broken}")
-            try:
-                p.commit()
-            except BaseException as e:
-                self._fail(p, e)
-                raise
+                if broken is not None:
+                    raise KsdsError(f"{self.path}: the batch was rolled back after an error: {broken}")
+                try:
+                    p.commit()
+                except BaseException as e:
+                    self._fail(p, e)
+                    raise
+        finally:
+            if outer:
+                if p.shared:
+                    p.end()
+                if self._locks is not None:
+                    for k in self._batch_locks:
+                        self._locks.unlock(k)
+                self._batch_locks.clear()
 
     def sync(self) -> None:
         """Put every request acknowledged so far on stable storage (one log sync). A no-op for mode "r"."""
@@ -590,13 +767,18 @@ class Dataset:
         p = self._writable()
         if self._batch:
             raise InvalidRequestError(f"{self.path}: checkpoint() inside a batch")
-        p.checkpoint()
+        self._latched(p, True, p.checkpoint)
 
     def alter(
         self, *, freespace: tuple[int, int] | None = None, share_options: tuple[int, int] | None = None
     ) -> None:
         """ALTER the attributes that can change: FREESPACE and SHAREOPTIONS."""
         p = self._writable()
+        self._latched(p, True, self._alter, p, freespace, share_options)
+
+    def _alter(
+        self, p: Pager, freespace: tuple[int, int] | None, share_options: tuple[int, int] | None
+    ) -> None:
         st = p.state
         if freespace is not None:
             st.freespace_ci, st.freespace_ca = check_freespace(freespace)
@@ -617,7 +799,16 @@ class Dataset:
             self._batch = 0
         self._pager = None
         self._mod += 1
-        p.close()
+        try:
+            p.close()
+        finally:
+            self._release_locks(p)
+
+    def _release_locks(self, p: Pager) -> None:
+        if self._locks is not None:
+            self._locks.unlock_all()
+            release_lock_file(p.fd, self._locks.lf)
+            self._locks = None
 
     def _abandon(self) -> None:
         """Drop the data set as a crash would (no close): for the crash tests."""
@@ -626,6 +817,7 @@ class Dataset:
             self._pager = None
             self._mod += 1
             p.abandon()
+            self._release_locks(p)
 
     @property
     def closed(self) -> bool:
@@ -646,6 +838,8 @@ class Dataset:
     def stats(self) -> dict[str, Any]:
         """LISTCAT ALL statistics, keyed by LISTCAT's names (REC-TOTAL, SPLITS-CI, LEVELS, HI-U-RBA, ...)."""
         p = self._open()
+        if p.shared:
+            self._latched(p, False, lambda: None)
         st = p.state
         d = p.defn
         data_bytes = st.ca_count * d.cis_per_ca * (d.ci_size - 16)

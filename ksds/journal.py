@@ -86,6 +86,62 @@ class Journal:
                 os.close(dirfd)
         self.reset(sync)
 
+    def join(self, writable: bool) -> bool:
+        """Open the log another process keeps (without resetting it); False if there is none yet."""
+        try:
+            self.fd = os.open(self.path, os.O_RDWR if writable else os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        self.size = os.fstat(self.fd).st_size
+        return True
+
+    def header(self) -> tuple[int, int] | None:
+        """(salt, generation) from the log header as it is now, or None if it is not a valid header."""
+        head = os.pread(self.fd, LOG_HEADER.size + 4, 0)
+        if len(head) < LOG_HEADER.size + 4 or crc32c(head[:-4]) != int.from_bytes(head[-4:], "big"):
+            return None
+        magic, version, ci_size, salt, dataset_id, generation = LOG_HEADER.unpack_from(head, 0)
+        if magic != LOG_MAGIC or dataset_id != self.dataset_id or ci_size != self.ci_size:
+            return None
+        return salt, generation
+
+    def scan(self, offset: int, salt: int, txn: int) -> tuple[list[tuple[int, list[tuple[int, int]], bytes]], int]:
+        """Committed transactions after ``offset`` (each: txn, [(ci, frame offset)], state) and the new end.
+
+        ``txn`` is the last transaction already seen; frames must continue from it. Frames of a transaction with
+        no commit frame yet (one being written, or left by a process that died) are not returned.
+        """
+        fs = self.frame_size
+        out: list[tuple[int, list[tuple[int, int]], bytes]] = []
+        pending: list[tuple[int, int]] = []
+        end = offset
+        pos = offset
+        expect = txn + 1
+        # most calls find nothing new: look at one frame header before reading whole frames
+        head = os.pread(self.fd, 16, pos)
+        if len(head) < 16:
+            return out, end
+        fsalt, _, ftxn = struct.unpack(">IIQ", head)
+        if fsalt != salt or ftxn != expect:
+            return out, end
+        while True:
+            chunk = os.pread(self.fd, fs * 16, pos)
+            n = len(chunk) // fs
+            if n == 0:
+                return out, end
+            for k in range(n):
+                frame = chunk[k * fs : (k + 1) * fs]
+                fsalt, ci, ftxn, _, flags, state = FRAME_HEADER.unpack_from(frame, 0)
+                if fsalt != salt or ftxn != expect or crc32c(frame[:-4]) != int.from_bytes(frame[-4:], "big"):
+                    return out, end
+                pending.append((ci, pos + k * fs))
+                if flags & FLAG_COMMIT:
+                    out.append((ftxn, pending, state))
+                    pending = []
+                    expect = ftxn + 1
+                    end = pos + (k + 1) * fs
+            pos += n * fs
+
     def reset(self, sync: bool) -> None:
         """Start a new generation: later frames carry a new salt, older ones no longer count."""
         self.generation += 1

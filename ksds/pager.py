@@ -5,21 +5,27 @@ hands back with :meth:`Pager.dirty`; the pager makes each transaction atomic and
 
 1. :meth:`commit` encodes the transaction's changed CIs once and appends them to the log in one write, the
    last frame carrying the state (commit); in power mode it syncs the log. The CIs are not yet written in
-   place: their images wait in :attr:`unflushed` (a pool miss reads them from there);
-2. :meth:`checkpoint` (when the log reaches ``CHECKPOINT_BYTES``, and at close) writes the unflushed CIs in
-   place, once each, and the header CI; syncs the data file in power mode; and starts a new log generation;
-3. at open, a log with committed transactions means the data set was not closed cleanly: they are replayed
-   (whole CI images, so replay is idempotent), the header is rewritten from the last commit's state, and
-   :attr:`recovery` says what was done.
+   place: :attr:`walmap` maps each to its newest frame, and a pool miss reads it from there;
+2. :meth:`checkpoint` (when the log reaches ``CHECKPOINT_BYTES``, and at close) copies those CIs in place,
+   once each, and writes the header CI; syncs the data file in power mode; and starts a new log generation;
+3. at open, a log with committed transactions and no other process using it means the data set was not closed
+   cleanly: they are replayed (whole CI images, so replay is idempotent), the header is rewritten from the last
+   commit's state, and :attr:`recovery` says what was done.
 
 So a request costs one log write (plus one sync in power mode), and a CI updated many times between
 checkpoints is written in place once.
+
+**Sharing.** With SHAREOPTIONS(2), (3), (4) or RLS, several processes use one data set and one log. Each request
+runs between :meth:`begin` and :meth:`end`, under the latch (:mod:`ksds.locks`): :meth:`begin` reads the
+transactions other processes committed since this one last looked (their CIs leave the pool, the state is theirs)
+and a new log generation (someone's checkpoint) empties the pool. CIs of the current generation are read from the
+log, so a process that dies in the middle of a request leaves nothing anyone reads: its frames have no commit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
-import fcntl
 import logging
 import os
 from dataclasses import dataclass
@@ -31,7 +37,6 @@ from .definition import Definition
 from .errors import (
     CorruptionError,
     DamagedCIError,
-    DatasetInUseError,
     DatasetNotFoundError,
     KsdsError,
     NoSpaceError,
@@ -45,11 +50,12 @@ from .format import (
     decode_header,
     encode_header,
 )
-from .journal import Journal
+from .journal import FRAME_HEADER, LOG_HEADER_SIZE, Journal, Replay
+from .locks import OpenLocks
 
 log = logging.getLogger("ksds")
 
-#: checkpoint when the log holds this many bytes of frames (also the most CI images held unflushed in memory)
+#: checkpoint when the log holds this many bytes of frames
 CHECKPOINT_BYTES = 8 << 20
 #: highest CI number (CI numbers are 32-bit)
 MAX_CI = 0xFFFFFFFF
@@ -88,21 +94,12 @@ def log_path(path: str) -> str:
     return path + "-wal"
 
 
-def _flock(fd: int, exclusive: bool, path: str) -> None:
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise DatasetInUseError(
-            f"{path} is in use: another process has it open"
-            + ("" if exclusive else " for update")
-            + " (many readers or one updater)"
-        ) from None
-
-
 class Pager:
     """Owns the file descriptors of one open data set. Not thread-safe: one Pager per thread of use."""
 
-    def __init__(self, path: str, *, writable: bool, power: bool, buffer_space: int) -> None:
+    def __init__(
+        self, path: str, *, writable: bool, power: bool, buffer_space: int, rls: bool = False
+    ) -> None:
         self.path = path
         self.writable = writable
         self.power = power
@@ -111,39 +108,59 @@ class Pager:
             raise DatasetNotFoundError(f"no data set at {path}")
         if os.path.isdir(path):
             raise NotADatasetError(f"{path} is a directory, not a ksds data set")
+        # read-write whenever the file allows it, even for mode "r": exclusive locks (the latch, recovery)
+        # need a descriptor open for writing; mode "r" still refuses every update request
+        rw = writable or os.access(path, os.W_OK)
         try:
-            self.fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+            self.fd = os.open(path, os.O_RDWR if rw else os.O_RDONLY)
         except PermissionError as e:
             raise KsdsError(f"{path}: cannot open for {'update' if writable else 'reading'}: {e.strerror}") from None
         try:
-            _flock(self.fd, writable, path)
-            head = os.pread(self.fd, HEADER_SIZE, 0)
-            self.defn, self.created, self.state = decode_header(head, path)
-            self.ci_size = self.defn.ci_size
-            self.codec = Codec(self.defn, path)
-            self.dirty: dict[int, AnyCI] = {}
-            self.state_dirty = False
-            #: images of committed CIs not yet written in place (they are in the log); written by checkpoint
-            self.unflushed: dict[int, bytes] = {}
-            #: write each commit's CIs in place at once (for sharing); otherwise at the next checkpoint
-            self.write_through = False
-            #: an I/O error after a log append: the log may hold a transaction the caller was told failed
-            self.failed: OSError | None = None
-            self.pool = BufferPool(buffer_space // self.ci_size, self.dirty)
-            self.journal = Journal(log_path(path), self.ci_size, self.created)
-            self.file_size = os.fstat(self.fd).st_size
-            self.recovery: Recovery | None = None
-            if os.path.exists(self.journal.path):
-                self.recovery = self._recover()
-            elif self.file_size < self.state.hurba * self.ci_size:
-                raise self._truncated()
-            self.committed = self.state.pack()
-            if writable:
-                self.journal.create(sync=power)
+            self.defn, self.created, self.state = decode_header(os.pread(self.fd, HEADER_SIZE, 0), path)
+            self.locks = OpenLocks(self.fd, path, can_write=rw)
+            alone = self.locks.acquire(writable=writable, rls=rls, share_region=self.state.share_region)
+            try:
+                self._setup(buffer_space, alone, rls)
+            finally:
+                self.locks.unlatch()
         except BaseException:
             os.close(self.fd)
             self.fd = -1
             raise
+
+    def _setup(self, buffer_space: int, alone: bool, rls: bool) -> None:
+        """The rest of opening, under the exclusive latch that :meth:`OpenLocks.acquire` leaves held."""
+        path = self.path
+        self.defn, self.created, self.state = decode_header(os.pread(self.fd, HEADER_SIZE, 0), path)
+        self.ci_size = self.defn.ci_size
+        self.codec = Codec(self.defn, path)
+        #: several processes may use the data set: requests go through begin()/end()
+        self.shared = rls or self.state.share_region >= 2
+        self.dirty: dict[int, AnyCI] = {}
+        self.state_dirty = False
+        #: CI -> offset of its newest committed frame in the current log generation (not yet in place)
+        self.walmap: dict[int, int] = {}
+        self.view_salt: int | None = None  # the log generation this process has read up to view_offset
+        self.view_changed = False  # begin() found transactions of other processes
+        #: an I/O error after a log append: the log may hold a transaction the caller was told failed
+        self.failed: OSError | None = None
+        self.pool = BufferPool(buffer_space // self.ci_size, self.dirty)
+        self.journal = Journal(log_path(path), self.ci_size, self.created)
+        self.file_size = os.fstat(self.fd).st_size
+        self.recovery: Recovery | None = None
+        have_log = os.path.exists(self.journal.path)
+        if have_log and alone:
+            self.recovery = self._recover()
+            have_log = False
+        elif self.file_size < self.state.hurba * self.ci_size and alone:
+            raise self._truncated()
+        if self.writable and not have_log:
+            self.journal.create(sync=self.power)
+            self.view_salt = self.journal.salt
+        elif have_log:
+            self.journal.join(self.writable)
+            self._sync_view()
+        self.committed = self.state.pack()
 
     # --- reading --------------------------------------------------------------------------------------------
 
@@ -162,19 +179,90 @@ class Pager:
                 f"{self.state.hurba * self.ci_size})",
                 ci,
             )
-        data = self.unflushed.get(ci)
-        if data is None:
+        off = self.walmap.get(ci)
+        if off is None:
             data = os.pread(self.fd, self.ci_size, ci * self.ci_size)
             self.state.excps += 1
+        else:
+            data = os.pread(self.journal.fd, self.ci_size, off + FRAME_HEADER.size)
         self.pool.misses += 1
         obj = self.codec.decode(data, ci)
         self.pool.put(obj)
         return obj
 
     def read_raw(self, ci: int) -> bytes:
-        """The committed bytes of a CI (from the log's unflushed images, else the file); not cached."""
-        data = self.unflushed.get(ci)
-        return data if data is not None else os.pread(self.fd, self.ci_size, ci * self.ci_size)
+        """The committed bytes of a CI (from the log if it is there, else the file); not cached."""
+        off = self.walmap.get(ci)
+        if off is None:
+            return os.pread(self.fd, self.ci_size, ci * self.ci_size)
+        return os.pread(self.journal.fd, self.ci_size, off + FRAME_HEADER.size)
+
+    # --- sharing ----------------------------------------------------------------------------------------------
+
+    def begin(self, exclusive: bool) -> None:
+        """Start a request in shared mode: take the latch and catch up with other processes' transactions."""
+        self.locks.latch(exclusive)
+        try:
+            self._sync_view()
+        except BaseException:
+            self.locks.unlatch()
+            raise
+
+    def end(self) -> None:
+        self.locks.unlatch()
+
+    def _sync_view(self) -> None:
+        """Read what other processes committed since we last looked (call under the latch)."""
+        j = self.journal
+        self.view_changed = False
+        if j.fd < 0 and not j.join(self.writable):
+            return  # no log yet: nobody has written
+        head = j.header()
+        if head is None:
+            return
+        salt = head[0]
+        j.salt = salt  # frames we append belong to this generation
+        if salt != self.view_salt:
+            # a new log generation: someone checkpointed (or we just joined); start from the header
+            self.view_salt = salt
+            self.walmap.clear()
+            self.pool.clear()
+            j.offset = LOG_HEADER_SIZE
+            self._adopt(decode_header(os.pread(self.fd, HEADER_SIZE, 0), self.path)[2])
+            self.view_changed = True
+        txns, end = j.scan(j.offset, salt, self.state.txn)
+        if not txns:
+            return
+        walmap = self.walmap
+        drop = self.pool.drop
+        for _, frames, _ in txns:
+            for ci, off in frames:
+                if ci:
+                    walmap[ci] = off
+                    drop(ci)
+        self._adopt(State.unpack(txns[-1][2]))
+        j.offset = end
+        j.frames = (end - LOG_HEADER_SIZE) // j.frame_size
+        self.view_changed = True
+
+    def _adopt(self, state: State) -> None:
+        """Take another process's state, keeping this process's own retrieval and I/O counts."""
+        mine = self.state
+        state.rec_retrieved = max(state.rec_retrieved, mine.rec_retrieved)
+        state.excps = max(state.excps, mine.excps)
+        self.state = state
+        d = self.defn
+        if d.freespace != (state.freespace_ci, state.freespace_ca) or d.share_options != (
+            state.share_region,
+            state.share_system,
+        ):  # another process ran ALTER
+            self.defn = dataclasses.replace(
+                d,
+                freespace=(state.freespace_ci, state.freespace_ca),
+                share_options=(state.share_region, state.share_system),
+            )
+        self.committed = state.pack()
+        self.file_size = os.fstat(self.fd).st_size
 
     # --- changing ---------------------------------------------------------------------------------------------
 
@@ -262,12 +350,11 @@ class Pager:
             faults.crashpoint("log-written")
             if self.power:
                 self.journal.sync()
-            unflushed = self.unflushed
-            for ci, image in images:
+            walmap = self.walmap
+            fs = self.journal.frame_size
+            for k, (ci, _) in enumerate(images):
                 if ci:
-                    unflushed[ci] = image
-            if self.write_through:
-                self._flush()
+                    walmap[ci] = appended + k * fs
         except OSError as e:
             if self.journal.offset != appended:
                 self.failed = e  # the commit frame may be in the log: no further transaction may follow it
@@ -280,18 +367,19 @@ class Pager:
             self.checkpoint()
 
     def _flush(self) -> None:
-        """Write the committed CIs in place (in CI order), then forget them."""
+        """Copy the CIs of the current log generation in place (in CI order)."""
         fd = self.fd
+        jfd = self.journal.fd
         cisz = self.ci_size
+        hs = FRAME_HEADER.size
         active = faults.ACTIVE
-        for ci in sorted(self.unflushed):
-            image = self.unflushed[ci]
+        for ci in sorted(self.walmap):
+            image = os.pread(jfd, cisz, self.walmap[ci] + hs)
             if active is None:
                 pwrite_all(fd, image, ci * cisz)
             else:
                 active.pwrite(fd, faults.FILE_DATA, image, ci * cisz)
                 active.crashpoint("ci-written")
-        self.unflushed.clear()
 
     def rollback(self) -> None:
         """Forget every change since the last commit (the pool drops the changed CIs; the state goes back)."""
@@ -344,6 +432,8 @@ class Pager:
         if self.power:
             self._sync_data()
         self.journal.reset(sync=self.power)
+        self.walmap.clear()
+        self.view_salt = self.journal.salt
         faults.crashpoint("checkpoint-done")
 
     def sync(self) -> None:
@@ -355,14 +445,22 @@ class Pager:
             return
         try:
             if self.writable:
+                if self.shared:
+                    self.begin(True)
                 self.commit()
-                self._flush()
-                self._write_header()
-                self._sync_data()
-                self.journal.close(remove=True)
+                if self.locks.alone():
+                    # the last one out writes everything in place and removes the log
+                    self._flush()
+                    self._write_header()
+                    self._sync_data()
+                    self.journal.close(remove=True)
+                else:
+                    self.journal.close(remove=False)
         finally:
-            os.close(self.fd)
+            os.close(self.fd)  # drops our open-mode locks and the latch
             self.fd = -1
+            if self.journal.fd >= 0:
+                self.journal.close(remove=False)
 
     def abandon(self) -> None:
         """Close the files without writing anything (what a crash leaves; for tests)."""
@@ -393,22 +491,9 @@ class Pager:
             return None
         if self.file_size < self.state.hurba * self.ci_size:
             raise self._truncated()  # CIs written before the last checkpoint are gone: not repairable here
-        if not self.writable:
-            # recovery writes: hold the data set exclusively (convert our lock) for the duration
-            _flock(self.fd, True, self.path)
-            try:
-                fd = os.open(self.path, os.O_RDWR)
-            except PermissionError:
-                raise KsdsError(
-                    f"{self.path} was not closed cleanly and needs recovery, which needs write access"
-                ) from None
-            try:
-                self._replay(fd, replay)
-            finally:
-                os.close(fd)
-                _flock(self.fd, False, self.path)
-        else:
-            self._replay(self.fd, replay)
+        if not self.locks.can_write:
+            raise KsdsError(f"{self.path} was not closed cleanly and needs recovery, which needs write access")
+        self._replay(self.fd, replay)
         frames = sum(len(images) for _, images, _ in replay.transactions)
         rec = Recovery(
             transactions=len(replay.transactions),
@@ -420,10 +505,7 @@ class Pager:
         log.warning("%s was not closed cleanly: %s", self.path, rec)
         return rec
 
-    def _replay(self, fd: int, replay: object) -> None:
-        from .journal import Replay
-
-        assert isinstance(replay, Replay)
+    def _replay(self, fd: int, replay: Replay) -> None:
         cisz = self.ci_size
         for _, images, _state in replay.transactions:
             for ci, image in images:
