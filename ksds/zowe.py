@@ -141,7 +141,7 @@ def _check_key_length(key_length: int) -> None:
     if key_length < MIN_KEY_LENGTH:
         raise ZoweLayoutError(
             f"a Zowe VSAM key needs at least {MIN_KEY_LENGTH} characters, not {key_length} "
-            f"(\"-2147483648:-2147483648\" must fit)"
+            f'("-2147483648:-2147483648" must fit)'
         )
 
 

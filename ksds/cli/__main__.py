@@ -1,0 +1,5 @@
+"""``python -m ksds.cli``: the ``ksds`` command."""
+
+from . import main
+
+raise SystemExit(main())

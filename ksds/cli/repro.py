@@ -1,0 +1,589 @@
+"""ksds repro: copy records between data sets, and to and from flat files (JSON Lines, CSV, binary, text)."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import contextlib
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from .. import dataset
+from ..dataset import Dataset
+from ..errors import DuplicateKeyError, RecordLengthError, RecordNotFoundError
+from ._common import (
+    DEFAULT_ENCODING,
+    ERROR,
+    FAILED,
+    OK,
+    USAGE,
+    CliError,
+    Progress,
+    Subparsers,
+    add_verb,
+    check_encoding,
+    check_key,
+    is_dataset,
+    parse_key,
+)
+from .print_ import add_range_options, records
+
+EXAMPLES = """
+  ksds repro cust.jsonl cust.ksds                  (load: JSON Lines into a defined data set)
+  ksds repro cust.ksds backup.ksds --replace       (copy; records with keys already there are rewritten)
+  ksds repro cust.ksds cust.csv --fields text --encoding cp037
+  ksds repro unload.bin cust.ksds --rdw            (a z/OS variable-blocked unload: RDW before each record)
+  ksds repro cust.ksds - --outformat jsonl --fromkey X'F0F1' --count 100 | head
+flat files, chosen by extension or --informat/--outformat:
+  jsonl (.jsonl .ndjson .json)  one object a line: {"key": "...", "record": "..."}
+  csv   (.csv)                  a header line key,record then one line a record
+  bin   (.bin .dat .raw)        records back to back (fixed length), or each after a 4-byte RDW with --rdw
+  txt   (.txt)                  one record a line, as text in --encoding (short lines padded with spaces)
+  ksds  (a data set; it must be defined first: ksds define)
+The key and record fields of jsonl and csv are hex (the default), base64, or text in --encoding (--fields).
+On input the key field is optional; when it is there it must match the record's key.
+Loading into an empty data set: records are sorted by key first (in memory) and written in key order, so the
+CIs and CAs fill up to FREESPACE as an IDCAMS load does. Into a data set that has records they are merged in the
+order they come (inserts, with CI and CA splits as needed).
+Without --replace a record whose key is already there is an error (NOREPLACE: counted, not written, exit 8);
+with --replace it rewrites the record.
+"""
+
+FORMATS = ("ksds", "jsonl", "csv", "bin", "txt")
+EXTENSIONS = {
+    ".ksds": "ksds",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".bin": "bin",
+    ".dat": "bin",
+    ".raw": "bin",
+    ".txt": "txt",
+}
+BATCH = 1000  # records per transaction when writing a data set
+SHOW_ERRORS = 20  # record errors shown on stderr (all are counted)
+
+
+def register(sub: Subparsers) -> None:
+    p = add_verb(
+        sub,
+        "repro",
+        "copy records between data sets and flat files (REPRO)",
+        "Copy records from IN to OUT: between data sets, or to and from flat files. A data set is read in key "
+        "order; --fromkey/--tokey (generic when shorter than the key), --skip and --count select what is copied. "
+        "Prints one summary line: records processed, written, replaced, errors.",
+        EXAMPLES,
+    )
+    p.add_argument("input", metavar="IN", help="a data set or a flat file ('-' for standard input)")
+    p.add_argument("output", metavar="OUT", help="a data set or a flat file ('-' for standard output)")
+    add_range_options(p)
+    p.add_argument("--replace", action="store_true", help="rewrite records whose keys are already in OUT (REPLACE)")
+    p.add_argument("--informat", choices=FORMATS, help="format of IN (default: from its contents or extension)")
+    p.add_argument("--outformat", choices=FORMATS, help="format of OUT (default: from its contents or extension)")
+    p.add_argument("--fields", choices=("hex", "base64", "text"), default="hex", help="jsonl/csv field encoding")
+    p.add_argument(
+        "--encoding", default=DEFAULT_ENCODING, metavar="CODEPAGE", help="code page of text (txt, --fields text)"
+    )
+    p.add_argument("--rdw", action="store_true", help="bin: a 4-byte RDW before each record (variable-blocked unload)")
+    p.add_argument("--lrecl", type=int, metavar="N", help="bin/txt record length when OUT is not a data set")
+    p.add_argument(
+        "--keys",
+        nargs=2,
+        type=int,
+        metavar=("LENGTH", "OFFSET"),
+        help="the key's place in a record, when neither IN nor OUT is a data set",
+    )
+    p.add_argument("--errorlimit", type=int, metavar="N", help="stop after N record errors (exit 12)")
+    p.set_defaults(func=run)
+
+
+# --- formats ---------------------------------------------------------------------------------------------------
+
+
+def detect(path: str, given: str | None, role: str) -> str:
+    if given:
+        return given
+    if path == "-":
+        raise CliError(f"give --{role}format for standard {'input' if role == 'in' else 'output'}", USAGE)
+    if is_dataset(path):
+        return "ksds"
+    ext = os.path.splitext(path)[1].lower()
+    if ext in EXTENSIONS:
+        return EXTENSIONS[ext]
+    if role == "in" and not os.path.exists(path):
+        raise CliError(f"no such file or data set: {path}")
+    raise CliError(f"cannot tell the format of {path} from its name: give --{role}format {'|'.join(FORMATS)}", USAGE)
+
+
+class Fields:
+    """How jsonl and csv hold keys and records: hex, base64, or text in a code page."""
+
+    def __init__(self, kind: str, encoding: str) -> None:
+        self.kind = kind
+        self.encoding = encoding
+
+    def encode(self, data: bytes) -> str:
+        if self.kind == "hex":
+            return data.hex().upper()
+        if self.kind == "base64":
+            return base64.b64encode(data).decode("ascii")
+        return data.decode(self.encoding)
+
+    def decode(self, text: Any, what: str) -> bytes:
+        if not isinstance(text, str):
+            raise ValueError(f"the {what} field is not a string")
+        try:
+            if self.kind == "hex":
+                return bytes.fromhex(text)
+            if self.kind == "base64":
+                return base64.b64decode(text, validate=True)
+            return text.encode(self.encoding)
+        except (ValueError, binascii.Error) as e:
+            raise ValueError(f"the {what} field is not {self.kind} ({e})") from None
+
+
+@dataclass(frozen=True)
+class KeyPlace:
+    offset: int
+    length: int
+
+    def of(self, rec: bytes) -> bytes:
+        return rec[self.offset : self.offset + self.length]
+
+
+@dataclass
+class Item:
+    """One input record (or what went wrong reading it): ``where`` names it in messages."""
+
+    where: str
+    record: bytes | None
+    error: str | None = None
+
+
+# --- sources ---------------------------------------------------------------------------------------------------
+
+
+class Source:
+    """Input records in order; ``progress()`` says how far (done, total) for the progress bar."""
+
+    def __init__(self, items: Iterator[Item], progress: Callable[[], tuple[int, int]]) -> None:
+        self.items = items
+        self.progress = progress
+
+
+def _file_progress(f: IO[bytes]) -> Callable[[], tuple[int, int]]:
+    try:
+        size = os.fstat(f.fileno()).st_size
+    except (OSError, io.UnsupportedOperation):
+        size = 0
+
+    def progress() -> tuple[int, int]:
+        try:
+            return f.tell(), size
+        except OSError:
+            return 0, 0
+
+    return progress
+
+
+def _lines(f: IO[bytes]) -> Iterator[tuple[int, str]]:
+    for n, raw in enumerate(f, 1):
+        try:
+            yield n, raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield n, "\x00bad"  # reported by the caller as not UTF-8
+
+
+def jsonl_items(f: IO[bytes], fields: Fields, keys: KeyPlace | None) -> Iterator[Item]:
+    for n, line in _lines(f):
+        where = f"line {n}"
+        if line == "\x00bad":
+            yield Item(where, None, "not UTF-8 text")
+            continue
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict) or "record" not in obj:
+                raise ValueError('not a JSON object with a "record" field')
+            rec = fields.decode(obj["record"], "record")
+            if obj.get("key") is not None and keys is not None:
+                key = fields.decode(obj["key"], "key")
+                if key != keys.of(rec):
+                    raise ValueError(
+                        f"the key field X'{key.hex().upper()}' is not the record's key X'{keys.of(rec).hex().upper()}'"
+                    )
+        except ValueError as e:
+            yield Item(where, None, str(e))
+            continue
+        yield Item(where, rec)
+
+
+def csv_items(f: IO[bytes], fields: Fields, keys: KeyPlace | None) -> Iterator[Item]:
+    lines = (line for _, line in _lines(f))
+    reader = csv.reader(lines)
+    key_col: int | None = 0
+    rec_col = 1
+    for row in reader:
+        where = f"line {reader.line_num}"
+        names = [c.strip().lower() for c in row]
+        if reader.line_num == 1 and names in (["key", "record"], ["record", "key"], ["record"]):
+            rec_col = names.index("record")
+            key_col = names.index("key") if "key" in names else None
+            continue
+        if not row:
+            continue
+        if len(row) == 1 and reader.line_num == 1:
+            key_col, rec_col = None, 0
+        try:
+            if rec_col >= len(row):
+                raise ValueError(f"{len(row)} columns; expected key,record")
+            rec = fields.decode(row[rec_col], "record")
+            if key_col is not None and key_col < len(row) and row[key_col] and keys is not None:
+                key = fields.decode(row[key_col], "key")
+                if key != keys.of(rec):
+                    raise ValueError(
+                        f"the key field X'{key.hex().upper()}' is not the record's key X'{keys.of(rec).hex().upper()}'"
+                    )
+        except ValueError as e:
+            yield Item(where, None, str(e))
+            continue
+        yield Item(where, rec)
+
+
+def bin_items(f: IO[bytes], lrecl: int | None, rdw: bool) -> Iterator[Item]:
+    n = 0
+    offset = 0
+    while True:
+        n += 1
+        where = f"record {n} (byte {offset})"
+        if rdw:
+            head = f.read(4)
+            if not head:
+                return
+            if len(head) < 4:
+                yield Item(where, None, f"the file ends inside an RDW ({len(head)} of 4 bytes)")
+                return
+            length = int.from_bytes(head[:2], "big")
+            if head[2:] != b"\0\0" or length < 4:
+                yield Item(
+                    where,
+                    None,
+                    f"X'{head.hex().upper()}' is not an RDW (2-byte length including itself, then X'0000'); "
+                    "is this a variable-blocked unload? (without RDWs, leave out --rdw)",
+                )
+                return
+            size = length - 4
+            offset += 4
+        else:
+            assert lrecl is not None
+            size = lrecl
+        rec = f.read(size)
+        if not rec and not rdw:
+            return
+        offset += len(rec)
+        if len(rec) < size:
+            yield Item(
+                where, None, f"the file ends {len(rec)} bytes into a record of {size} (wrong --lrecl, or --rdw?)"
+            )
+            return
+        yield Item(where, rec)
+
+
+def txt_items(f: IO[bytes], encoding: str, lrecl: int | None) -> Iterator[Item]:
+    pad = " ".encode(encoding)
+    for n, line in _lines(f):
+        where = f"line {n}"
+        if line == "\x00bad":
+            yield Item(where, None, "not UTF-8 text")
+            continue
+        text = line.rstrip("\n").rstrip("\r")
+        try:
+            rec = text.encode(encoding)
+        except UnicodeEncodeError as e:
+            yield Item(where, None, f"text that {encoding} cannot hold ({e.reason})")
+            continue
+        if lrecl is not None:
+            if len(rec) > lrecl:
+                yield Item(where, None, f"{len(rec)} bytes, longer than the record length {lrecl}")
+                continue
+            rec += pad * ((lrecl - len(rec)) // max(1, len(pad)))
+        yield Item(where, rec)
+
+
+# --- selection -------------------------------------------------------------------------------------------------
+
+
+def select(
+    items: Iterable[Item], keys: KeyPlace | None, lo: bytes | None, hi: bytes | None, skip: int, count: int | None
+) -> Iterator[Item]:
+    """FROMKEY/TOKEY (as a filter: a flat file need not be in key order), then SKIP and COUNT."""
+    out = 0
+    if count == 0:
+        return
+    for item in items:
+        rec = item.record
+        if rec is not None and keys is not None:
+            key = keys.of(rec)
+            if lo is not None and key[: len(lo)] < lo:
+                continue
+            if hi is not None and key[: len(hi)] > hi:
+                continue
+        if rec is not None:
+            if skip:
+                skip -= 1
+                continue
+            out += 1
+        yield item
+        if count is not None and out >= count:
+            return
+
+
+# --- sinks -----------------------------------------------------------------------------------------------------
+
+
+class Counts:
+    def __init__(self) -> None:
+        self.processed = 0
+        self.written = 0
+        self.replaced = 0
+        self.errors = 0
+
+
+class DatasetSink:
+    def __init__(self, ds: Dataset, replace: bool, counts: Counts) -> None:
+        self.ds = ds
+        self.replace = replace
+        self.counts = counts
+
+    def batch(self) -> contextlib.AbstractContextManager[Any]:
+        return self.ds.batch()
+
+    def put(self, rec: bytes) -> str | None:
+        ds = self.ds
+        try:
+            ds.write(rec)
+            self.counts.written += 1
+            return None
+        except DuplicateKeyError:
+            key = ds.key_of(rec).hex().upper()
+            if not self.replace:
+                return f"duplicate key X'{key}' (NOREPLACE: not written; --replace rewrites it)"
+        except RecordLengthError:
+            return f"{len(rec)} bytes; the records of {ds.path} have {ds.record_length}"
+        try:
+            ds.rewrite(rec)
+        except RecordNotFoundError:  # pragma: no cover - the key was there a moment ago
+            return f"key X'{key}' vanished before it could be replaced"
+        self.counts.replaced += 1
+        return None
+
+    def close(self) -> None:
+        self.ds.close()
+
+
+class FileSink:
+    def __init__(
+        self, f: IO[bytes], fmt: str, fields: Fields, keys: KeyPlace | None, rdw: bool, encoding: str, counts: Counts
+    ) -> None:
+        self.f = f
+        self.fmt = fmt
+        self.fields = fields
+        self.keys = keys
+        self.rdw = rdw
+        self.encoding = encoding
+        self.counts = counts
+        self.text: io.TextIOWrapper | None = None
+        self.csv: Any = None
+        if fmt in ("jsonl", "csv", "txt"):
+            self.text = text = io.TextIOWrapper(f, encoding="utf-8", newline="", write_through=False)
+            if fmt == "csv":
+                self.csv = csv.writer(text, lineterminator="\n")
+                self.csv.writerow(["key", "record"] if keys is not None else ["record"])
+
+    def batch(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def put(self, rec: bytes) -> str | None:
+        try:
+            if self.fmt == "bin":
+                if self.rdw:
+                    if len(rec) > 0xFFFF - 4:
+                        return f"{len(rec)} bytes: too long for an RDW"
+                    self.f.write((len(rec) + 4).to_bytes(2, "big") + b"\0\0")
+                self.f.write(rec)
+            elif self.fmt == "txt":
+                text = rec.decode(self.encoding)
+                if "\n" in text or "\r" in text:
+                    return f"the record holds a line break in {self.encoding}: use jsonl or csv"
+                assert self.text is not None
+                self.text.write(text + "\n")
+            else:
+                r = self.fields.encode(rec)
+                k = self.fields.encode(self.keys.of(rec)) if self.keys is not None else None
+                if self.fmt == "jsonl":
+                    assert self.text is not None
+                    obj = {"key": k, "record": r} if k is not None else {"record": r}
+                    self.text.write(json.dumps(obj, ensure_ascii=False) + "\n")
+                else:
+                    self.csv.writerow([k, r] if k is not None else [r])
+        except UnicodeDecodeError as e:
+            return f"not text in {self.encoding} ({e.reason}): use --fields hex"
+        self.counts.written += 1
+        return None
+
+    def close(self) -> None:
+        if self.text is not None:
+            self.text.flush()
+            self.text.detach()
+        self.f.flush()
+        if self.f is not sys.stdout.buffer:
+            self.f.close()
+
+
+# --- the verb --------------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    encoding = check_encoding(args.encoding)
+    if args.skip < 0 or (args.count is not None and args.count < 0):
+        raise CliError("--skip and --count take a number >= 0", USAGE)
+    infmt = detect(args.input, args.informat, "in")
+    outfmt = detect(args.output, args.outformat, "out")
+    if args.input != "-" and args.output != "-" and os.path.exists(args.output):
+        if os.path.samefile(args.input, args.output):
+            raise CliError(f"IN and OUT are the same file ({args.input})", USAGE)
+    if outfmt == "ksds" and not os.path.exists(args.output):
+        raise CliError(
+            f"no data set at {args.output}: define it first (ksds define {args.output} --keys ... --recordsize ...)"
+        )
+    if (args.input == "-" and infmt == "ksds") or (args.output == "-" and outfmt == "ksds"):
+        raise CliError("a data set cannot be read from standard input or written to standard output", USAGE)
+    fields = Fields(args.fields, encoding)
+    counts = Counts()
+    summary_to = sys.stderr if args.output == "-" else sys.stdout
+    with contextlib.ExitStack() as stack:
+        ds_in: Dataset | None = None
+        ds_out: Dataset | None = None
+        if infmt == "ksds":
+            ds_in = stack.enter_context(dataset.open(args.input, "r"))
+        if outfmt == "ksds":
+            ds_out = stack.enter_context(dataset.open(args.output, "rw"))
+        ref = ds_in or ds_out
+        keys: KeyPlace | None
+        if ref is not None:
+            keys = KeyPlace(ref.key_offset, ref.key_length)
+        elif args.keys is not None:
+            keys = KeyPlace(args.keys[1], args.keys[0])
+        else:
+            keys = None
+        if ds_in is not None and ds_out is not None and _keys(ds_in) != _keys(ds_out):
+            raise CliError(
+                f"the keys differ: IN has KEYS({ds_in.key_length} {ds_in.key_offset}), "
+                f"OUT has KEYS({ds_out.key_length} {ds_out.key_offset})"
+            )
+        lrecl = ds_out.record_length if ds_out is not None else args.lrecl
+        if ds_in is None and keys is None and (args.fromkey is not None or args.tokey is not None):
+            raise CliError("--fromkey/--tokey on a flat file need the key's place: give --keys LENGTH OFFSET", USAGE)
+        kl = keys.length if keys is not None else 255
+        lo = check_key(parse_key(args.fromkey, encoding), kl, "--fromkey") if args.fromkey is not None else None
+        hi = check_key(parse_key(args.tokey, encoding), kl, "--tokey") if args.tokey is not None else None
+
+        # the source
+        if ds_in is not None:
+            src_ds = ds_in
+            total = len(ds_in)
+            selected = records(src_ds, lo, hi, args.skip, args.count)
+            source = Source(
+                (Item(f"key X'{src_ds.key_of(r).hex().upper()}'", r) for r in selected),
+                lambda: (counts.processed, total),
+            )
+        else:
+            f: IO[bytes] = sys.stdin.buffer if args.input == "-" else stack.enter_context(open(args.input, "rb"))
+            if infmt == "jsonl":
+                items = jsonl_items(f, fields, keys)
+            elif infmt == "csv":
+                items = csv_items(f, fields, keys)
+            elif infmt == "txt":
+                items = txt_items(f, encoding, lrecl)
+            else:
+                if lrecl is None and not args.rdw:
+                    raise CliError(
+                        "a fixed-length binary file needs the record length: give --lrecl N (or --rdw)", USAGE
+                    )
+                items = bin_items(f, lrecl, args.rdw)
+            source = Source(select(items, keys, lo, hi, args.skip, args.count), _file_progress(f))
+
+        # into an empty data set: load in key order
+        note = ""
+        if ds_out is not None and ds_in is None and len(ds_out) == 0 and keys is not None:
+            loaded = list(source.items)
+            good = [it for it in loaded if it.record is not None]
+            ks = keys
+            order = [ks.of(it.record or b"") for it in good]
+            if any(a > b for a, b in zip(order, order[1:], strict=False)):
+                good.sort(key=lambda it: ks.of(it.record or b""))
+                note = " (sorted by key to load)"
+            ordered = [it for it in loaded if it.record is None] + good
+            n_total = len(ordered)
+            source = Source(iter(ordered), lambda: (counts.processed, n_total))
+
+        # the sink
+        sink: DatasetSink | FileSink
+        if ds_out is not None:
+            sink = DatasetSink(ds_out, args.replace, counts)
+        else:
+            out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")
+            sink = FileSink(out, outfmt, fields, keys, args.rdw, encoding, counts)
+            stack.callback(sink.close)
+
+        status = _copy(source, sink, counts, args.errorlimit)
+    print(
+        f"ksds repro: {counts.processed} records processed, {counts.written} written, {counts.replaced} replaced, "
+        f"{counts.errors} errors{note}",
+        file=summary_to,
+    )
+    if status == FAILED:
+        raise CliError(f"stopped at ERRORLIMIT {args.errorlimit} ({counts.errors} record errors)", FAILED)
+    return status
+
+
+def _keys(ds: Dataset) -> tuple[int, int]:
+    return ds.key_length, ds.key_offset
+
+
+def _copy(source: Source, sink: DatasetSink | FileSink, counts: Counts, errorlimit: int | None) -> int:
+    items = source.items
+    done = False
+    with Progress("ksds repro") as bar:
+        while not done:
+            done = True
+            with sink.batch():
+                for n, item in enumerate(items):
+                    err = item.error
+                    if item.record is not None:
+                        counts.processed += 1
+                        err = sink.put(item.record)
+                    if err is not None:
+                        counts.errors += 1
+                        if counts.errors <= SHOW_ERRORS:
+                            print(f"ksds repro: {item.where}: {err}", file=sys.stderr)
+                        elif counts.errors == SHOW_ERRORS + 1:
+                            print("ksds repro: (further record errors are counted, not shown)", file=sys.stderr)
+                        if errorlimit is not None and counts.errors >= errorlimit:
+                            return FAILED
+                    if n % 256 == 255:
+                        d, t = source.progress()
+                        bar.update(d, t, f"{counts.processed} records")
+                    if n + 1 >= BATCH:
+                        done = False
+                        break
+    return ERROR if counts.errors else OK
