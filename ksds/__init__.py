@@ -15,7 +15,7 @@ is atomic across crashes (a write-ahead log of whole CIs).
 """
 
 from .browse import Browse
-from .dataset import Dataset, define, open
+from .dataset import Dataset, define, delete, open
 from .definition import Definition
 from .errors import (
     BrowseError,
@@ -74,5 +74,6 @@ __all__ = [
     "verify",
     "VerifyReport",
     "define",
+    "delete",
     "open",
 ]

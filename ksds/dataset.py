@@ -16,6 +16,7 @@ unless it runs inside :meth:`Dataset.batch`.
 
 from __future__ import annotations
 
+import os
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
@@ -28,6 +29,8 @@ from .ci import DataCI, IndexCI
 from .definition import Definition, check_freespace, check_share_options, make_definition
 from .errors import (
     DatasetClosedError,
+    DatasetInUseError,
+    DatasetNotFoundError,
     DeadlockError,
     DuplicateKeyError,
     InvalidRequestError,
@@ -37,8 +40,9 @@ from .errors import (
     RecordNotFoundError,
 )
 from .faults import crashpoint
-from .locks import RecordLocks, lock_file, release_lock_file
-from .pager import Pager, Recovery, create
+from .format import HEADER_SIZE, decode_header
+from .locks import OpenLocks, RecordLocks, lock_file, release_lock_file
+from .pager import Pager, Recovery, create, log_path
 
 #: default buffer pool size (bytes of CIs kept in memory)
 DEFAULT_BUFFER_SPACE = 32 << 20
@@ -74,6 +78,30 @@ def define(
     )
     create(str(path), defn, time.time_ns())
     return defn
+
+
+def delete(path: str) -> list[str]:
+    """DELETE CLUSTER: remove the data set at ``path`` with its log and lock file; returns the paths removed.
+
+    Refuses (:class:`~ksds.DatasetInUseError`) while any process has it open, and a file that is not a data set
+    (:class:`~ksds.NotADatasetError`); :class:`~ksds.DatasetNotFoundError` if there is nothing at ``path``.
+    """
+    path = str(path)
+    if not os.path.isfile(path):
+        raise DatasetNotFoundError(f"no data set at {path}")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        decode_header(os.pread(fd, HEADER_SIZE, 0), path)  # NotADatasetError for anything else
+        locks = OpenLocks(fd, path)
+        locks.latch(True)
+        if not locks.alone():
+            raise DatasetInUseError(f"{path} is in use: another process has it open; not deleted")
+        removed = [p for p in (path, log_path(path), path + ".lck") if os.path.exists(p)]
+        for p in removed:
+            os.unlink(p)
+        return removed
+    finally:
+        os.close(fd)
 
 
 def open(  # noqa: A001 - the module's API mirrors builtins.open on purpose
@@ -573,7 +601,8 @@ class Dataset:
         p.dirty_ci(new)
         index.insert_after(p, path, len(path) - 1, _pred(new.keys[0]), seq.keys[i], free)
         st.data_cis += 1
-        st.splits_ci += 1
+        if s < n or not sequential:
+            st.splits_ci += 1  # an append that starts a new CI moves no record: VSAM does not count it
         crashpoint("split-ci")
 
     def _new_ca(self, p: Pager, path: index.Path, key: bytes, record: bytes) -> None:

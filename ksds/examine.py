@@ -124,6 +124,14 @@ def examine(
                     None,
                     "an unfinished request was cut off by a crash (it was never acknowledged; recovery drops it)",
                 )
+            elif replay is not None and not replay.stale and not replay.transactions:
+                report.needs_recovery = True
+                report.add(
+                    "warning",
+                    "IDC11768I",
+                    None,
+                    "not closed cleanly (or open now): its log is there, with nothing to replay",
+                )
         codec = Codec(defn, path)
 
         def read(ci: int) -> bytes:

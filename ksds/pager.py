@@ -72,7 +72,10 @@ class Recovery:
     damaged_at: int | None  # log offset where a damaged (torn) frame ended the log
 
     def __str__(self) -> str:
-        s = f"replayed {self.transactions} transactions ({self.frames} CIs) from the log"
+        if self.transactions:
+            s = f"replayed {self.transactions} transactions ({self.frames} CIs) from the log"
+        else:
+            s = "nothing to replay from the log"
         if self.discarded_frames or self.discarded_bytes or self.damaged_at is not None:
             s += (
                 f"; discarded an unfinished transaction ({self.discarded_frames} frames"
