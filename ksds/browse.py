@@ -27,7 +27,6 @@ class Browse:
         self._ds = ds
         self.backward = backward
         self._it: Iterator[bytes] = iter(())
-        self._shared_mod = 0
         self.reposition(key, gteq=gteq, generic=generic, backward=backward)
 
     def reposition(
@@ -39,17 +38,17 @@ class Browse:
         ds = self._ds
         p = ds._open()
         if p.shared:
-            self._shared_mod = ds._mod
             pos = ds._latched(p, False, ds._position, key, gteq, generic, backward)
         else:
             pos = ds._position(key, gteq, generic, backward)
+        mod = ds._mod  # the position is good until the data set changes
         self.backward = backward
         start = (key, gteq, generic)
         self._end()
         if p.shared:
-            self._it = self._shared(pos, start)
+            self._it = self._shared(pos, start, mod)
         else:
-            self._it = self._backward(pos, start) if backward else self._forward(pos, start)
+            self._it = self._backward(pos, start, mod) if backward else self._forward(pos, start, mod)
 
     def __iter__(self) -> Iterator[bytes]:
         # ``yield from`` passes records through in C; a reposition ends the inner iterator and we go on
@@ -93,13 +92,14 @@ class Browse:
             return ds._seek_le(p, after, strict=True)
         return ds._seek_gt(p, after)
 
-    def _shared(self, pos: Position | None, start: tuple[bytes | None, bool, bool]) -> Iterator[bytes]:
+    def _shared(
+        self, pos: Position | None, start: tuple[bytes | None, bool, bool], mod: int
+    ) -> Iterator[bytes]:
         """A browse while other processes may change the data set: each step runs under the latch, with a view
         caught up with theirs, and re-seeks after the last record returned when anything changed."""
         ds = self._ds
         ko, kl = ds._ko, ds._kl
         backward = self.backward
-        mod = self._shared_mod
         last: bytes | None = None
 
         def step() -> bytes | None:
@@ -140,65 +140,79 @@ class Browse:
             last = rec[ko : ko + kl]
             yield rec
 
-    def _forward(self, pos: Position | None, start: tuple[bytes | None, bool, bool]) -> Iterator[bytes]:
+    def _forward(
+        self, pos: Position | None, start: tuple[bytes | None, bool, bool], mod: int
+    ) -> Iterator[bytes]:
+        """Records from ``pos`` on; ``mod`` is the data set's change count when ``pos`` was found."""
         ds = self._ds
-        mod = ds._mod
         ko = ds._ko
         kl = ds._kl
         last: bytes | None = None
-        while pos is not None:
-            path, ci, i = pos
-            p = ds._pager
-            if p is None:
-                raise DatasetClosedError(f"{ds.path} is closed")
-            if ds._mod != mod:
-                mod = ds._mod
-                pos = self._reseek(last, start)
-                continue
-            recs = ci.recs
-            n = len(recs)
-            first = i
-            while i < n:
-                last = recs[i]
-                i += 1
-                yield last
+        counted = 0  # records returned and not yet added to REC-RETRIEVED
+        try:
+            while True:
+                p = ds._pager
+                if p is None:
+                    raise DatasetClosedError(f"{ds.path} is closed")
                 if ds._mod != mod:
-                    break
-            p.state.rec_retrieved += i - first
-            if i < n or ds._mod != mod:
-                mod = ds._mod
-                pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
-                continue
-            nxt = index.next_data(p, path)
-            pos = None if nxt is None else (path, nxt, 0)
+                    mod = ds._mod
+                    pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
+                if pos is None:
+                    return
+                path, ci, i = pos
+                recs = ci.recs
+                n = len(recs)
+                while i < n:
+                    last = recs[i]
+                    i += 1
+                    counted += 1
+                    yield last
+                    if ds._mod != mod:
+                        break
+                p.state.rec_retrieved += counted
+                counted = 0
+                if ds._mod != mod:
+                    continue  # re-seek after ``last``
+                nxt = index.next_data(p, path)
+                pos = None if nxt is None else (path, nxt, 0)
+        finally:
+            if counted and ds._pager is not None:
+                ds._pager.state.rec_retrieved += counted
 
-    def _backward(self, pos: Position | None, start: tuple[bytes | None, bool, bool]) -> Iterator[bytes]:
+    def _backward(
+        self, pos: Position | None, start: tuple[bytes | None, bool, bool], mod: int
+    ) -> Iterator[bytes]:
+        """Records from ``pos`` backward; ``mod`` is the data set's change count when ``pos`` was found."""
         ds = self._ds
-        mod = ds._mod
         ko = ds._ko
         kl = ds._kl
         last: bytes | None = None
-        while pos is not None:
-            path, ci, i = pos
-            p = ds._pager
-            if p is None:
-                raise DatasetClosedError(f"{ds.path} is closed")
-            if ds._mod != mod:
-                mod = ds._mod
-                pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
-                continue
-            recs = ci.recs
-            first = i
-            while i >= 0:
-                last = recs[i]
-                i -= 1
-                yield last
+        counted = 0
+        try:
+            while True:
+                p = ds._pager
+                if p is None:
+                    raise DatasetClosedError(f"{ds.path} is closed")
                 if ds._mod != mod:
-                    break
-            p.state.rec_retrieved += first - i
-            if i >= 0 or ds._mod != mod:
-                mod = ds._mod
-                pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
-                continue
-            prv = index.prev_data(p, path)
-            pos = None if prv is None else (path, prv, len(prv.recs) - 1)
+                    mod = ds._mod
+                    pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
+                if pos is None:
+                    return
+                path, ci, i = pos
+                recs = ci.recs
+                while i >= 0:
+                    last = recs[i]
+                    i -= 1
+                    counted += 1
+                    yield last
+                    if ds._mod != mod:
+                        break
+                p.state.rec_retrieved += counted
+                counted = 0
+                if ds._mod != mod:
+                    continue
+                prv = index.prev_data(p, path)
+                pos = None if prv is None else (path, prv, len(prv.recs) - 1)
+        finally:
+            if counted and ds._pager is not None:
+                ds._pager.state.rec_retrieved += counted

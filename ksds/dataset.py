@@ -601,7 +601,7 @@ class Dataset:
         p.dirty_ci(new)
         index.insert_after(p, path, len(path) - 1, _pred(new.keys[0]), seq.keys[i], free)
         st.data_cis += 1
-        if s < n or not sequential:
+        if pos < n or not sequential:
             st.splits_ci += 1  # an append that starts a new CI moves no record: VSAM does not count it
         crashpoint("split-ci")
 
