@@ -433,8 +433,11 @@ class Dataset:
         try:
             self._latched(p, True, fn, *args)
         finally:
-            if locks is not None and not self._batch and (took or release):
-                locks.unlock(key)
+            if locks is not None and (took or release):
+                if self._batch:
+                    self._batch_locks.append(key)  # released when the batch ends
+                else:
+                    locks.unlock(key)
 
     def unlock(self, key: bytes | None = None) -> None:
         """Release this open's lock on record ``key`` (CICS UNLOCK), or every record lock it holds (None)."""
@@ -776,12 +779,13 @@ class Dataset:
                     raise
         finally:
             if outer:
-                if p.shared:
-                    p.end()
+                # record locks first: a process waiting for one then finds the latch free soon after
                 if self._locks is not None:
                     for k in self._batch_locks:
                         self._locks.unlock(k)
                 self._batch_locks.clear()
+                if p.shared:
+                    p.end()
 
     def sync(self) -> None:
         """Put every request acknowledged so far on stable storage (one log sync). A no-op for mode "r"."""

@@ -544,20 +544,33 @@ def create(path: str, defn: Definition, created: int) -> None:
     high = b"\xff" * defn.key_length
     seq = IndexCI(1, 1, 2, [high], [2])
     data = DataCI(2, [], [])
+    # write it under a temporary name, then link it into place: nobody ever sees a half-written data set,
+    # and the link fails if the name was taken meanwhile
+    if os.path.exists(path):
+        from .errors import DatasetExistsError
+
+        raise DatasetExistsError(f"{path} already exists (delete it first, or choose another name)")
+    tmp = f"{path}.define-{os.getpid()}-{created}"
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as e:
+        raise KsdsError(f"cannot create data set {path}: {e.strerror}") from None
+    try:
+        os.ftruncate(fd, st.hurba * cisz)
+        pwrite_all(fd, encode_header(defn, created, st, cisz), 0)
+        pwrite_all(fd, codec.encode(seq, 0), cisz)
+        pwrite_all(fd, codec.encode(data, 0), 2 * cisz)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
     except FileExistsError:
         from .errors import DatasetExistsError
 
         raise DatasetExistsError(f"{path} already exists (delete it first, or choose another name)") from None
-    try:
-        os.ftruncate(fd, st.hurba * cisz)
-        os.pwrite(fd, encode_header(defn, created, st, cisz), 0)
-        os.pwrite(fd, codec.encode(seq, 0), cisz)
-        os.pwrite(fd, codec.encode(data, 0), 2 * cisz)
-        os.fsync(fd)
     finally:
-        os.close(fd)
+        os.unlink(tmp)
     dirfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
         os.fsync(dirfd)

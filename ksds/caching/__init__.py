@@ -7,5 +7,6 @@
 """
 
 from .model import KeyValue, Storage, StorageError
+from .storage_factory import make_storage
 
-__all__ = ["KeyValue", "Storage", "StorageError"]
+__all__ = ["KeyValue", "Storage", "StorageError", "make_storage"]

@@ -1,0 +1,105 @@
+"""What every storage mode shares: the order of ``created`` values, and the rules of the two map evictions.
+
+* :func:`created_order` -- the number removeOldest compares. Zowe compares ``Long.parseLong(created)``; a
+  ``created`` that is not a Java long (a client may send anything) counts as 0 here, so it is the oldest and
+  goes first, where Zowe's strategy would fail. Among entries of equal ``created`` the one stored (or last
+  updated) first goes first: every storage keeps a sequence number for that.
+* :func:`rule_is_stale` -- ``removeNonRelevantRules``: an item whose value (epoch milliseconds) is more than
+  90 days old. A value that is not a number is kept (Zowe's Infinispan storage would fail on it).
+* :func:`token_is_expired` -- ``removeNonRelevantTokens``: an item whose value is the JSON of an APIML
+  ``AccessTokenContainer`` with ``expiresAt`` before now. APIML writes it with Jackson's ``JavaTimeModule``:
+  a ``LocalDateTime`` in the gateway's time zone, as an ISO-8601 string (``"2024-10-25T12:30:15.123"``) or, with
+  timestamps on (Jackson's default), as an array ``[2024,10,25,12,30,15,123000000]``. Both are read, as local
+  time unless the string carries an offset; so are epoch milliseconds (a number or a string of digits). A value
+  that is not JSON, or has no readable ``expiresAt``, is kept (as Zowe keeps a value it cannot parse).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime
+from typing import Any
+
+from .model import KeyValue
+
+#: removeNonRelevantRules keeps items at most this old (milliseconds)
+RULE_MAX_AGE_MS = 90 * 24 * 3600 * 1000
+_LONG = re.compile(r"[+-]?[0-9]+\Z")
+_JAVA_LONG_MIN = -(1 << 63)
+_JAVA_LONG_MAX = (1 << 63) - 1
+
+
+def parse_java_long(text: str) -> int | None:
+    """``Long.parseLong(text)``, or None where Java would throw NumberFormatException."""
+    if not _LONG.match(text):
+        return None
+    n = int(text)
+    return n if _JAVA_LONG_MIN <= n <= _JAVA_LONG_MAX else None
+
+
+def created_order(created: str) -> int:
+    """The number removeOldest orders entries by (a signed 64-bit integer; 0 for a ``created`` Java can't parse)."""
+    n = parse_java_long(created)
+    return 0 if n is None else n
+
+
+def with_service(service_id: str, kv: KeyValue) -> KeyValue:
+    """A copy of ``kv`` as stored for ``service_id`` (Zowe sets ``serviceId`` on the entry before storing it)."""
+    return KeyValue(kv.key, kv.value, service_id, kv.created)
+
+
+def rule_is_stale(value: str, now_ms: int | None = None) -> bool:
+    """Whether a rule (epoch milliseconds) is more than 90 days old."""
+    n = parse_java_long(value.strip())
+    if n is None:
+        return False
+    if now_ms is None:
+        now_ms = time.time_ns() // 1_000_000
+    return now_ms - n > RULE_MAX_AGE_MS
+
+
+def _expires_at(v: Any) -> float | None:
+    """``expiresAt`` as epoch seconds, or None if it can't be read."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return float(v) / 1000.0
+    if isinstance(v, list):
+        if not 3 <= len(v) <= 7 or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            return None
+        y, mo, d, h, mi, sec, nano = list(v) + [0] * (7 - len(v))
+        try:
+            dt = datetime(y, mo, d, h, mi, sec, nano // 1000)
+        except (ValueError, OverflowError):
+            return None
+        return dt.timestamp()  # a LocalDateTime: the local time zone, as APIML's LocalDateTime.now()
+    if isinstance(v, str):
+        s = v.strip()
+        n = parse_java_long(s)
+        if n is not None:
+            return n / 1000.0
+        try:
+            dt = datetime.fromisoformat(s.replace("Z", "+00:00") if s.endswith(("Z", "z")) else s)
+        except ValueError:
+            return None
+        try:
+            return dt.timestamp()  # naive: local time; with an offset: that instant
+        except (ValueError, OverflowError, OSError):
+            return None
+    return None
+
+
+def token_is_expired(value: str, now: float | None = None) -> bool:
+    """Whether an invalidated token (JSON with ``expiresAt``) has expired (``expiresAt`` strictly before now)."""
+    try:
+        obj = json.loads(value)
+    except ValueError:
+        return False
+    if not isinstance(obj, dict):
+        return False
+    at = _expires_at(obj.get("expiresAt"))
+    if at is None:
+        return False
+    return at < (time.time() if now is None else now)

@@ -1,0 +1,666 @@
+"""The ``ksds`` storage mode: the cache in a KSDS data set, shared by several server processes (RLS).
+
+Two layouts of the entries; both keep the bookkeeping in records of their own whose keys start with X'00'.
+
+**native** (the default): no collisions, no leak between services.
+
+* entry: key ``X'00' 'E' + blake2b-128(service id) + blake2b-128(key)``, padded with X'00' to the key length;
+  record ``key + seq (8 bytes, big-endian) + length (4 bytes, big-endian) + UTF-8 JSON
+  {"serviceId", "key", "value", "created"} + X'00' padding``. A read checks that the JSON's service id and key
+  are the ones asked for, so even a digest collision never returns another entry. A service's entries are the
+  records starting ``X'00' 'E' + blake2b-128(service id)``: one generic browse, never another service's.
+
+**zowe** (``layout="zowe"``): Zowe's VSAM back end byte for byte (:mod:`ksds.zowe`): key
+``rightPad(sid.hashCode() + ":" + key.hashCode(), keyLength)`` and record ``rightPad(key + Jackson JSON,
+recordLength)``, in IBM-1047. A REPRO'd unload of a Zowe caching data set can be opened and served (the
+bookkeeping records are built on first open: one scan). Differences from Zowe: ``readForService`` and
+``deleteForService`` take the records starting ``hash + ":"`` whose JSON ``serviceId`` is the service's (or
+empty), so they no longer leak into services whose hash starts with the same digits (Zowe's defect 11.2) nor
+into a service with the same hash; ``read``/``update``/``delete`` answer 404 when the record at the hashed key
+belongs to another key or service (Zowe returns it: defect 11.1); characters IBM-1047 cannot represent are
+refused (400) instead of silently becoming "?". As in Zowe, two keys (or services) with equal Java hashCodes
+share one record key: the second ``create`` is 409.
+
+**Bookkeeping records** (both layouts; every key starts with X'00', which no Zowe key does: Zowe's start with
+``-`` X'60' or a digit X'F0'-X'F9'; keys are padded with X'00' to the key length, records with X'00' to the
+record length; "u32"/"u64" are big-endian; JSON is UTF-8):
+
+* counter, key ``X'00' 'C'``; record: key, u32 length, JSON {"layout", "count" (entries), "seq" (the last
+  sequence number given)};
+* time index, key ``X'00' 'T' + u64 (created + 2**63) + u64 seq``; record: key, then the entry's key. The oldest
+  entry is the first record starting ``X'00' 'T'`` (one generic read); ties go to the lowest seq (stored or
+  last updated first);
+* slot (zowe layout only: Zowe's JSON has no room for seq), key ``X'00' 'S' + blake2b-128(entry key)``; record:
+  key, the entry key, the 16 bytes created + seq of its time-index key. Update and delete find the entry's
+  time-index record through it, without a scan;
+* map item, key ``X'00' 'M' + digest(service id) + digest(map key) + digest(item key)`` (blake2b of
+  ``min(16, (key length - 2) // 3)`` bytes); record: key, u32 length, JSON {"serviceId", "mapKey", "key",
+  "value"}, checked on every read; a different item at the same digests (possible only with short keys) is
+  refused with 409.
+
+The key length must be at least 34 for the native layout (full-strength map digests from 50) and 23 for the
+zowe layout (Zowe's minimum); the record length at least twice the key length + 16. A data set whose counter
+record is missing (new, or a fresh REPRO) is counted and indexed on open; :meth:`KsdsStorage.rebuild` does it
+on demand.
+
+**Concurrency and atomicity.** Each operation's record changes are one ``with ds.batch()``: one transaction, all
+or nothing, also across a kill -9; in RLS mode a batch holds the data set's exclusive latch from start to end,
+so other processes see it whole or not at all. Operations that change entries (create, update, delete,
+deleteForService) first take the counter record's lock (``read(update=True)``; it waits, which a batch cannot:
+inside a batch a lock held elsewhere fails at once) and release it after the batch. That lock orders every
+entry change of every process: two processes cannot both pass the size check, and the count and the time
+index stay exact. It is the only lock a request waits for, and it is taken first, holding no other (one lock
+order: no deadlock). Map operations need no counter lock. A record lock met inside a batch
+(``RecordLockedError``: another process's batch has committed but not yet dropped its record locks) rolls the
+batch back, and it is tried again until ``lock_timeout``. Reads take no lock (NRI): each sees what other
+processes committed. Within a process one open data set serves every thread, one request at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .. import zowe
+from ..dataset import Dataset, define
+from ..dataset import open as ksds_open
+from ..definition import CI_TRAILER, MAX_CI_SIZE, round_ci_size
+from ..errors import DeadlockError, RecordLockedError, RecordNotFoundError
+from .common import created_order, rule_is_stale, token_is_expired, with_service
+from .model import (
+    DEFAULT_EVICTION,
+    DEFAULT_SIZE,
+    DUPLICATE_KEY,
+    INSUFFICIENT_STORAGE,
+    INVALID_PAYLOAD,
+    KEY_NOT_IN_CACHE,
+    PAYLOAD_TOO_LARGE,
+    KeyValue,
+    Storage,
+    StorageError,
+)
+
+T = TypeVar("T")
+
+LAYOUTS = ("native", "zowe")
+#: Zowe's defaults, and the environment variables that change them (as Zowe's docs say)
+DEFAULT_KEY_LENGTH = zowe.KEY_LENGTH
+DEFAULT_RECORD_LENGTH = zowe.RECORD_LENGTH
+ENV_KEY_LENGTH = "CACHING_STORAGE_VSAM_KEYLENGTH"
+ENV_RECORD_LENGTH = "CACHING_STORAGE_VSAM_RECORDLENGTH"
+
+COUNTER = b"\x00C"
+ENTRY = b"\x00E"
+MAP = b"\x00M"
+SLOT = b"\x00S"
+TIME = b"\x00T"
+DIGEST = 16
+#: shortest keys: native entries (type + two digests); zowe: what Zowe accepts
+MIN_KEY_LENGTH = {"native": 2 + 2 * DIGEST, "zowe": zowe.MIN_KEY_LENGTH}
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_NATIVE_HEAD = 8 + 4  # seq, JSON length
+_EBCDIC_SPACE = b"\x40"
+
+
+def ksds_config_from_env(environ: Mapping[str, str] | None = None) -> tuple[int | None, int | None]:
+    """``(key_length, record_length)`` from ``CACHING_STORAGE_VSAM_KEYLENGTH`` / ``..._RECORDLENGTH`` (None where a
+    variable is not set). Raises ValueError naming a variable that is not a positive integer."""
+    env = os.environ if environ is None else environ
+    out: list[int | None] = []
+    for name in (ENV_KEY_LENGTH, ENV_RECORD_LENGTH):
+        raw = env.get(name)
+        if raw is None or raw.strip() == "":
+            out.append(None)
+            continue
+        try:
+            n = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"{name} must be a positive integer, not {raw!r}") from None
+        if n <= 0:
+            raise ValueError(f"{name} must be a positive integer, not {raw!r}")
+        out.append(n)
+    return out[0], out[1]
+
+
+def _digest(text: str, size: int) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=size).digest()
+
+
+def _json_bytes(obj: object) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+
+
+def _json_load(data: bytes) -> Any:
+    return json.loads(data.decode("utf-8", "surrogatepass"))
+
+
+@dataclass
+class _Counter:
+    layout: str
+    count: int
+    seq: int
+
+
+def _define(path: str, key_length: int, record_length: int) -> None:
+    """Define the data set unless it exists; atomic against another process doing the same (define aside, link)."""
+    ci_size = round_ci_size(min(MAX_CI_SIZE, max(4096, 4 * record_length + CI_TRAILER)))
+    tmp = f"{path}.defining.{os.getpid()}.{threading.get_ident()}"
+    define(tmp, key_length=key_length, record_length=record_length, ci_size=ci_size, share_options=(2, 3))
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+
+
+class KsdsStorage(Storage):
+    """The cache in the ksds data set at ``path`` (defined if missing), opened with RLS.
+
+    ``key_length`` / ``record_length``: for a new data set, else checked against it; when not given, the
+    environment variables ``CACHING_STORAGE_VSAM_KEYLENGTH`` / ``CACHING_STORAGE_VSAM_RECORDLENGTH``, else an
+    existing data set's, else 128 / 4096 (Zowe's). ``layout``: "native" or "zowe" (module docstring); a data set
+    keeps the layout it was first used with. ``durability``: "process" (an acknowledged request survives kill -9)
+    or "power" (also power loss). ``lock_timeout``: seconds to wait for another process's request.
+    """
+
+    #: safe to call from several threads at once (the REST server need not serialise the calls)
+    thread_safe = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        key_length: int | None = None,
+        record_length: int | None = None,
+        *,
+        layout: str = "native",
+        size: int = DEFAULT_SIZE,
+        eviction: str = DEFAULT_EVICTION,
+        durability: str = "process",
+        lock_timeout: float = 30.0,
+    ) -> None:
+        super().__init__(size, eviction)
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+        env_kl, env_rl = ksds_config_from_env() if key_length is None or record_length is None else (None, None)
+        want_kl = key_length if key_length is not None else env_kl
+        want_rl = record_length if record_length is not None else env_rl
+        path = os.fspath(path)
+        self.path = path
+        self.layout = layout
+        self._zowe = layout == "zowe"
+        if not os.path.exists(path):
+            kl = want_kl if want_kl is not None else DEFAULT_KEY_LENGTH
+            rl = want_rl if want_rl is not None else DEFAULT_RECORD_LENGTH
+            self._check_lengths(kl, rl)
+            _define(path, kl, rl)
+        self._ds: Dataset = ksds_open(path, durability=durability, sharing="rls", lock_timeout=lock_timeout)
+        try:
+            d = self._ds.definition
+            for what, want, have in (("key_length", want_kl, d.key_length), ("record_length", want_rl,
+                                                                              d.record_length)):
+                if want is not None and want != have:
+                    raise ValueError(
+                        f"{path} has {what} {have}, but {want} is configured (argument or "
+                        f"{ENV_KEY_LENGTH if what == 'key_length' else ENV_RECORD_LENGTH}); they must agree"
+                    )
+            if d.key_offset != 0:
+                raise ValueError(f"{path} has its key at offset {d.key_offset}; the caching service needs 0")
+            self._check_lengths(d.key_length, d.record_length)
+            self.key_length = d.key_length
+            self.record_length = d.record_length
+            self.lock_timeout = lock_timeout
+            self._kl = d.key_length
+            self._rl = d.record_length
+            self._map_digest = min(DIGEST, (self._kl - 2) // 3)
+            self._mutex = threading.RLock()
+            self._counter_key = self._pad(COUNTER)
+            self._bootstrap()
+        except BaseException:
+            self._ds.close()
+            raise
+
+    def _check_lengths(self, kl: int, rl: int) -> None:
+        low = MIN_KEY_LENGTH[self.layout]
+        if kl < low:
+            raise ValueError(
+                f"key_length {kl} is too short for the {self.layout} layout: at least {low} "
+                + ("(X'00' 'E' + two 16-byte digests)" if self.layout == "native" else "(Zowe's minimum)")
+            )
+        if rl < 2 * kl + 16:
+            raise ValueError(
+                f"record_length {rl} is too short for key_length {kl}: at least {2 * kl + 16} "
+                "(a time-index record holds the key of its entry)"
+            )
+
+    # --- keys and records ---------------------------------------------------------------------------------------
+
+    def _pad(self, prefix: bytes) -> bytes:
+        return prefix.ljust(self._kl, b"\0")
+
+    def _record(self, key: bytes, body: bytes) -> bytes:
+        return key + body + bytes(self._rl - self._kl - len(body))
+
+    def _entry_key(self, service_id: str, key: str) -> bytes:
+        if self._zowe:
+            return zowe.vsam_key(service_id, key, key_length=self._kl)
+        return self._pad(ENTRY + _digest(service_id, DIGEST) + _digest(key, DIGEST))
+
+    def _service_prefix(self, service_id: str) -> bytes:
+        if self._zowe:
+            return f"{zowe.java_string_hash(service_id)}:".encode(zowe.ENCODING)
+        return ENTRY + _digest(service_id, DIGEST)
+
+    def _encode(self, service_id: str, kv: KeyValue) -> bytes:
+        """The entry's record (native: with seq 0, set by :meth:`_with_seq`); 400 if it does not fit."""
+        if self._zowe:
+            zkv = zowe.KeyValue(kv.key, kv.value, service_id, kv.created)
+            try:
+                return zowe.encode_record(
+                    service_id, zkv, key_length=self._kl, record_length=self._rl, errors="strict"
+                )
+            except UnicodeEncodeError as e:
+                raise StorageError(
+                    INVALID_PAYLOAD, kv.key, f"{e.object[e.start:e.end]!r} has no IBM-1047 code (zowe layout)"
+                ) from None
+            except zowe.PayloadTooLargeError:
+                need = len((zowe.key_text(service_id, kv.key, self._kl) + zowe.to_json(zkv)).encode(zowe.ENCODING))
+                raise StorageError(PAYLOAD_TOO_LARGE, kv.key, need, self._rl) from None
+        body = _json_bytes({"serviceId": service_id, "key": kv.key, "value": kv.value, "created": kv.created})
+        need = self._kl + _NATIVE_HEAD + len(body)
+        if need > self._rl:
+            raise StorageError(PAYLOAD_TOO_LARGE, kv.key, need, self._rl)
+        return self._record(self._entry_key(service_id, kv.key), bytes(8) + _U32.pack(len(body)) + body)
+
+    def _with_seq(self, record: bytes, seq: int) -> bytes:
+        if self._zowe:
+            return record
+        return record[: self._kl] + _U64.pack(seq) + record[self._kl + 8 :]
+
+    def _decode(self, record: bytes) -> tuple[KeyValue, int] | None:
+        """The entry of a record and its seq (zowe: 0, the slot record has it); None if it can't be decoded."""
+        if self._zowe:
+            try:
+                z = zowe.decode_record(record, key_length=self._kl)
+            except zowe.ZoweLayoutError:
+                return None
+            return KeyValue(z.key, z.value, z.service_id, z.created or ""), 0
+        kl = self._kl
+        try:
+            (seq,) = _U64.unpack_from(record, kl)
+            (n,) = _U32.unpack_from(record, kl + 8)
+            obj = _json_load(record[kl + _NATIVE_HEAD : kl + _NATIVE_HEAD + n])
+            return KeyValue(obj["key"], obj["value"], obj["serviceId"], obj["created"]), seq
+        except (ValueError, KeyError, TypeError, struct.error):
+            return None
+
+    def _owned(self, kv: KeyValue, service_id: str) -> bool:
+        """Whether a decoded entry belongs to the service (zowe: a record without serviceId is taken by hash)."""
+        return kv.service_id == service_id or (self._zowe and kv.service_id == "")
+
+    def _time_key(self, created: str, seq: int) -> bytes:
+        return self._pad(TIME + _U64.pack(created_order(created) + (1 << 63)) + _U64.pack(seq))
+
+    def _slot_key(self, entry_key: bytes) -> bytes:
+        return self._pad(SLOT + hashlib.blake2b(entry_key, digest_size=DIGEST).digest())
+
+    def _map_prefix(self, service_id: str, map_key: str | None = None) -> bytes:
+        d = self._map_digest
+        prefix = MAP + _digest(service_id, d)
+        return prefix if map_key is None else prefix + _digest(map_key, d)
+
+    def _map_record(self, service_id: str, map_key: str, kv: KeyValue) -> bytes:
+        key = self._pad(self._map_prefix(service_id, map_key) + _digest(kv.key, self._map_digest))
+        body = _json_bytes({"serviceId": service_id, "mapKey": map_key, "key": kv.key, "value": kv.value})
+        need = self._kl + 4 + len(body)
+        if need > self._rl:
+            raise StorageError(PAYLOAD_TOO_LARGE, kv.key, need, self._rl)
+        return self._record(key, _U32.pack(len(body)) + body)
+
+    def _load(self, record: bytes) -> Any:
+        (n,) = _U32.unpack_from(record, self._kl)
+        return _json_load(record[self._kl + 4 : self._kl + 4 + n])
+
+    # --- the counter and the time index --------------------------------------------------------------------------
+
+    def _read_counter(self) -> _Counter:
+        obj = self._load(self._ds.read(self._counter_key))
+        return _Counter(obj["layout"], obj["count"], obj["seq"])
+
+    def _counter_record(self, c: _Counter) -> bytes:
+        body = _json_bytes({"layout": c.layout, "count": c.count, "seq": c.seq})
+        return self._record(self._counter_key, _U32.pack(len(body)) + body)
+
+    def _index(self, entry_key: bytes, created: str, seq: int) -> None:
+        """Add the entry's time-index record (and, zowe, its slot record)."""
+        tkey = self._time_key(created, seq)
+        self._ds.write(self._record(tkey, entry_key))
+        if self._zowe:
+            self._ds.write(self._record(self._slot_key(entry_key), entry_key + tkey[2:18]))
+
+    def _unindex(self, entry_key: bytes, kv: KeyValue, seq: int) -> None:
+        """Remove the entry's time-index record (and slot record) if it has them."""
+        ds = self._ds
+        if self._zowe:
+            skey = self._slot_key(entry_key)
+            slot = ds.get(skey)
+            if slot is None or slot[self._kl : 2 * self._kl] != entry_key:
+                return
+            tkey = self._pad(TIME + slot[2 * self._kl : 2 * self._kl + 16])
+            ds.erase(skey)
+        else:
+            tkey = self._time_key(kv.created, seq)
+        t = ds.get(tkey)
+        if t is not None and t[self._kl : 2 * self._kl] == entry_key:
+            ds.erase(tkey)
+
+    def _evict_oldest(self) -> bool | None:
+        """Remove the oldest entry: True; False if the oldest index record pointed nowhere; None if no index."""
+        ds = self._ds
+        try:
+            t = ds.read(TIME, generic=True)
+        except RecordNotFoundError:
+            return None
+        kl = self._kl
+        entry_key = t[kl : 2 * kl]
+        ds.erase(t[:kl])
+        if self._zowe:
+            skey = self._slot_key(entry_key)
+            if ds.get(skey) is not None:
+                ds.erase(skey)
+        if ds.get(entry_key) is None:
+            return False
+        ds.erase(entry_key)
+        return True
+
+    def _prefixed(self, prefix: bytes) -> Iterator[bytes]:
+        for rec in self._ds.browse(prefix, generic=True):
+            if not rec.startswith(prefix):
+                return
+            yield rec
+
+    def _bootstrap(self) -> None:
+        """Make sure the counter exists: on a new data set, or a REPRO'd Zowe one, build it and the time index."""
+        self._txn(self._ensure_counter, counter=False)
+
+    def _ensure_counter(self) -> None:
+        try:
+            c = self._read_counter()
+        except RecordNotFoundError:
+            self._rebuild()
+            return
+        if c.layout != self.layout:
+            raise ValueError(f"{self.path} holds the {c.layout} layout, not {self.layout}")
+
+    def _rebuild(self) -> None:
+        """Count the entries and index them by created (one scan, in the bootstrap batch)."""
+        ds = self._ds
+        kl = self._kl
+        for prefix in (TIME, SLOT):
+            for key in [r[:kl] for r in self._prefixed(prefix)]:
+                ds.erase(key)
+        entries: list[tuple[bytes, KeyValue, int]] = []
+        if self._zowe:
+            for rec in ds.browse(b"\x01", generic=True):  # every key that does not start with X'00'
+                got = self._decode(rec)
+                if got is not None:
+                    entries.append((rec[:kl], got[0], len(entries) + 1))
+        else:
+            for rec in self._prefixed(ENTRY):
+                got = self._decode(rec)
+                if got is not None:
+                    entries.append((rec[:kl], got[0], got[1]))
+        for key, kv, seq in entries:
+            self._index(key, kv.created, seq)
+        last = max((seq for _, _, seq in entries), default=0)
+        counter = self._counter_record(_Counter(self.layout, len(entries), last))
+        if ds.get(self._counter_key) is None:
+            ds.write(counter)
+        else:
+            ds.rewrite(counter)
+
+    def _txn(self, fn: Callable[[], T], *, counter: bool) -> T:
+        """Run ``fn`` as one transaction (a batch), holding the counter's lock around it if ``counter``.
+
+        A record lock met inside the batch rolls it back; it is tried again until ``lock_timeout`` has passed.
+        """
+        ds = self._ds
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.0005
+        with self._mutex:
+            while True:
+                locked = False
+                try:
+                    if counter:
+                        try:
+                            ds.read(self._counter_key, update=True)
+                        except RecordNotFoundError:  # the counter was erased (by hand?): build it again
+                            self._txn(self._ensure_counter, counter=False)
+                            continue
+                        locked = True
+                    with ds.batch():
+                        return fn()
+                except (RecordLockedError, DeadlockError):
+                    if time.monotonic() >= deadline:
+                        raise
+                finally:
+                    if locked:
+                        ds.unlock(self._counter_key)
+                time.sleep(delay)
+                delay = min(delay * 2, 0.02)
+
+    # --- entries -----------------------------------------------------------------------------------------------
+
+    def _find(self, service_id: str, key: str) -> tuple[bytes, KeyValue, int] | None:
+        """The entry's record key, entry and seq; None if the service has no such key."""
+        rkey = self._entry_key(service_id, key)
+        rec = self._ds.get(rkey)
+        if rec is None:
+            return None
+        got = self._decode(rec)
+        if got is None or got[0].key != key or not self._owned(got[0], service_id):
+            return None
+        return rkey, with_service(service_id, got[0]), got[1]
+
+    def create(self, service_id: str, kv: KeyValue) -> KeyValue:
+        stored = with_service(service_id, kv)
+        record = self._encode(service_id, stored)
+        rkey = record[: self._kl]
+
+        def fn() -> KeyValue:
+            ds = self._ds
+            c = self._read_counter()
+            if ds.get(rkey) is not None:  # this key, or (zowe) one with the same hashCodes
+                raise StorageError(DUPLICATE_KEY, kv.key)
+            if self.size and c.count >= self.size:
+                if self.eviction == "reject":
+                    raise StorageError(INSUFFICIENT_STORAGE)
+                while c.count >= self.size:
+                    gone = self._evict_oldest()
+                    if gone is None:
+                        raise StorageError(INSUFFICIENT_STORAGE)
+                    if gone:
+                        c.count -= 1
+            c.seq += 1
+            c.count += 1
+            ds.write(self._with_seq(record, c.seq))
+            self._index(rkey, stored.created, c.seq)
+            ds.rewrite(self._counter_record(c))
+            return stored
+
+        return self._txn(fn, counter=True)
+
+    def read(self, service_id: str, key: str) -> KeyValue:
+        with self._mutex:
+            found = self._find(service_id, key)
+        if found is None:
+            raise StorageError(KEY_NOT_IN_CACHE, key, service_id)
+        return found[1]
+
+    def update(self, service_id: str, kv: KeyValue) -> KeyValue:
+        stored = with_service(service_id, kv)
+        record = self._encode(service_id, stored)
+
+        def fn() -> KeyValue:
+            found = self._find(service_id, kv.key)
+            if found is None:
+                raise StorageError(KEY_NOT_IN_CACHE, kv.key, service_id)
+            rkey, old, seq = found
+            c = self._read_counter()
+            c.seq += 1
+            self._unindex(rkey, old, seq)
+            self._ds.rewrite(self._with_seq(record, c.seq))
+            self._index(rkey, stored.created, c.seq)
+            self._ds.rewrite(self._counter_record(c))
+            return stored
+
+        return self._txn(fn, counter=True)
+
+    def delete(self, service_id: str, key: str) -> KeyValue:
+        def fn() -> KeyValue:
+            found = self._find(service_id, key)
+            if found is None:
+                raise StorageError(KEY_NOT_IN_CACHE, key, service_id)
+            rkey, old, seq = found
+            c = self._read_counter()
+            c.count -= 1
+            self._unindex(rkey, old, seq)
+            self._ds.erase(rkey)
+            self._ds.rewrite(self._counter_record(c))
+            return old
+
+        return self._txn(fn, counter=True)
+
+    def _service_entries(self, service_id: str) -> Iterator[tuple[bytes, KeyValue, int]]:
+        for rec in self._prefixed(self._service_prefix(service_id)):
+            got = self._decode(rec)
+            if got is not None and self._owned(got[0], service_id):
+                yield rec[: self._kl], with_service(service_id, got[0]), got[1]
+
+    def read_for_service(self, service_id: str) -> dict[str, KeyValue]:
+        with self._mutex:
+            return {kv.key: kv for _, kv, _ in self._service_entries(service_id)}
+
+    def delete_for_service(self, service_id: str) -> None:
+        def fn() -> None:
+            found = list(self._service_entries(service_id))
+            if not found:
+                return
+            c = self._read_counter()
+            for rkey, kv, seq in found:
+                self._unindex(rkey, kv, seq)
+                self._ds.erase(rkey)
+            c.count -= len(found)
+            self._ds.rewrite(self._counter_record(c))
+
+        self._txn(fn, counter=True)
+
+    def count(self) -> int:
+        with self._mutex:
+            return self._read_counter().count
+
+    # --- list maps ---------------------------------------------------------------------------------------------
+
+    def _map_items(self, service_id: str, map_key: str | None) -> Iterator[tuple[bytes, str, str, str]]:
+        """(record key, map key, item key, value) of the service's items (of one map, or all)."""
+        for rec in self._prefixed(self._map_prefix(service_id, map_key)):
+            try:
+                obj = self._load(rec)
+                if obj["serviceId"] != service_id or (map_key is not None and obj["mapKey"] != map_key):
+                    continue
+                yield rec[: self._kl], obj["mapKey"], obj["key"], obj["value"]
+            except (ValueError, KeyError, TypeError, struct.error):
+                continue
+
+    def store_map_item(self, service_id: str, map_key: str, kv: KeyValue) -> KeyValue:
+        record = self._map_record(service_id, map_key, kv)
+        rkey = record[: self._kl]
+
+        def fn() -> KeyValue:
+            old = self._ds.get(rkey)
+            if old is None:
+                self._ds.write(record)
+            else:
+                obj = self._load(old)
+                if (obj["serviceId"], obj["mapKey"], obj["key"]) != (service_id, map_key, kv.key):
+                    raise StorageError(DUPLICATE_KEY, kv.key)  # digests collide (short keys only)
+                self._ds.rewrite(record)
+            return with_service(service_id, kv)
+
+        return self._txn(fn, counter=False)
+
+    def get_all_map_items(self, service_id: str, map_key: str) -> dict[str, str]:
+        with self._mutex:
+            return {k: v for _, _, k, v in self._map_items(service_id, map_key)}
+
+    def get_all_maps(self, service_id: str) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        with self._mutex:
+            for _, m, k, v in self._map_items(service_id, None):
+                out.setdefault(m, {})[k] = v
+        return out
+
+    def _evict_items(self, service_id: str, map_key: str, stale: Callable[[str], bool]) -> None:
+        def fn() -> None:
+            for rkey in [r for r, _, _, v in self._map_items(service_id, map_key) if stale(v)]:
+                self._ds.erase(rkey)
+
+        self._txn(fn, counter=False)
+
+    def remove_non_relevant_rules(self, service_id: str, map_key: str) -> None:
+        self._evict_items(service_id, map_key, rule_is_stale)
+
+    def remove_non_relevant_tokens(self, service_id: str, map_key: str) -> None:
+        self._evict_items(service_id, map_key, token_is_expired)
+
+    # --- the rest ----------------------------------------------------------------------------------------------
+
+    def rebuild(self) -> int:
+        """Recount the entries and rebuild the time index (one scan, one transaction): after records were added
+        to the data set behind the storage's back, e.g. REPRO'd into it once it was in use. Returns the count.
+        (A data set with no counter record, a new one or a fresh REPRO, is rebuilt on open.)"""
+
+        def fn() -> int:
+            self._rebuild()
+            return self._read_counter().count
+
+        return self._txn(fn, counter=True)
+
+    def audit(self) -> dict[str, int]:
+        """Scan the data set and count its records by kind (for tests and diagnostics: the storage never scans).
+
+        ``entries``, ``time_index``, ``slots``, ``map_items`` and ``counter`` (the counter's count); the
+        bookkeeping is consistent when entries == time_index == counter (and, zowe, == slots).
+        """
+        with self._mutex:
+            kinds = {"entries": 0, "time_index": 0, "slots": 0, "map_items": 0}
+            for rec in self._ds.browse():
+                t = rec[:2]
+                if t == TIME:
+                    kinds["time_index"] += 1
+                elif t == SLOT:
+                    kinds["slots"] += 1
+                elif t == MAP:
+                    kinds["map_items"] += 1
+                elif t == ENTRY or (self._zowe and rec[:1] != b"\0"):
+                    kinds["entries"] += 1
+            kinds["counter"] = self._read_counter().count
+            return kinds
+
+    def close(self) -> None:
+        with self._mutex:
+            self._ds.close()
+
+    def __enter__(self) -> KsdsStorage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

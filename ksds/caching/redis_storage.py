@@ -1,0 +1,307 @@
+"""The ``redis`` storage mode: the cache on a Redis server, as Zowe's Redis back end keeps it.
+
+**Entries** (Zowe's layout, so a Redis filled by Zowe is served as is): one hash per service id, named by the
+service id, field = the entry's key, value = the KeyValue as Zowe's Jackson writes it
+(``{"key","value","serviceId","created"}``, empty fields left out). create = HSETNX (false: 409); update =
+HEXISTS + HSET (404); read = HGET; readForService = HGETALL; delete = HGET + HDEL; deleteForService = DEL.
+
+**Unlike Zowe, the size limit and removeOldest apply** (Zowe leaves them to Redis's maxmemory), atomically, in
+Lua scripts (each runs alone on the server), with bookkeeping keys that start with a NUL byte (a service id
+comes from an HTTP header and cannot contain one):
+
+* ``\\0ksds:order``: a sorted set, score = ``created`` (as :func:`~ksds.caching.common.created_order`), member =
+  16 hex digits of a sequence number + ``len(service id) ":" service id key`` (an *ident*): the first member is
+  the oldest entry, ties going to the lowest sequence number (stored or last updated first); its cardinality
+  is the count;
+* ``\\0ksds:members``: a hash ident -> member (to find an entry's member on update and delete);
+* ``\\0ksds:seq``: the sequence number (INCR).
+
+Entries written into the service hashes by something else (Zowe itself) are served but not counted.
+
+**List maps**: a hash per map, ``\\0ksds:map:<len(sid)>:<sid><mapKey>`` (item key -> value), and a set per service
+of its map keys, ``\\0ksds:maps:<sid>``.
+
+**Errors**: Redis's "OOM command not allowed" (maxmemory) is 507, as in Zowe. The scripts that add data are
+refused whole when Redis is over maxmemory (``#!lua`` scripts are checked once, before they run), so a refused
+create changes nothing; delete scripts may run over maxmemory (``allow-oom``): deleting is how to get under it.
+The scripts name keys they compute (the evicted entry's service), so they need a single Redis (not a cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, cast
+
+import redis
+from redis.exceptions import OutOfMemoryError
+
+from .. import zowe
+from .common import created_order, rule_is_stale, token_is_expired, with_service
+from .model import (
+    DEFAULT_EVICTION,
+    DEFAULT_SIZE,
+    DUPLICATE_KEY,
+    INSUFFICIENT_STORAGE,
+    KEY_NOT_IN_CACHE,
+    KeyValue,
+    Storage,
+    StorageError,
+)
+
+PREFIX = "\0ksds:"
+ORDER = PREFIX + "order"
+MEMBERS = PREFIX + "members"
+SEQ = PREFIX + "seq"
+
+# KEYS: service hash, order, members, seq. ARGV: key, json, ident, score, size, reject (1/0)
+_CREATE = """#!lua
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'dup' end
+local size = tonumber(ARGV[5])
+if size > 0 then
+  local count = redis.call('ZCARD', KEYS[2])
+  if count >= size then
+    if ARGV[6] == '1' then return 'full' end
+    while count >= size do
+      local m = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+      if not m then return 'full' end
+      local ident = string.sub(m, 17)
+      local n = string.match(ident, '^(%d+):')
+      local sid = string.sub(ident, #n + 2, #n + 1 + tonumber(n))
+      local key = string.sub(ident, #n + 2 + tonumber(n))
+      redis.call('HDEL', sid, key)
+      redis.call('HDEL', KEYS[3], ident)
+      redis.call('ZREM', KEYS[2], m)
+      count = count - 1
+    end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local member = string.format('%016x', redis.call('INCR', KEYS[4])) .. ARGV[3]
+redis.call('ZADD', KEYS[2], ARGV[4], member)
+redis.call('HSET', KEYS[3], ARGV[3], member)
+return 'ok'
+"""
+
+# KEYS: service hash, order, members, seq. ARGV: key, json, ident, score
+_UPDATE = """#!lua
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 'missing' end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local old = redis.call('HGET', KEYS[3], ARGV[3])
+if old then redis.call('ZREM', KEYS[2], old) end
+local member = string.format('%016x', redis.call('INCR', KEYS[4])) .. ARGV[3]
+redis.call('ZADD', KEYS[2], ARGV[4], member)
+redis.call('HSET', KEYS[3], ARGV[3], member)
+return 'ok'
+"""
+
+# KEYS: service hash, order, members. ARGV: key, ident. Returns the deleted JSON (or nil).
+_DELETE = """#!lua flags=allow-oom
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return nil end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local m = redis.call('HGET', KEYS[3], ARGV[2])
+if m then
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('HDEL', KEYS[3], ARGV[2])
+end
+return v
+"""
+
+# KEYS: service hash, order, members. ARGV: ident prefix (len(sid) ":" sid)
+_DELETE_SERVICE = """#!lua flags=allow-oom
+local keys = redis.call('HKEYS', KEYS[1])
+for _, key in ipairs(keys) do
+  local ident = ARGV[1] .. key
+  local m = redis.call('HGET', KEYS[3], ident)
+  if m then
+    redis.call('ZREM', KEYS[2], m)
+    redis.call('HDEL', KEYS[3], ident)
+  end
+end
+redis.call('DEL', KEYS[1])
+return #keys
+"""
+
+# KEYS: map hash, service's map set. ARGV: map key, then item key / value pairs to delete if unchanged
+_DELETE_ITEMS = """#!lua flags=allow-oom
+for i = 2, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then redis.call('HDEL', KEYS[1], ARGV[i]) end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
+return 1
+"""
+
+# KEYS: map hash, service's map set. ARGV: map key, item key, value
+_STORE_ITEM = """#!lua
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+def _ident_prefix(service_id: str) -> bytes:
+    sid = service_id.encode("utf-8")
+    return b"%d:" % len(sid) + sid
+
+
+def _ident(service_id: str, key: str) -> bytes:
+    return _ident_prefix(service_id) + key.encode("utf-8")
+
+
+def _map_name(service_id: str, map_key: str) -> bytes:
+    return (PREFIX + "map:").encode() + _ident(service_id, map_key)
+
+
+def _maps_name(service_id: str) -> bytes:
+    return (PREFIX + "maps:").encode() + service_id.encode("utf-8")
+
+
+def _text(b: Any) -> str:
+    return b.decode("utf-8") if isinstance(b, bytes) else str(b)
+
+
+class RedisStorage(Storage):
+    """The cache on the Redis server at ``url`` (``redis://[[user]:password@]host:port/db``, ``rediss://`` for
+    TLS). ``client``: an existing ``redis.Redis`` to use instead (not closed by :meth:`close`)."""
+
+    thread_safe = True
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        size: int = DEFAULT_SIZE,
+        eviction: str = DEFAULT_EVICTION,
+        client: redis.Redis | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        super().__init__(size, eviction)
+        if client is None:
+            if not url:
+                raise ValueError("the redis storage needs a URL (redis://host:port/db)")
+            client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+            self._own = True
+        else:
+            self._own = False
+        self.url = url
+        self._r: redis.Redis = client
+        r = self._r
+        self._create = r.register_script(_CREATE)
+        self._update = r.register_script(_UPDATE)
+        self._delete = r.register_script(_DELETE)
+        self._delete_service = r.register_script(_DELETE_SERVICE)
+        self._delete_items = r.register_script(_DELETE_ITEMS)
+        self._store_item = r.register_script(_STORE_ITEM)
+
+    def _run(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except OutOfMemoryError:
+            raise StorageError(INSUFFICIENT_STORAGE) from None
+
+    @staticmethod
+    def _json(service_id: str, kv: KeyValue) -> str:
+        return zowe.to_json(zowe.KeyValue(kv.key, kv.value, service_id, kv.created))
+
+    @staticmethod
+    def _parse(service_id: str, data: Any) -> KeyValue:
+        obj = json.loads(_text(data))
+        created = obj.get("created")
+        return KeyValue(str(obj.get("key") or ""), str(obj.get("value") or ""), service_id,
+                        "" if created is None else str(created))
+
+    # --- entries -----------------------------------------------------------------------------------------------
+
+    def create(self, service_id: str, kv: KeyValue) -> KeyValue:
+        stored = with_service(service_id, kv)
+        got = self._run(
+            self._create,
+            keys=[service_id, ORDER, MEMBERS, SEQ],
+            args=[
+                kv.key, self._json(service_id, stored), _ident(service_id, kv.key), created_order(kv.created),
+                self.size, 1 if self.eviction == "reject" else 0,
+            ],
+        )
+        status = _text(got)
+        if status == "dup":
+            raise StorageError(DUPLICATE_KEY, kv.key)
+        if status == "full":
+            raise StorageError(INSUFFICIENT_STORAGE)
+        return stored
+
+    def read(self, service_id: str, key: str) -> KeyValue:
+        data = self._run(self._r.hget, service_id, key)
+        if data is None:
+            raise StorageError(KEY_NOT_IN_CACHE, key, service_id)
+        return self._parse(service_id, data)
+
+    def update(self, service_id: str, kv: KeyValue) -> KeyValue:
+        stored = with_service(service_id, kv)
+        got = self._run(
+            self._update,
+            keys=[service_id, ORDER, MEMBERS, SEQ],
+            args=[kv.key, self._json(service_id, stored), _ident(service_id, kv.key), created_order(kv.created)],
+        )
+        if _text(got) == "missing":
+            raise StorageError(KEY_NOT_IN_CACHE, kv.key, service_id)
+        return stored
+
+    def delete(self, service_id: str, key: str) -> KeyValue:
+        data = self._run(self._delete, keys=[service_id, ORDER, MEMBERS], args=[key, _ident(service_id, key)])
+        if data is None:
+            raise StorageError(KEY_NOT_IN_CACHE, key, service_id)
+        return self._parse(service_id, data)
+
+    def read_for_service(self, service_id: str) -> dict[str, KeyValue]:
+        got = cast(dict[bytes, bytes], self._run(self._r.hgetall, service_id))
+        return {_text(k): self._parse(service_id, v) for k, v in got.items()}
+
+    def delete_for_service(self, service_id: str) -> None:
+        self._run(self._delete_service, keys=[service_id, ORDER, MEMBERS], args=[_ident_prefix(service_id)])
+
+    def count(self) -> int:
+        return int(self._run(self._r.zcard, ORDER))
+
+    # --- list maps ---------------------------------------------------------------------------------------------
+
+    def store_map_item(self, service_id: str, map_key: str, kv: KeyValue) -> KeyValue:
+        self._run(
+            self._store_item,
+            keys=[_map_name(service_id, map_key), _maps_name(service_id)],
+            args=[map_key, kv.key, kv.value],
+        )
+        return with_service(service_id, kv)
+
+    def get_all_map_items(self, service_id: str, map_key: str) -> dict[str, str]:
+        got = cast(dict[bytes, bytes], self._run(self._r.hgetall, _map_name(service_id, map_key)))
+        return {_text(k): _text(v) for k, v in got.items()}
+
+    def get_all_maps(self, service_id: str) -> dict[str, dict[str, str]]:
+        names = cast(set[bytes], self._run(self._r.smembers, _maps_name(service_id)))
+        out: dict[str, dict[str, str]] = {}
+        for name in sorted(names):
+            items = self.get_all_map_items(service_id, _text(name))
+            if items:
+                out[_text(name)] = items
+        return out
+
+    def _evict_items(self, service_id: str, map_key: str, stale: bool) -> None:
+        items = self.get_all_map_items(service_id, map_key)
+        now_ms = time.time_ns() // 1_000_000
+        args: list[str] = [map_key]
+        for k, v in items.items():
+            if rule_is_stale(v, now_ms) if stale else token_is_expired(v, now_ms / 1000):
+                args += [k, v]
+        if len(args) > 1:
+            self._run(self._delete_items, keys=[_map_name(service_id, map_key), _maps_name(service_id)], args=args)
+
+    def remove_non_relevant_rules(self, service_id: str, map_key: str) -> None:
+        self._evict_items(service_id, map_key, True)
+
+    def remove_non_relevant_tokens(self, service_id: str, map_key: str) -> None:
+        self._evict_items(service_id, map_key, False)
+
+    def close(self) -> None:
+        if self._own:
+            self._r.close()
