@@ -350,7 +350,8 @@ class Pager:
                 self._truncate(need)
             appended = self.journal.offset
             self.journal.append(images, txn, blob)
-            faults.crashpoint("log-written")
+            if faults.ACTIVE is not None:
+                faults.ACTIVE.crashpoint("log-written")
             if self.power:
                 self.journal.sync()
             walmap = self.walmap
@@ -362,7 +363,8 @@ class Pager:
             if self.journal.offset != appended:
                 self.failed = e  # the commit frame may be in the log: no further transaction may follow it
             self._io_failed(e)
-        faults.crashpoint("request-done")
+        if faults.ACTIVE is not None:
+            faults.ACTIVE.crashpoint("request-done")
         dirty.clear()
         self.state_dirty = False
         self.committed = blob
