@@ -20,12 +20,12 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import KsdsError
-from . import alter, define, delete, examine, listcat, map, print_, repro, verify, zowe_records
+from . import alter, define, delete, examine, listcat, map, print_, repro, serve, verify, zowe_records
 from ._common import FAILED, USAGE, ArgumentParser, CliError, UsageError, one_line
 
 __all__ = ["main", "build_parser"]
 
-VERBS = (define, listcat, print_, repro, examine, verify, alter, delete, map, zowe_records)
+VERBS = (define, listcat, print_, repro, examine, verify, alter, delete, map, zowe_records, serve)
 
 
 def build_parser() -> ArgumentParser:

@@ -1,0 +1,550 @@
+"""The caching service's REST API: Zowe API ML's caching service (``/cachingservice/api/v1``) on a :class:`Storage`.
+
+Gateways keep their users' login state here (invalidated tokens, personal access token rules, ...). The API is
+Zowe's, status codes, payload checks and error bodies included (``shared/reference/zowe-caching-service.md``):
+
+=======  =========================================  =====================================================
+method   path (under ``/cachingservice/api/v1``)     success
+=======  =========================================  =====================================================
+GET      ``/cache``                                  200, ``{"<key>": KeyValue, ...}`` of the caller
+DELETE   ``/cache``                                  200, no body: every entry of the caller removed
+GET      ``/cache/{key}``                            200, the KeyValue
+DELETE   ``/cache/{key}``                            204 (Zowe hands the deleted KeyValue to the server as the
+                                                     body; HTTP sends no body with a 204, see below)
+POST     ``/cache``  (body: KeyValue)                201, no body
+PUT      ``/cache``  (body: KeyValue, key in it)     204, no body
+POST     ``/cache-list/{mapKey}`` (body: KeyValue)   201: ``key -> value`` put in the caller's map
+GET      ``/cache-list/{mapKey}``                    200, ``{"<key>": "<value>"}``
+GET      ``/cache-list``                             200, ``{"<mapKey>": {"<key>": "<value>"}}``
+DELETE   ``/cache-list/evict/rules/{mapKey}``        204: items older than 90 days removed
+DELETE   ``/cache-list/evict/tokens/{mapKey}``       204: expired tokens removed
+=======  =========================================  =====================================================
+
+Errors are Zowe's ``{"messages": [{messageType, messageNumber, messageContent, messageReason, messageAction,
+messageKey}]}`` with Zowe's message numbers (ZWECS130E invalid payload 400, ZWECS131E not in cache 404, ZWECS132E
+no key 400, ZWECS133E collision 409, ZWECS134E full 507, ZWECS702W no identity 401, ZWEAM701E internal error
+500), the message parameters HTML-escaped (``& < > "``) as Zowe's message service does. Every response with a body
+is ``application/json``; a client's mistake is never a 500. This facade adds ZWECS703E (401: a header DN the
+client certificate contradicts) and ZWECS704E (403: no client certificate where one is required).
+
+**Who is calling** (the partition of the data): the ``X-Certificate-DistinguishedName`` header (set by the gateway
+from the client certificate) and/or ``X-CS-Service-ID``: both give ``"<DN>, SERVICE=<id>"``, one gives itself,
+neither is 401 ZWECS702W. When the server runs with TLS and verifies client certificates
+(:mod:`ksds.caching.tls`), the certificate's DN (as Java's ``getSubjectX500Principal().getName()`` writes it) is
+the DN, whatever the header says: a header naming another DN is 401 (the fix Zowe issue 4423 asks for), and with
+``require_client_cert`` a request of the API without a certificate is 403.
+
+Differences from Zowe, on purpose:
+
+* a :class:`StorageError` raised on GET/DELETE ``/cache`` or on the list and evict endpoints keeps its own status
+  (Zowe turns it into 500, or 400 ZWECS136E on the list endpoints, because its storages other than Infinispan
+  cannot hold lists; every storage here can);
+* ``PUT /cache/{key}`` (what Zowe's documentation describes) is accepted too: the body's key may be left out, and
+  must be the path's key if given;
+* the body is read as JSON whatever its Content-Type (Spring would answer 415 to ``curl -d`` without
+  ``-H 'Content-Type: application/json'``); a body over ``max_body`` bytes is 413;
+* a 204 carries no body on the wire (RFC 9110 15.3.5; h11 refuses to send one), so ``DELETE /cache/{key}`` does
+  not return the deleted entry although Zowe's controller hands it over. ``GET`` it first if you need it;
+* unknown paths are 404 ZWEAO404 and wrong methods 405 ZWEAO405 (Zowe's common messages), in JSON.
+
+Storage calls are synchronous (the ksds engine does file I/O): they run in Starlette's thread pool, one at a time
+unless the storage says it is thread-safe (a ``thread_safe = True`` attribute; a ksds ``Dataset`` is not, and
+KsdsStorage serialises its own calls on it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .. import __version__
+from .model import (
+    INTERNAL_ERROR,
+    INVALID_PAYLOAD,
+    KEY_NOT_PROVIDED,
+    MISSING_CERTIFICATE,
+    KeyValue,
+    Message,
+    Storage,
+    StorageError,
+    now_millis,
+)
+from .openapi import openapi_document
+from .tls import same_dn
+
+__all__ = ["API", "BASE", "make_app", "parse_key_value", "service_id"]
+
+log = logging.getLogger("ksds.caching")
+T = TypeVar("T")
+
+BASE = "/cachingservice"
+API = BASE + "/api/v1"
+DN_HEADER = "X-Certificate-DistinguishedName"
+SERVICE_HEADER = "X-CS-Service-ID"
+#: the largest request body read (Spring WebFlux's default in-memory limit is 256 KiB)
+DEFAULT_MAX_BODY = 1 << 20
+
+# Messages of this facade that Zowe's caching service does not have (numbers after the ones Zowe uses).
+IDENTITY_NOT_PROVEN = Message(
+    "ZWECS703E", "org.zowe.apiml.cache.identityNotProven", 401, "The caller's identity is not proven: {0}",
+    "The X-Certificate-DistinguishedName header does not name the verified client certificate, or names a DN "
+    "without a certificate where the service does not trust the header alone.",
+    "Send the request with the client certificate whose DN the header names, or without the header.",
+)
+CERTIFICATE_REQUIRED = Message(
+    "ZWECS704E", "org.zowe.apiml.cache.certificateRequired", 403, "A client certificate is required: {0}",
+    "The service verifies client certificates, and the request came without one.",
+    "Call the service with a client certificate signed by a CA the service trusts.",
+)
+BODY_TOO_LARGE = replace(INVALID_PAYLOAD, status=413)
+# Zowe's common messages (apiml-common common-log-messages.yml), whose numbers have no type letter
+NOT_FOUND = Message(
+    "ZWEAO404", "org.zowe.apiml.common.notFound", 404, "The service can not find the requested resource.",
+    "The requested endpoint or resource does not exist on the target service.",
+    "Verify the endpoint path is correct and that the service exposes the requested resource.",
+)
+METHOD_NOT_ALLOWED = Message(
+    "ZWEAO405", "org.zowe.apiml.common.methodNotAllowed", 405,
+    "The request method has been disabled and cannot be used for the requested resource.",
+    "The HTTP method used in the request is not supported for this endpoint.",
+    "Check the API documentation to determine which HTTP methods are supported for this endpoint.",
+)
+_TYPELESS = {NOT_FOUND.number, METHOD_NOT_ALLOWED.number}
+
+
+class _MethodNotAllowed(Exception):
+    def __init__(self, allowed: tuple[str, ...]) -> None:
+        super().__init__(", ".join(allowed))
+        self.allowed = allowed
+
+
+# --- bodies ------------------------------------------------------------------------------------------------------
+
+
+def _param(p: object) -> str:
+    """A message parameter as Zowe's message service writes it: ``null`` for None, HTML-escaped."""
+    text = "null" if p is None else str(p)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def error_body(message: Message, *params: object) -> dict[str, object]:
+    """Zowe's ``ApiMessageView`` (empty fields left out)."""
+    if message.number in _TYPELESS or message.number.endswith("E"):
+        kind = "ERROR"
+    elif message.number.endswith("W"):
+        kind = "WARNING"
+    else:
+        kind = "INFO"
+    view = {
+        "messageType": kind,
+        "messageNumber": message.number,
+        "messageContent": message.text.format(*(_param(p) for p in params)),
+        "messageReason": message.reason,
+        "messageAction": message.action,
+        "messageKey": message.key,
+    }
+    return {"messages": [{k: v for k, v in view.items() if v}]}
+
+
+def json_response(status: int, body: object, headers: Mapping[str, str] | None = None) -> Response:
+    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(data, status, headers=headers, media_type="application/json")
+
+
+def error_response(message: Message, *params: object, headers: Mapping[str, str] | None = None) -> Response:
+    return json_response(message.status, error_body(message, *params), headers)
+
+
+def empty_response(status: int, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(b"", status, headers=headers)
+
+
+# --- the payload ---------------------------------------------------------------------------------------------------
+
+
+class _Number(str):
+    """A JSON number, kept as its text (Jackson gives a String field a number's text)."""
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _lombok(fields: dict[str, object]) -> str:
+    """``KeyValue.toString()`` as Lombok writes it (Zowe puts it in the invalid-payload message)."""
+    inner = ", ".join(f"{k}={'null' if v is None else v}" for k, v in fields.items())
+    return f"KeyValue({inner})"
+
+
+def _field(data: dict[str, Any], name: str, payload: str) -> str | None:
+    v = data.get(name, "")
+    if v is None or isinstance(v, str):
+        return str(v) if v is not None else None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    raise StorageError(INVALID_PAYLOAD, payload, f"The field '{name}' must be a string, not {type(v).__name__}")
+
+
+def parse_key_value(body: bytes, service: str = "", *, path_key: str | None = None) -> KeyValue:
+    """A request body as Zowe's controller reads a KeyValue, checked as ``checkForInvalidPayload`` checks it.
+
+    No body or ``null``: 400 "No KeyValue provided in the payload"; ``"value": null``: 400 "No value provided in
+    the payload"; ``"key": null``: 400 "No key provided in the payload"; a field left out is "" (Jackson starts
+    from ``KeyValue()``); numbers and booleans are taken as their text; other fields are ignored; ``created``
+    is the client's if it sends one, else now (epoch milliseconds). ``path_key`` (``PUT /cache/{key}``): the key
+    when the body has none; a body naming another key is 400.
+    """
+    if not body.strip():
+        raise StorageError(INVALID_PAYLOAD, None, "No KeyValue provided in the payload")
+    try:
+        text = body.decode("utf-8")
+        data = json.loads(text, parse_int=_Number, parse_float=_Number, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as e:
+        excerpt = body[:80].decode("utf-8", errors="replace") + ("..." if len(body) > 80 else "")
+        raise StorageError(INVALID_PAYLOAD, excerpt, f"The body is not JSON: {e}") from None
+    if data is None:
+        raise StorageError(INVALID_PAYLOAD, None, "No KeyValue provided in the payload")
+    if not isinstance(data, dict):
+        raise StorageError(INVALID_PAYLOAD, text[:80], "The body is not a JSON object (a KeyValue)")
+    if path_key is not None and "key" not in data:
+        data["key"] = path_key
+    created_in = data.get("created")
+    shown = {k: data.get(k, "") for k in ("key", "value")} | {"serviceId": "", "created": created_in or now_millis()}
+    payload = _lombok(shown)
+    key = _field(data, "key", payload)
+    value = _field(data, "value", payload)
+    created = _field(data, "created", payload) if created_in is not None else None
+    if value is None:
+        raise StorageError(INVALID_PAYLOAD, payload, "No value provided in the payload")
+    if key is None:
+        raise StorageError(INVALID_PAYLOAD, payload, "No key provided in the payload")
+    if path_key is not None and key != path_key:
+        raise StorageError(INVALID_PAYLOAD, payload, f"The key in the body is not the key of the path '{path_key}'")
+    return KeyValue(key, value, service, created or now_millis())
+
+
+# --- the caller -----------------------------------------------------------------------------------------------------
+
+
+def _header(request: Request, name: str) -> str | None:
+    value = request.headers.get(name)
+    return value if value else None  # Zowe: StringUtils.isEmpty -> absent
+
+
+def service_id(request: Request, *, trust_dn_header: bool = True, require_client_cert: bool = False) -> str:
+    """The caller's partition (Zowe's ``getServiceId``), with the client certificate's DN winning over the header.
+
+    Raises StorageError: 401 ZWECS702W without any identity, 401 ZWECS703E for a header DN that the certificate
+    contradicts (or, with ``trust_dn_header`` False, a header DN without a certificate), 403 ZWECS704E without a
+    certificate when ``require_client_cert``.
+    """
+    tls = (request.scope.get("extensions") or {}).get("tls") or {}
+    cert_dn: str | None = tls.get("client_cert_name")
+    header_dn = _header(request, DN_HEADER)
+    service = _header(request, SERVICE_HEADER)
+    if cert_dn is not None:
+        if header_dn is not None and header_dn != cert_dn:
+            subject = tls.get("client_cert_subject")
+            if subject is None or not same_dn(header_dn, subject):
+                raise StorageError(
+                    IDENTITY_NOT_PROVEN, f"the header {DN_HEADER} '{header_dn}' is not the client certificate's DN "
+                    f"'{cert_dn}'"
+                )
+        dn: str | None = cert_dn
+    elif require_client_cert:
+        raise StorageError(CERTIFICATE_REQUIRED, "the request came without a client certificate")
+    elif header_dn is not None and not trust_dn_header:
+        raise StorageError(
+            IDENTITY_NOT_PROVEN, f"the service does not accept {DN_HEADER} without a client certificate"
+        )
+    else:
+        dn = header_dn
+    if dn is not None and service is not None:
+        return f"{dn}, SERVICE={service}"
+    if service is not None:
+        return service
+    if dn is not None:
+        return dn
+    raise StorageError(MISSING_CERTIFICATE, "parameter")
+
+
+# --- routing ----------------------------------------------------------------------------------------------------------
+
+
+def _segments(request: Request) -> list[str] | None:
+    """The request path under ``/cachingservice`` cut into decoded segments, one trailing slash ignored (Spring's
+    trailing-slash match); None for a path outside it. Cut before decoding, so a key may hold ``%2F``."""
+    raw = request.scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, (bytes, bytearray)) else request.scope["path"]
+    path = path.split("?", 1)[0]
+    root = request.scope.get("root_path") or ""
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    if path.endswith("/") and len(path) > 1:
+        path = path[:-1]
+    parts = path.split("/")
+    if len(parts) < 2 or parts[0] != "" or parts[1] != BASE[1:]:
+        return None
+    return [unquote(p, encoding="utf-8", errors="replace") for p in parts[2:]]
+
+
+_ALLOWED: dict[str, tuple[str, ...]] = {
+    "cache": ("GET", "DELETE", "POST", "PUT"),
+    "cache/{key}": ("GET", "DELETE", "PUT"),
+    "cache-list": ("GET",),
+    "cache-list/{mapKey}": ("GET", "POST"),
+    "evict": ("DELETE",),
+    "doc": ("GET",),
+}
+
+
+def _route(segs: list[str]) -> tuple[str, list[str]] | None:
+    """The route of a path (its name and its variables), or None."""
+    if segs[:2] == ["api", "v1"]:
+        rest = segs[2:]
+        if rest == ["cache"]:
+            return "cache", []
+        if len(rest) == 2 and rest[0] == "cache":
+            return "cache/{key}", [rest[1]]
+        if rest == ["cache-list"]:
+            return "cache-list", []
+        if len(rest) == 2 and rest[0] == "cache-list":
+            return "cache-list/{mapKey}", [rest[1]]
+        if len(rest) == 4 and rest[:2] == ["cache-list", "evict"] and rest[2] in ("rules", "tokens"):
+            return "evict", [rest[2], rest[3]]
+        return None
+    if segs in (["api-doc"], ["v3", "api-docs"], ["api-docs"]):
+        return "doc", []
+    if segs == ["application", "health"]:
+        return "health", []
+    if segs == ["application", "info"]:
+        return "info", []
+    return None
+
+
+class CachingService:
+    """The endpoints, on one storage. :func:`make_app` wraps it in a Starlette application."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        trust_dn_header: bool = True,
+        require_client_cert: bool = False,
+        max_body: int = DEFAULT_MAX_BODY,
+        mode: str = "",
+    ) -> None:
+        self.storage = storage
+        self.trust_dn_header = trust_dn_header
+        self.require_client_cert = require_client_cert
+        self.max_body = max_body
+        self.mode = mode or type(storage).__name__
+        self.started = time.time()
+        self._lock: threading.Lock | None = None if getattr(storage, "thread_safe", False) else threading.Lock()
+        self._closed = False
+
+    # storage calls: in the thread pool, one at a time unless the storage is thread-safe
+    def _locked(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._lock is None:
+            return fn(*args)
+        with self._lock:
+            return fn(*args)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await run_in_threadpool(self._locked, fn, *args)
+
+    def close(self) -> None:
+        """Close the storage, after the call in progress (if any)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._locked(self.storage.close)
+
+    async def _body(self, request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise StorageError(BODY_TOO_LARGE, f"{length} bytes", f"A request body holds at most {self.max_body} bytes")
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise StorageError(
+                    BODY_TOO_LARGE, f"more than {self.max_body} bytes",
+                    f"A request body holds at most {self.max_body} bytes",
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _sid(self, request: Request) -> str:
+        return service_id(
+            request, trust_dn_header=self.trust_dn_header, require_client_cert=self.require_client_cert
+        )
+
+    async def endpoint(self, request: Request) -> Response:
+        try:
+            return await self._dispatch(request)
+        except StorageError as e:
+            return error_response(e.message, *e.params)
+        except _MethodNotAllowed as e:
+            return error_response(METHOD_NOT_ALLOWED, headers={"Allow": ", ".join(e.allowed)})
+        except Exception as e:  # the storage failed: Zowe's 500 ZWEAM701E
+            log.error("%s %s failed: %s: %s", request.method, request.url.path, type(e).__name__, e)
+            log.debug("traceback", exc_info=True)
+            return error_response(INTERNAL_ERROR, str(request.url), str(e), f"{type(e).__name__}: {e}")
+
+    async def _dispatch(self, request: Request) -> Response:
+        segs = _segments(request)
+        found = _route(segs) if segs is not None else None
+        if found is None:
+            return error_response(NOT_FOUND)
+        name, args = found
+        method = request.method
+        if method == "HEAD":
+            method = "GET"
+        allowed = _ALLOWED.get(name, ("GET",))
+        if method == "OPTIONS":
+            return empty_response(200, {"Allow": ", ".join((*allowed, "HEAD", "OPTIONS"))})
+        if method not in allowed:
+            raise _MethodNotAllowed(allowed)
+        if name == "doc":
+            return json_response(200, openapi_document(str(request.base_url).rstrip("/")))
+        if name == "health":
+            return await self._health()
+        if name == "info":
+            return json_response(200, self._info())
+        sid = self._sid(request)
+        st = self.storage
+        if name == "cache":
+            if method == "GET":
+                entries = await self.call(st.read_for_service, sid)
+                return json_response(200, {k: kv.to_json() for k, kv in (entries or {}).items()})
+            if method == "DELETE":
+                await self.call(st.delete_for_service, sid)
+                return empty_response(200)
+            kv = parse_key_value(await self._body(request), sid)
+            if method == "POST":
+                await self.call(st.create, sid, kv)
+                return empty_response(201)
+            await self.call(st.update, sid, kv)
+            return empty_response(204)
+        if name == "cache/{key}":
+            key = args[0]
+            if method == "PUT":  # Zowe's documentation's PUT /cache/{key}
+                kv = parse_key_value(await self._body(request), sid, path_key=key)
+                await self.call(st.update, sid, kv)
+                return empty_response(204)
+            if key == "":
+                raise StorageError(KEY_NOT_PROVIDED)
+            if method == "GET":
+                found_kv = await self.call(st.read, sid, key)
+                return json_response(200, found_kv.to_json())
+            await self.call(st.delete, sid, key)
+            return empty_response(204)
+        if name == "cache-list":
+            maps = await self.call(st.get_all_maps, sid)
+            return json_response(200, maps or {})
+        if name == "cache-list/{mapKey}":
+            map_key = args[0]
+            if method == "GET":
+                items = await self.call(st.get_all_map_items, sid, map_key)
+                return json_response(200, items or {})
+            kv = parse_key_value(await self._body(request), sid)
+            await self.call(st.store_map_item, sid, map_key, kv)
+            return empty_response(201)
+        # evict
+        kind, map_key = args
+        if kind == "rules":
+            await self.call(st.remove_non_relevant_rules, sid, map_key)
+        else:
+            await self.call(st.remove_non_relevant_tokens, sid, map_key)
+        return empty_response(204)
+
+    async def _health(self) -> Response:
+        storage: dict[str, Any] = {"status": "UP", "details": {"mode": self.mode}}
+        try:
+            entries = await asyncio.wait_for(self.call(self.storage.count), timeout=5)
+            storage["details"].update(
+                {"entries": entries, "size": self.storage.size, "eviction": self.storage.eviction}
+            )
+        except Exception as e:  # noqa: BLE001 - any failure is DOWN
+            storage = {"status": "DOWN", "details": {"mode": self.mode, "error": f"{type(e).__name__}: {e}"}}
+        status = storage["status"]
+        return json_response(200 if status == "UP" else 503, {"status": status, "components": {"storage": storage}})
+
+    def _info(self) -> dict[str, object]:
+        return {
+            "build": {
+                "artifact": "ksds",
+                "name": "caching-service",
+                "description": "Zowe API ML caching service API on ksds",
+                "version": __version__,
+            },
+            "storage": {"mode": self.mode},
+            "uptime": round(time.time() - self.started, 3),
+        }
+
+
+async def _json_http_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HTTPException) and exc.status_code == 405:
+        return error_response(METHOD_NOT_ALLOWED)
+    if isinstance(exc, HTTPException) and exc.status_code == 404:
+        return error_response(NOT_FOUND)
+    log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    return error_response(INTERNAL_ERROR, str(request.url), str(exc), f"{type(exc).__name__}: {exc}")
+
+
+def make_app(
+    storage: Storage,
+    *,
+    trust_dn_header: bool = True,
+    require_client_cert: bool = False,
+    max_body: int = DEFAULT_MAX_BODY,
+    close_storage: bool = True,
+    mode: str = "",
+) -> Starlette:
+    """The caching service on ``storage``, as a Starlette (ASGI) application.
+
+    ``trust_dn_header``: believe ``X-Certificate-DistinguishedName`` from a caller without a client certificate
+    (Zowe does; False: such a request is 401). ``require_client_cert``: a request of the API without a verified
+    client certificate is 403 (Zowe's behaviour when it verifies certificates; the health, info and API document
+    stay open). A verified certificate's DN always wins over the header (see :func:`service_id`).
+    ``max_body``: the largest request body (bytes; 413 beyond). ``close_storage``: close the storage when the
+    application shuts down (after the requests in flight). ``mode``: the storage mode named by health and info.
+    """
+    service = CachingService(
+        storage, trust_dn_header=trust_dn_header, require_client_cert=require_client_cert, max_body=max_body,
+        mode=mode,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if close_storage:
+                await run_in_threadpool(service.close)
+
+    methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+    app = Starlette(
+        routes=[Route("/{path:path}", service.endpoint, methods=methods)],
+        exception_handlers={HTTPException: _json_http_error, Exception: _json_http_error},
+        lifespan=lifespan,
+    )
+    app.state.caching_service = service
+    return app
