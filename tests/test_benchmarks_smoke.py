@@ -1,0 +1,84 @@
+"""Smoke test of the benchmark harness: ``python -m benchmarks --quick`` end to end at a tiny size.
+
+Checks that the run finishes and leaves well-formed JSON and PNG files; never checks timings.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def _png_ok(path: str) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(24)
+    # signature, then the IHDR chunk (length 13) first
+    return head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR" and os.path.getsize(path) > 1000
+
+
+def test_quick_run_writes_json_and_plots(tmp_path: object) -> None:
+    out = os.path.join(str(tmp_path), "results")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--repeat", "1", "--scaling", "--sizes", "500,1000",
+         "--out", out] + ([] if HAVE_MATPLOTLIB else ["--no-plots"]),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ksds/peer" in proc.stdout and "total runtime" in proc.stdout
+
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    meta = results["meta"]
+    assert meta["records"] == 2000 and meta["repeat"] == 1
+    rows = {r["name"]: r for r in results["rows"]}
+    for name in ("load", "random_insert", "read_hit", "read_miss", "prefix_read", "scan_forward",
+                 "scan_backward", "range_scan", "rewrite", "erase", "cache_mix", "write_request",
+                 "fsync_4k", "durable_write", "batched_durable", "cold_start"):
+        assert name in rows, name
+    for name, row in rows.items():
+        assert row["ops"] > 0, name
+        for store, fig in row["results"].items():
+            assert "error" not in fig, (name, store, fig.get("error"))
+            assert len(fig["times_s"]) == 1
+            assert fig["us_per_op"] > 0 and fig["records_per_s"] > 0
+    assert set(rows["read_hit"]["results"]) >= {"ksds", "sqlite"}
+    assert "os" in rows["fsync_4k"]["results"]
+    # a peer that is installed has a ratio wherever ksds ran
+    assert "sqlite" in rows["read_hit"]["ratios"]
+
+    scaling = results["scaling"]
+    assert scaling["sizes"] == [500, 1000]
+    ksds_runs = [r for r in scaling["runs"] if r["store"] == "ksds"]
+    assert [r["size"] for r in ksds_runs] == [500, 1000]
+    for r in ksds_runs:
+        assert "error" not in r, r
+        assert r["peak_rss"] >= r["base_rss"] > 0
+    assert len(scaling["ksds_budget"]) == 2
+
+    if not HAVE_MATPLOTLIB:
+        pytest.skip("matplotlib is not installed: JSON checked, plots not made")
+    for png in ("rows.png", "ratios.png", "scaling.png"):
+        assert _png_ok(os.path.join(out, png)), png
+
+
+def test_main_function_lists_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import main
+
+    assert main(["--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "read_hit" in listed and "durable_write" in listed and "stores:" in listed
