@@ -74,10 +74,22 @@ class Journal:
 
     # --- writing ------------------------------------------------------------------------------------------
 
-    def create(self, sync: bool) -> None:
-        """Open (creating if needed) and start a fresh generation."""
+    def create(self, sync: bool, preallocate: int = 0) -> None:
+        """Open (creating if needed) and start a fresh generation.
+
+        ``preallocate``: write zeros up to that many bytes first (once), so that later frames overwrite blocks
+        that exist: then a request's ``fdatasync`` flushes its data only, not a file-size change as well.
+        """
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         self.size = os.fstat(self.fd).st_size
+        if self.size < preallocate:
+            zeros = bytes(1 << 20)
+            pos = self.size
+            while pos < preallocate:
+                n = os.pwrite(self.fd, zeros[: min(len(zeros), preallocate - pos)], pos)
+                pos += n
+            os.fsync(self.fd)
+            self.size = pos
         if sync:
             dirfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
             try:

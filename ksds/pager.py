@@ -31,7 +31,7 @@ import os
 from dataclasses import dataclass
 
 from . import faults
-from .bufferpool import BufferPool
+from .bufferpool import BufferPool, capacity_for
 from .ci import AnyCI, Codec, DataCI, FreeCI, IndexCI
 from .definition import Definition
 from .errors import (
@@ -143,11 +143,14 @@ class Pager:
         self.state_dirty = False
         #: CI -> offset of its newest committed frame in the current log generation (not yet in place)
         self.walmap: dict[int, int] = {}
+        #: CI -> that frame's image, kept when no other process writes (bounded by CHECKPOINT_BYTES): the
+        #: checkpoint and pool misses then need not read the log back
+        self.images: dict[int, bytes] = {}
         self.view_salt: int | None = None  # the log generation this process has read up to view_offset
         self.view_changed = False  # begin() found transactions of other processes
         #: an I/O error after a log append: the log may hold a transaction the caller was told failed
         self.failed: OSError | None = None
-        self.pool = BufferPool(buffer_space // self.ci_size, self.dirty)
+        self.pool = BufferPool(capacity_for(buffer_space, self.ci_size), self.dirty)
         self.journal = Journal(log_path(path), self.ci_size, self.created)
         self.file_size = os.fstat(self.fd).st_size
         self.recovery: Recovery | None = None
@@ -158,7 +161,8 @@ class Pager:
         elif self.file_size < self.state.hurba * self.ci_size and alone:
             raise self._truncated()
         if self.writable and not have_log:
-            self.journal.create(sync=self.power)
+            # power mode: a log of real blocks up to the checkpoint size, so each request syncs data only
+            self.journal.create(sync=self.power, preallocate=CHECKPOINT_BYTES + (1 << 20) if self.power else 0)
             self.view_salt = self.journal.salt
         elif have_log:
             self.journal.join(self.writable)
@@ -182,12 +186,14 @@ class Pager:
                 f"{self.state.hurba * self.ci_size})",
                 ci,
             )
-        off = self.walmap.get(ci)
-        if off is None:
-            data = os.pread(self.fd, self.ci_size, ci * self.ci_size)
-            self.state.excps += 1
-        else:
-            data = os.pread(self.journal.fd, self.ci_size, off + FRAME_HEADER.size)
+        data = self.images.get(ci)
+        if data is None:
+            off = self.walmap.get(ci)
+            if off is None:
+                data = os.pread(self.fd, self.ci_size, ci * self.ci_size)
+                self.state.excps += 1
+            else:
+                data = os.pread(self.journal.fd, self.ci_size, off + FRAME_HEADER.size)
         self.pool.misses += 1
         obj = self.codec.decode(data, ci)
         self.pool.put(obj)
@@ -195,6 +201,9 @@ class Pager:
 
     def read_raw(self, ci: int) -> bytes:
         """The committed bytes of a CI (from the log if it is there, else the file); not cached."""
+        image = self.images.get(ci)
+        if image is not None:
+            return image
         off = self.walmap.get(ci)
         if off is None:
             return os.pread(self.fd, self.ci_size, ci * self.ci_size)
@@ -229,6 +238,7 @@ class Pager:
             # a new log generation: someone checkpointed (or we just joined); start from the header
             self.view_salt = salt
             self.walmap.clear()
+            self.images.clear()
             self.pool.clear()
             j.offset = LOG_HEADER_SIZE
             self._adopt(decode_header(os.pread(self.fd, HEADER_SIZE, 0), self.path)[2])
@@ -356,9 +366,12 @@ class Pager:
                 self.journal.sync()
             walmap = self.walmap
             fs = self.journal.frame_size
-            for k, (ci, _) in enumerate(images):
+            keep = None if self.shared else self.images
+            for k, (ci, image) in enumerate(images):
                 if ci:
                     walmap[ci] = appended + k * fs
+                    if keep is not None:
+                        keep[ci] = image
         except OSError as e:
             if self.journal.offset != appended:
                 self.failed = e  # the commit frame may be in the log: no further transaction may follow it
@@ -378,8 +391,11 @@ class Pager:
         cisz = self.ci_size
         hs = FRAME_HEADER.size
         active = faults.ACTIVE
+        images = self.images
         for ci in sorted(self.walmap):
-            image = os.pread(jfd, cisz, self.walmap[ci] + hs)
+            image = images.get(ci)
+            if image is None:
+                image = os.pread(jfd, cisz, self.walmap[ci] + hs)
             if active is None:
                 pwrite_all(fd, image, ci * cisz)
             else:
@@ -438,6 +454,7 @@ class Pager:
             self._sync_data()
         self.journal.reset(sync=self.power)
         self.walmap.clear()
+        self.images.clear()
         self.view_salt = self.journal.salt
         faults.crashpoint("checkpoint-done")
 
