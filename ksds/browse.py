@@ -173,7 +173,7 @@ class Browse:
                 counted = 0
                 if ds._mod != mod:
                     continue  # re-seek after ``last``
-                nxt = index.next_data(p, path)
+                nxt = index.next_data(p, path, cache=False)
                 pos = None if nxt is None else (path, nxt, 0)
         finally:
             if counted and ds._pager is not None:
@@ -211,7 +211,7 @@ class Browse:
                 counted = 0
                 if ds._mod != mod:
                     continue
-                prv = index.prev_data(p, path)
+                prv = index.prev_data(p, path, cache=False)
                 pos = None if prv is None else (path, prv, len(prv.recs) - 1)
         finally:
             if counted and ds._pager is not None:

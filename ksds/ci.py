@@ -32,15 +32,43 @@ from .format import (
 
 
 class DataCI:
-    """A data CI: ``recs`` (records in key order) and ``keys`` (their keys), parallel lists."""
+    """A data CI: ``recs`` (records in key order) and ``keys`` (their keys), parallel lists.
 
-    __slots__ = ("ci", "keys", "recs", "ref")
+    A CI decoded from disk builds ``keys`` only when something first asks for them (a browse never does); after
+    that it is a plain slot.
+    """
+
+    __slots__ = ("ci", "keys", "recs", "ref", "key_field")
+    ci: int
+    keys: list[bytes]
+    recs: list[bytes]
+    ref: bool
+    key_field: tuple[int, int]
 
     def __init__(self, ci: int, keys: list[bytes], recs: list[bytes]) -> None:
         self.ci = ci
         self.keys = keys
         self.recs = recs
         self.ref = True
+
+    @classmethod
+    def lazy(cls, ci: int, recs: list[bytes], key_field: tuple[int, int]) -> DataCI:
+        obj = cls.__new__(cls)
+        obj.ci = ci
+        obj.recs = recs
+        obj.ref = True
+        obj.key_field = key_field
+        return obj
+
+    def __getattr__(self, name: str) -> list[bytes]:
+        # only called while the ``keys`` slot is empty
+        if name != "keys":
+            raise AttributeError(name)
+        ko, kl = self.key_field
+        end = ko + kl
+        keys = [r[ko:end] for r in self.recs]
+        self.keys = keys
+        return keys
 
 
 class IndexCI:
@@ -90,6 +118,7 @@ class Codec:
         self._crc_off = self.ci_size - 4
         self._ptr_structs: dict[int, struct.Struct] = {}
         self._zeros = memoryview(bytes(self.ci_size))
+        self._key_field = (self.ko, self.kl)
 
     def _ptrs(self, n: int) -> struct.Struct:
         s = self._ptr_structs.get(n)
@@ -144,14 +173,7 @@ class Codec:
             end = count * rl
             if end > self._trailer_off:
                 raise self.damaged(ci, f"claims {count} records, more than fit")
-            recs = [data[i : i + rl] for i in range(0, end, rl)]
-            ko = self.ko
-            kl = self.kl
-            if ko == 0:
-                keys = [data[i : i + kl] for i in range(0, end, rl)]
-            else:
-                keys = [data[i + ko : i + ko + kl] for i in range(0, end, rl)]
-            return DataCI(ci, keys, recs)
+            return DataCI.lazy(ci, [data[i : i + rl] for i in range(0, end, rl)], self._key_field)
         if kind in (CI_SEQUENCE_SET, CI_INDEX_SET):
             if count > self.index_cap or count == 0:
                 raise self.damaged(ci, f"is an index CI with {count} entries (1..{self.index_cap} allowed)")

@@ -75,8 +75,17 @@ def locate(pager: Pager, key: bytes) -> tuple[IndexCI, int, DataCI]:
         node = nxt
 
 
-def next_data(pager: Pager, path: Path) -> DataCI | None:
-    """Move ``path`` to the next data CI in key order and return it (None past the last). Amortised O(1)."""
+def _peek_data(pager: Pager, ci: int) -> DataCI:
+    obj = pager.peek(ci)
+    if type(obj) is not DataCI:
+        raise pager.codec.damaged(ci, f"is a {type(obj).__name__} where the index expects a data CI")
+    return obj
+
+
+def next_data(pager: Pager, path: Path, cache: bool = True) -> DataCI | None:
+    """Move ``path`` to the next data CI in key order and return it (None past the last). Amortised O(1).
+
+    ``cache`` False (browses): a data CI read from disk is not added to the pool."""
     d = len(path) - 1
     while d >= 0:
         node, i = path[d]
@@ -91,10 +100,10 @@ def next_data(pager: Pager, path: Path) -> DataCI | None:
         node = get_index(pager, node.ptrs[i])
         i = 0
         path[dd] = (node, 0)
-    return get_data(pager, node.ptrs[i])
+    return get_data(pager, node.ptrs[i]) if cache else _peek_data(pager, node.ptrs[i])
 
 
-def prev_data(pager: Pager, path: Path) -> DataCI | None:
+def prev_data(pager: Pager, path: Path, cache: bool = True) -> DataCI | None:
     """Move ``path`` to the previous data CI in key order and return it (None before the first)."""
     d = len(path) - 1
     while d >= 0:
@@ -110,7 +119,7 @@ def prev_data(pager: Pager, path: Path) -> DataCI | None:
         node = get_index(pager, node.ptrs[i])
         i = len(node.ptrs) - 1
         path[dd] = (node, i)
-    return get_data(pager, node.ptrs[i])
+    return get_data(pager, node.ptrs[i]) if cache else _peek_data(pager, node.ptrs[i])
 
 
 def add_sibling(pager: Pager, path: Path, depth: int, left_high: bytes, right: IndexCI) -> None:

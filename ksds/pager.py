@@ -179,7 +179,16 @@ class Pager:
             return obj
         return self.load(ci)
 
-    def load(self, ci: int) -> AnyCI:
+    def peek(self, ci: int) -> AnyCI:
+        """Like :meth:`get`, but a CI read from disk is not added to the pool (browses: a scan neither evicts
+        the working set nor pays for pool upkeep)."""
+        obj = self.pool.get(ci)
+        if obj is not None:
+            obj.ref = True
+            return obj
+        return self.load(ci, cache=False)
+
+    def load(self, ci: int, cache: bool = True) -> AnyCI:
         if not 0 < ci < self.state.hurba:
             raise DamagedCIError(
                 f"{self.path}: the index points at CI {ci}, outside the data set (HI-U-RBA "
@@ -196,7 +205,8 @@ class Pager:
                 data = os.pread(self.journal.fd, self.ci_size, off + FRAME_HEADER.size)
         self.pool.misses += 1
         obj = self.codec.decode(data, ci)
-        self.pool.put(obj)
+        if cache or len(self.pool) < self.pool.capacity:  # a browse still caches while there is room
+            self.pool.put(obj)
         return obj
 
     def read_raw(self, ci: int) -> bytes:
