@@ -107,16 +107,28 @@ class StorageError(KsdsError):
 
     def body(self) -> dict[str, object]:
         """Zowe's error body (``ApiMessageView``)."""
-        m = self.message
-        view = {
-            "messageType": "ERROR" if m.number.endswith("E") else "WARNING",
-            "messageNumber": m.number,
-            "messageContent": m.text.format(*self.params),
-            "messageReason": m.reason,
-            "messageAction": m.action,
-            "messageKey": m.key,
-        }
-        return {"messages": [{k: v for k, v in view.items() if v}]}
+        return error_body(self.message, *self.params)
+
+
+def _param(p: object) -> str:
+    """A message parameter as Zowe's message service writes it: ``null`` for None, HTML-escaped."""
+    text = "null" if p is None else str(p)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def error_body(message: Message, *params: object) -> dict[str, object]:
+    """Zowe's ``ApiMessageView``, empty fields left out. The type comes from the number's last letter (E, W, I);
+    a number without one (Zowe's common ZWEAO404, ...) is an error."""
+    kind = {"W": "WARNING", "I": "INFO"}.get(message.number[-1], "ERROR")
+    view = {
+        "messageType": kind,
+        "messageNumber": message.number,
+        "messageContent": message.text.format(*(_param(p) for p in params)),
+        "messageReason": message.reason,
+        "messageAction": message.action,
+        "messageKey": message.key,
+    }
+    return {"messages": [{k: v for k, v in view.items() if v}]}
 
 
 class Storage(ABC):

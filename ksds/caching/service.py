@@ -82,6 +82,7 @@ from .model import (
     Message,
     Storage,
     StorageError,
+    error_body,
     now_millis,
 )
 from .openapi import openapi_document
@@ -124,7 +125,6 @@ METHOD_NOT_ALLOWED = Message(
     "The HTTP method used in the request is not supported for this endpoint.",
     "Check the API documentation to determine which HTTP methods are supported for this endpoint.",
 )
-_TYPELESS = {NOT_FOUND.number, METHOD_NOT_ALLOWED.number}
 
 
 class _MethodNotAllowed(Exception):
@@ -134,31 +134,6 @@ class _MethodNotAllowed(Exception):
 
 
 # --- bodies ------------------------------------------------------------------------------------------------------
-
-
-def _param(p: object) -> str:
-    """A message parameter as Zowe's message service writes it: ``null`` for None, HTML-escaped."""
-    text = "null" if p is None else str(p)
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-
-
-def error_body(message: Message, *params: object) -> dict[str, object]:
-    """Zowe's ``ApiMessageView`` (empty fields left out)."""
-    if message.number in _TYPELESS or message.number.endswith("E"):
-        kind = "ERROR"
-    elif message.number.endswith("W"):
-        kind = "WARNING"
-    else:
-        kind = "INFO"
-    view = {
-        "messageType": kind,
-        "messageNumber": message.number,
-        "messageContent": message.text.format(*(_param(p) for p in params)),
-        "messageReason": message.reason,
-        "messageAction": message.action,
-        "messageKey": message.key,
-    }
-    return {"messages": [{k: v for k, v in view.items() if v}]}
 
 
 def json_response(status: int, body: object, headers: Mapping[str, str] | None = None) -> Response:
