@@ -174,8 +174,16 @@ class Dataset:
         )
         self._pager: Pager | None = pager
         #: record locks (RLS only)
-        self._locks: RecordLocks | None = RecordLocks(lock_file(pager.fd, path), path) if sharing == "rls" else None
-        self._batch_locks: list[bytes] = []
+        self._locks: RecordLocks | None = None
+        if sharing == "rls":
+            try:
+                self._locks = RecordLocks(lock_file(pager.fd, path), path)
+            except BaseException as e:
+                pager.close()
+                if isinstance(e, OSError):
+                    raise KsdsError(f"{path}: cannot open its lock file {path}.lck: {e.strerror}") from e
+                raise
+        self._batch_locks: set[bytes] = set()
         d = pager.defn
         self._kl = d.key_length
         self._ko = d.key_offset
@@ -344,13 +352,21 @@ class Dataset:
 
     def _lookup(self, p: Pager, key: bytes, gteq: bool, generic: bool) -> bytes:
         """READ EQUAL / GTEQ / GENERIC of a checked key."""
+        if not gteq and not generic:
+            _, _, ci = index.locate(p, key)
+            j = bisect_left(ci.keys, key)
+            if j < len(ci.keys) and ci.keys[j] == key:
+                p.state.rec_retrieved += 1
+                rec: bytes = ci.recs[j]
+                return rec
+            raise RecordNotFoundError(f"{self.path}: no record with key {key.hex().upper()}")
         if generic:
             pos = self._seek_ge(p, key.ljust(self._kl, b"\0"))
             if pos is not None:
                 _, ci, i = pos
                 if gteq or ci.keys[i].startswith(key):
                     p.state.rec_retrieved += 1
-                    rec: bytes = ci.recs[i]
+                    rec = ci.recs[i]
                     return rec
             raise RecordNotFoundError(f"{self.path}: no record with a key starting {key.hex().upper()}")
         pos = self._seek_ge(p, key)
@@ -381,7 +397,7 @@ class Dataset:
         while True:
             if target is None:  # find which record a GTEQ / GENERIC read lands on, then lock it
                 target = self.key_of(self._latched(p, False, self._lookup, p, key, gteq, generic))
-            had = locks.holds(target, exclusive) or (not exclusive and locks.holds(target, False))
+            had = locks.holds(target, False)  # held in any mode before this read: never released by it
             self._lock(locks, target, exclusive)
             try:
                 rec = self._latched(p, False, self._lookup, p, key, gteq, generic)
@@ -406,7 +422,7 @@ class Dataset:
             locks.unlock_all()
             raise
         if self._batch:
-            self._batch_locks.append(key)
+            self._batch_locks.add(key)
 
     def _latched(self, p: Pager, exclusive: bool, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` under the latch, with a view caught up with other processes (shared mode)."""
@@ -435,7 +451,7 @@ class Dataset:
         finally:
             if locks is not None and (took or release):
                 if self._batch:
-                    self._batch_locks.append(key)  # released when the batch ends
+                    self._batch_locks.add(key)  # released when the batch ends
                 else:
                     locks.unlock(key)
 
@@ -536,7 +552,6 @@ class Dataset:
                 st.data_cis -= 1
                 path = index.path_to(p, key)
                 index.remove_entry(p, path, len(path) - 1)
-                index.shrink(p)
         except BaseException as e:
             self._fail(p, e)
             raise
@@ -815,10 +830,13 @@ class Dataset:
         st = p.state
         if freespace is not None:
             st.freespace_ci, st.freespace_ca = check_freespace(freespace)
-            p.defn = Definition(**{**p.defn.__dict__, "freespace": (st.freespace_ci, st.freespace_ca)})
         if share_options is not None:
+            if not p.locks.alone():
+                raise DatasetInUseError(
+                    f"{self.path} is in use: SHAREOPTIONS can only be altered while no other process has it open"
+                )
             st.share_region, st.share_system = check_share_options(share_options)
-            p.defn = Definition(**{**p.defn.__dict__, "share_options": (st.share_region, st.share_system)})
+        p.sync_defn()
         p.state_dirty = True
         self._done(p)
 

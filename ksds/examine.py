@@ -85,14 +85,7 @@ def examine(
             return report
         cisz = defn.ci_size
         size = os.fstat(f.fileno()).st_size
-        if size < state.hurba * cisz:  # CIs of the last checkpoint are gone (open refuses this too)
-            report.add(
-                "error",
-                "IDC11727I",
-                None,
-                f"file truncated: HI-U-RBA {state.hurba * cisz} but the file has {size} bytes "
-                f"(CIs {size // cisz} to {state.hurba - 1} missing)",
-            )
+        durable = state.hurba  # what must be in the file (with a log: what its last checkpoint made durable)
         overlay: dict[int, bytes] = {}
         if os.path.exists(log_path(path)):
             journal = Journal(log_path(path), cisz, created)
@@ -101,6 +94,8 @@ def examine(
             except JournalCorruptError as e:
                 report.add("error", "IDC11768I", None, str(e))
                 replay = None
+            if replay is not None and not replay.stale and replay.durable_cis >= 0:
+                durable = replay.durable_cis
             if replay is not None and not replay.stale and replay.transactions:
                 for _, images, _ in replay.transactions:
                     for ci, image in images:
@@ -132,6 +127,14 @@ def examine(
                     None,
                     "not closed cleanly (or open now): its log is there, with nothing to replay",
                 )
+        if size < durable * cisz:  # CIs the last checkpoint made durable are gone (open refuses this too)
+            report.add(
+                "error",
+                "IDC11727I",
+                None,
+                f"file truncated: HI-U-RBA {durable * cisz} but the file has {size} bytes "
+                f"(CIs {size // cisz} to {durable - 1} missing)",
+            )
         codec = Codec(defn, path)
 
         def read(ci: int) -> bytes:

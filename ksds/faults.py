@@ -8,7 +8,7 @@ Off unless the environment variable ``KSDS_FAULTS`` is set when ksds is imported
 ``point=NAME``
     count only the crash point NAME (and no writes or syncs) towards ``crash``;
 ``torn=1``
-    when the N-th event is a write, write only a prefix of it (a torn write) before dying;
+    when the N-th event is a write, write only its first half (whole 512-byte sectors) before dying;
 ``trace=PATH``
     append every write, sync, truncate and unlink of the data set and its log to PATH, plus the
     acknowledgements :func:`ack` records, for the power-cut simulation in ``tools/crashtest.py``.
@@ -86,8 +86,10 @@ class Plan:
 
     def pwrite(self, fd: int, file: int, data: bytes, offset: int) -> None:
         if self.point is None and self._event(None):
-            if self.torn and len(data) > 1:
-                cut = max(1, len(data) // 2 - 100)
+            # a torn write: the first sectors of it, as a power cut or a kill in the middle of it leaves it
+            # (a write of one sector or less is never torn)
+            cut = (len(data) // 2) // 512 * 512
+            if self.torn and cut:
                 os.pwrite(fd, data[:cut], offset)
                 self._trace(OP_WRITE, file, offset, data[:cut])
             self._die()

@@ -173,6 +173,7 @@ def remove_entry(pager: Pager, path: Path, depth: int) -> None:
         pager.free_index_ci(node.ci)
         remove_entry(pager, path, depth - 1)
         return
+    pager.dirty_ci(node)  # before any change: a failure below must let rollback drop it
     if i == len(node.keys) - 1:
         # the previous entry takes over up to this entry's high key, and so does its subtree's right edge
         high = node.keys[i]

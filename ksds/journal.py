@@ -25,8 +25,12 @@ from .format import STATE_SIZE, crc32c
 
 LOG_MAGIC = b"KSDSWAL\x00"
 LOG_VERSION = 1
-LOG_HEADER = struct.Struct(">8sIIIQQ")  # magic, version, ci_size, salt, data set id, generation
-LOG_HEADER_SIZE = 64
+#: magic, version, ci_size, salt, data set id, generation, durable CIs (HI-U-RBA that the last checkpoint synced)
+LOG_HEADER = struct.Struct(">8sIIIQQI")
+#: two header slots of 256 bytes, written alternately (a generation's header goes to slot ``generation % 2``), so a
+#: torn header write leaves the previous generation's header, whose frames replay to the same state
+LOG_SLOT = 256
+LOG_HEADER_SIZE = 2 * LOG_SLOT
 FRAME_HEADER = struct.Struct(f">IIQHH{STATE_SIZE}s")  # salt, ci, txn, index-in-txn, flags, state
 FLAG_COMMIT = 1
 _ZERO_STATE = bytes(STATE_SIZE)
@@ -55,6 +59,7 @@ class Replay:
     discarded_bytes: int = 0  # a partial frame at the end of the log
     damaged_at: int | None = None  # offset of the first frame that failed its check, if any
     stale: bool = False  # the log belongs to another data set (one deleted and defined again)
+    durable_cis: int = -1  # the data file's HI-U-RBA (CIs) the log's last checkpoint made durable (-1: unknown)
 
 
 class Journal:
@@ -69,22 +74,24 @@ class Journal:
         self.salt = 0
         self.generation = 0
         self.offset = LOG_HEADER_SIZE  # where the next frame goes
-        self.frames = 0  # frames since the last reset
+        self._last_head = b""  # the header bytes last parsed by header(), and what they said
+        self._last_parsed: tuple[int, int] | None = None
         self.size = 0  # bytes in the file
 
     # --- writing ------------------------------------------------------------------------------------------
 
-    def create(self, sync: bool, preallocate: int = 0) -> None:
-        """Open (creating if needed) and start a fresh generation.
+    def create(self, sync: bool, durable_cis: int, preallocate: int = 0) -> None:
+        """Open (creating if needed) and start a fresh generation (see :meth:`reset`).
 
-        ``preallocate``: write zeros up to that many bytes first (once), so that later frames overwrite blocks
-        that exist: then a request's ``fdatasync`` flushes its data only, not a file-size change as well.
+        ``preallocate``: then write zeros up to that many bytes (once), so that later frames overwrite blocks
+        that exist: a request's ``fdatasync`` flushes its data only, not a file-size change as well.
         """
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         self.size = os.fstat(self.fd).st_size
+        self.reset(sync, durable_cis)
         if self.size < preallocate:
             zeros = bytes(1 << 20)
-            pos = self.size
+            pos = max(self.size, LOG_HEADER_SIZE)  # after the header reset() just wrote
             while pos < preallocate:
                 n = os.pwrite(self.fd, zeros[: min(len(zeros), preallocate - pos)], pos)
                 pos += n
@@ -96,7 +103,6 @@ class Journal:
                 os.fsync(dirfd)
             finally:
                 os.close(dirfd)
-        self.reset(sync)
 
     def join(self, writable: bool) -> bool:
         """Open the log another process keeps (without resetting it); False if there is none yet."""
@@ -108,14 +114,30 @@ class Journal:
         return True
 
     def header(self) -> tuple[int, int] | None:
-        """(salt, generation) from the log header as it is now, or None if it is not a valid header."""
-        head = os.pread(self.fd, LOG_HEADER.size + 4, 0)
-        if len(head) < LOG_HEADER.size + 4 or crc32c(head[:-4]) != int.from_bytes(head[-4:], "big"):
+        """(salt, generation) of the log's current generation as it is now, or None if there is none."""
+        head = os.pread(self.fd, LOG_HEADER_SIZE, 0)
+        if head == self._last_head:  # the usual case, once per request in shared mode: no CRC to compute again
+            return self._last_parsed
+        best = self._best_slot(head)
+        if best is None:
             return None
-        magic, version, ci_size, salt, dataset_id, generation = LOG_HEADER.unpack_from(head, 0)
-        if magic != LOG_MAGIC or dataset_id != self.dataset_id or ci_size != self.ci_size:
-            return None
-        return salt, generation
+        self._last_head = head
+        self._last_parsed = (best[3], best[5])
+        return self._last_parsed
+
+    def _best_slot(self, head: bytes) -> tuple[bytes, int, int, int, int, int, int] | None:
+        """The valid header slot of the newest generation (its unpacked fields), or None."""
+        best = None
+        for off in (0, LOG_SLOT):
+            slot = head[off : off + LOG_HEADER.size + 4]
+            if len(slot) < LOG_HEADER.size + 4 or crc32c(slot[:-4]) != int.from_bytes(slot[-4:], "big"):
+                continue
+            fields = LOG_HEADER.unpack_from(slot, 0)
+            if fields[0] != LOG_MAGIC:
+                continue
+            if best is None or fields[5] > best[5]:
+                best = fields
+        return best
 
     def scan(self, offset: int, salt: int, txn: int) -> tuple[list[tuple[int, list[tuple[int, int]], bytes]], int]:
         """Committed transactions after ``offset`` (each: txn, [(ci, frame offset)], state) and the new end.
@@ -154,17 +176,22 @@ class Journal:
                     end = pos + (k + 1) * fs
             pos += n * fs
 
-    def reset(self, sync: bool) -> None:
-        """Start a new generation: later frames carry a new salt, older ones no longer count."""
+    def reset(self, sync: bool, durable_cis: int) -> None:
+        """Start a new generation: later frames carry a new salt, older ones no longer count.
+
+        ``durable_cis``: the data set's HI-U-RBA (in CIs) that is on disk now, after the checkpoint's sync:
+        recovery calls a data file shorter than that truncated (CIs written since are in the log).
+        """
         self.generation += 1
         self.salt = int.from_bytes(os.urandom(4), "big") or 1
-        head = LOG_HEADER.pack(LOG_MAGIC, LOG_VERSION, self.ci_size, self.salt, self.dataset_id, self.generation)
+        head = LOG_HEADER.pack(
+            LOG_MAGIC, LOG_VERSION, self.ci_size, self.salt, self.dataset_id, self.generation, durable_cis
+        )
         head += crc32c(head).to_bytes(4, "big")
-        self._write(head.ljust(LOG_HEADER_SIZE, b"\0"), 0)
+        self._write(head.ljust(LOG_SLOT, b"\0"), (self.generation % 2) * LOG_SLOT)
         if sync:
             self.sync()
         self.offset = LOG_HEADER_SIZE
-        self.frames = 0
 
     def append(self, images: list[tuple[int, bytes]], txn: int, state: bytes) -> None:
         """Append one transaction: a frame per CI image; the last carries the commit flag and the state.
@@ -178,7 +205,6 @@ class Journal:
             crc = crc32c(image, crc32c(head)).to_bytes(4, "big")
             _pwritev_all(self.fd, [head, image, crc], self.offset)
             self.offset += self.frame_size
-            self.frames += 1
             if self.offset > self.size:
                 self.size = self.offset
             return
@@ -202,7 +228,6 @@ class Journal:
                 chunk = parts[start : start + _IOV_MAX]
                 offset += _pwritev_all(self.fd, chunk, offset)
         self.offset += size
-        self.frames += len(images)
         if self.offset > self.size:
             self.size = self.offset
 
@@ -245,16 +270,16 @@ class Journal:
         if len(data) < LOG_HEADER_SIZE:
             replay.discarded_bytes = len(data)
             return replay
-        head = data[: LOG_HEADER.size]
-        stored = int.from_bytes(data[LOG_HEADER.size : LOG_HEADER.size + 4], "big")
-        if crc32c(head) != stored or head[:8] != LOG_MAGIC:
-            if len(data) <= LOG_HEADER_SIZE:
-                return replay
+        best = self._best_slot(data[:LOG_HEADER_SIZE])
+        if best is None:
+            if len(data) <= LOG_HEADER_SIZE or not any(data[LOG_HEADER_SIZE:]):
+                return replay  # nothing was ever logged (a crash while the log was being created)
             raise JournalCorruptError(
-                f"{self.path}: the log header fails its check and {len(data) - LOG_HEADER_SIZE} bytes of frames "
-                f"follow it; the log cannot be trusted (ksds verify --recover discards it)"
+                f"{self.path}: both log header slots fail their check and {len(data) - LOG_HEADER_SIZE} bytes of "
+                f"frames follow; the log cannot be trusted (ksds verify --recover discards it)"
             )
-        _, version, ci_size, salt, dataset_id, generation = LOG_HEADER.unpack(head)
+        _, version, ci_size, salt, dataset_id, generation, durable = best
+        replay.durable_cis = durable
         if dataset_id != self.dataset_id:
             replay.stale = True  # left behind by another data set that had this name: not ours to replay
             return replay

@@ -1,6 +1,6 @@
 """Locks between processes: open-mode locks and the physical-update latch (on the data file), record locks (RLS).
 
-Two kinds of Linux byte-range lock, each where its semantics fit (see ``engine-facts``):
+Two kinds of Linux byte-range lock, each where its semantics fit:
 
 * **Open-file-description (OFD) locks on the data file** -- they belong to one ``open()``, so two data sets open
   in one process conflict like two processes, and the kernel drops them when the process dies. Used for
@@ -11,7 +11,8 @@ Two kinds of Linux byte-range lock, each where its semantics fit (see ``engine-f
   opened once per process (:func:`lock_file`) and conflicts between data sets of one process are settled by
   an in-process table. Dropped by the kernel when the process dies (SIGKILL included).
 
-Lock bytes lie far beyond the end of the files (offsets are 64-bit), so the files never grow for them.
+Lock bytes lie far beyond the end of the files (offsets are 64-bit), so the files never grow for them; the
+lock file holds only the wait-for registry (16 bytes per pid, from offset 1 MiB).
 A record lock is the byte ``RECORD_BASE + hash(key) % RECORD_SPACE``: two keys can share a byte (false
 contention, as in RLS's lock table), with odds of about n/2**40.
 
@@ -40,6 +41,7 @@ OPEN_ANY = LATCH + 1  # every open holds it shared; a SHAREOPTIONS(1) updater ho
 UPDATER = LATCH + 2  # a SHAREOPTIONS(2) updater holds it exclusive
 NONRLS_OUTPUT = LATCH + 3  # every non-RLS open for update holds it shared
 RLS_OPEN = LATCH + 4  # every RLS open holds it shared
+NONRLS_UNSHARED = LATCH + 5  # every non-RLS open without SHAREOPTIONS(2) holds it shared (RLS may not join it)
 RECORD_BASE = 1 << 41  # record locks (lock file, POSIX)
 RECORD_SPACE = 1 << 40
 WAIT_BASE = 1 << 20  # wait-for registry (lock file data): 16 bytes per pid
@@ -73,6 +75,10 @@ def _holder(fd: int, cmd: int, kind: int, start: int) -> int | None:
 
 # --- open-mode locks and the latch (OFD, data file) ------------------------------------------------------------------
 
+_LATCH_X = _flock(fcntl.F_WRLCK, LATCH)
+_LATCH_S = _flock(fcntl.F_RDLCK, LATCH)
+_LATCH_U = _flock(fcntl.F_UNLCK, LATCH)
+
 
 class OpenLocks:
     """The open-time share checks and the latch, on one data-file descriptor."""
@@ -89,39 +95,38 @@ class OpenLocks:
     def acquire(self, *, writable: bool, rls: bool, share_region: int) -> bool:
         """Take the locks an open needs, or raise DatasetInUseError. Returns whether we are the only opener.
 
-        Returns holding the latch exclusively (the caller finishes opening, then calls :meth:`unlatch`), so
-        that no open check and no recovery races another open.
+        Call it holding the latch exclusively (:meth:`latch`), as the caller must to read the header too, so
+        that no open check, header read or recovery races another open or a checkpoint.
         """
         fd = self.fd
         set_, get = fcntl.F_OFD_SETLK, fcntl.F_OFD_GETLK
-        self.latch(True)
-        try:
-            alone = _holder(fd, get, fcntl.F_WRLCK, OPEN_ANY) is None
-            if rls:
-                if _holder(fd, get, fcntl.F_WRLCK, NONRLS_OUTPUT) is not None:
-                    raise self._in_use("it is open for update without RLS (an RLS open needs none)")
-                if not _try(fd, set_, fcntl.F_RDLCK, OPEN_ANY):
-                    raise self._in_use("another process has it open with SHAREOPTIONS(1) for update")
-                _try(fd, set_, fcntl.F_RDLCK, RLS_OPEN)
-                return alone
-            rls_open = _holder(fd, get, fcntl.F_WRLCK, RLS_OPEN) is not None
-            if rls_open and (writable or share_region != 2):
-                raise self._in_use(
-                    "it is open in RLS mode; without RLS it can only be read, and only with SHAREOPTIONS(2)"
-                )
-            if writable and share_region == 1:
-                if not _try(fd, set_, fcntl.F_WRLCK, OPEN_ANY):
-                    raise self._in_use("another process has it open (SHAREOPTIONS(1): one updater or many readers)")
-            elif not _try(fd, set_, fcntl.F_RDLCK, OPEN_ANY):
-                raise self._in_use("another process has it open for update with SHAREOPTIONS(1)")
-            if writable:
-                if share_region == 2 and not _try(fd, set_, fcntl.F_WRLCK, UPDATER):
-                    raise self._in_use("another process has it open for update (SHAREOPTIONS(2): one updater)")
-                _try(fd, set_, fcntl.F_RDLCK, NONRLS_OUTPUT)
+        alone = _holder(fd, get, fcntl.F_WRLCK, OPEN_ANY) is None
+        if rls:
+            if _holder(fd, get, fcntl.F_WRLCK, NONRLS_OUTPUT) is not None:
+                raise self._in_use("it is open for update without RLS (an RLS open needs none)")
+            if _holder(fd, get, fcntl.F_WRLCK, NONRLS_UNSHARED) is not None:
+                raise self._in_use("it is open without RLS and without SHAREOPTIONS(2) (RLS cannot join that)")
+            if not _try(fd, set_, fcntl.F_RDLCK, OPEN_ANY):
+                raise self._in_use("another process has it open with SHAREOPTIONS(1) for update")
+            _try(fd, set_, fcntl.F_RDLCK, RLS_OPEN)
             return alone
-        except BaseException:
-            self.unlatch()
-            raise
+        rls_open = _holder(fd, get, fcntl.F_WRLCK, RLS_OPEN) is not None
+        if rls_open and (writable or share_region != 2):
+            raise self._in_use(
+                "it is open in RLS mode; without RLS it can only be read, and only with SHAREOPTIONS(2)"
+            )
+        if writable and share_region == 1:
+            if not _try(fd, set_, fcntl.F_WRLCK, OPEN_ANY):
+                raise self._in_use("another process has it open (SHAREOPTIONS(1): one updater or many readers)")
+        elif not _try(fd, set_, fcntl.F_RDLCK, OPEN_ANY):
+            raise self._in_use("another process has it open for update with SHAREOPTIONS(1)")
+        if writable:
+            if share_region == 2 and not _try(fd, set_, fcntl.F_WRLCK, UPDATER):
+                raise self._in_use("another process has it open for update (SHAREOPTIONS(2): one updater)")
+            _try(fd, set_, fcntl.F_RDLCK, NONRLS_OUTPUT)
+        if share_region != 2:
+            _try(fd, set_, fcntl.F_RDLCK, NONRLS_UNSHARED)
+        return alone
 
     def alone(self) -> bool:
         """Whether no other open of the data set exists (ours aside)."""
@@ -129,11 +134,10 @@ class OpenLocks:
 
     def latch(self, exclusive: bool) -> None:
         """Take the physical-update latch, waiting for it (it is held for one request at most)."""
-        kind = fcntl.F_WRLCK if exclusive and self.can_write else fcntl.F_RDLCK
-        fcntl.fcntl(self.fd, fcntl.F_OFD_SETLKW, _flock(kind, LATCH))
+        fcntl.fcntl(self.fd, fcntl.F_OFD_SETLKW, _LATCH_X if exclusive and self.can_write else _LATCH_S)
 
     def unlatch(self) -> None:
-        fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK, LATCH))
+        fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, _LATCH_U)
 
 
 # --- record locks (POSIX, lock file) ---------------------------------------------------------------------------------
@@ -158,6 +162,8 @@ def lock_file(data_fd: int, path: str) -> _LockFile:
     if lf is None:
         fd = os.open(path + ".lck", os.O_RDWR | os.O_CREAT, 0o644)
         lf = _files[ident] = _LockFile(fd)
+        # a process that had our pid and died while waiting may have left its wait entry: not ours
+        os.pwrite(fd, WAIT.pack(0, 0), WAIT_BASE + 16 * os.getpid())
     lf.users += 1
     return lf
 
@@ -241,10 +247,9 @@ class RecordLocks:
         others = {o: x for o, x in self.lf.held.get(b, {}).items() if o != self.owner}
         if others and (exclusive or any(others.values())):
             return 0
+        if others:
+            return None  # other owners of this process share it, and so do we: the process lock is held
         kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
-        if exclusive and others:
-            # POSIX locks are per process: keep the process's lock shared while other owners share it
-            return 0
         if _try(self.lf.fd, fcntl.F_SETLK, kind, b):
             return None
         holder = _holder(self.lf.fd, fcntl.F_GETLK, kind, b)
@@ -292,7 +297,7 @@ class RecordLocks:
             want = self._waits_for(pid)
             if not want:
                 return False
-            if want in self.lf.held and any(o for o in self.lf.held[want]):
+            if self.lf.held.get(want):
                 pid = me  # it waits for a lock this process holds
                 continue
             nxt = _holder(self.lf.fd, fcntl.F_GETLK, fcntl.F_WRLCK, want)

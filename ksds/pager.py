@@ -1,13 +1,14 @@
 """The pager: the data set file, its log, the buffer pool, transactions, checkpoints, recovery and allocation.
 
 Everything above it (the index, the requests) works on decoded CIs that it gets with :meth:`Pager.get` and
-hands back with :meth:`Pager.dirty`; the pager makes each transaction atomic and durable:
+hands back with :meth:`Pager.dirty_ci`; the pager makes each transaction atomic and durable:
 
 1. :meth:`commit` encodes the transaction's changed CIs once and appends them to the log in one write, the
    last frame carrying the state (commit); in power mode it syncs the log. The CIs are not yet written in
    place: :attr:`walmap` maps each to its newest frame, and a pool miss reads it from there;
-2. :meth:`checkpoint` (when the log reaches ``CHECKPOINT_BYTES``, and at close) copies those CIs in place,
-   once each, and writes the header CI; syncs the data file in power mode; and starts a new log generation;
+2. :meth:`checkpoint` (when the log reaches ``CHECKPOINT_BYTES``, and when the last opener closes) copies
+   those CIs in place, once each, and writes the header CI; syncs the data file (power mode, or a shared log);
+   and starts a new log generation;
 3. at open, a log with committed transactions and no other process using it means the data set was not closed
    cleanly: they are replayed (whole CI images, so replay is idempotent), the header is rewritten from the last
    commit's state, and :attr:`recovery` says what was done.
@@ -119,22 +120,32 @@ class Pager:
         except PermissionError as e:
             raise KsdsError(f"{path}: cannot open for {'update' if writable else 'reading'}: {e.strerror}") from None
         try:
-            self.defn, self.created, self.state = decode_header(os.pread(self.fd, HEADER_SIZE, 0), path)
             self.locks = OpenLocks(self.fd, path, can_write=rw)
-            alone = self.locks.acquire(writable=writable, rls=rls, share_region=self.state.share_region)
+            self.locks.latch(True)  # no checkpoint rewrites the header while we read it; no open races ours
             try:
+                self.defn, self.created, self.state = decode_header(os.pread(self.fd, HEADER_SIZE, 0), path)
+                alone = self.locks.acquire(writable=writable, rls=rls, share_region=self.state.share_region)
                 self._setup(buffer_space, alone, rls)
             finally:
                 self.locks.unlatch()
+        except OSError as e:
+            self._close_fds()
+            raise KsdsError(f"{path}: cannot open: {e}") from e
         except BaseException:
-            os.close(self.fd)
-            self.fd = -1
+            self._close_fds()
             raise
 
+    def _close_fds(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        journal = getattr(self, "journal", None)
+        if journal is not None and journal.fd >= 0:
+            journal.close(remove=False)
+
     def _setup(self, buffer_space: int, alone: bool, rls: bool) -> None:
-        """The rest of opening, under the exclusive latch that :meth:`OpenLocks.acquire` leaves held."""
+        """The rest of opening, under the exclusive latch."""
         path = self.path
-        self.defn, self.created, self.state = decode_header(os.pread(self.fd, HEADER_SIZE, 0), path)
         self.ci_size = self.defn.ci_size
         self.codec = Codec(self.defn, path)
         #: several processes may use the data set: requests go through begin()/end()
@@ -146,7 +157,7 @@ class Pager:
         #: CI -> that frame's image, kept when no other process writes (bounded by CHECKPOINT_BYTES): the
         #: checkpoint and pool misses then need not read the log back
         self.images: dict[int, bytes] = {}
-        self.view_salt: int | None = None  # the log generation this process has read up to view_offset
+        self.view_salt: int | None = None  # the log generation this process has read (up to journal.offset)
         self.view_changed = False  # begin() found transactions of other processes
         #: an I/O error after a log append: the log may hold a transaction the caller was told failed
         self.failed: OSError | None = None
@@ -162,7 +173,11 @@ class Pager:
             raise self._truncated()
         if self.writable and not have_log:
             # power mode: a log of real blocks up to the checkpoint size, so each request syncs data only
-            self.journal.create(sync=self.power, preallocate=CHECKPOINT_BYTES + (1 << 20) if self.power else 0)
+            self.journal.create(
+                sync=self.power,
+                durable_cis=self.state.hurba,
+                preallocate=CHECKPOINT_BYTES + (1 << 20) if self.power else 0,
+            )
             self.view_salt = self.journal.salt
         elif have_log:
             self.journal.join(self.writable)
@@ -209,16 +224,6 @@ class Pager:
             self.pool.put(obj)
         return obj
 
-    def read_raw(self, ci: int) -> bytes:
-        """The committed bytes of a CI (from the log if it is there, else the file); not cached."""
-        image = self.images.get(ci)
-        if image is not None:
-            return image
-        off = self.walmap.get(ci)
-        if off is None:
-            return os.pread(self.fd, self.ci_size, ci * self.ci_size)
-        return os.pread(self.journal.fd, self.ci_size, off + FRAME_HEADER.size)
-
     # --- sharing ----------------------------------------------------------------------------------------------
 
     def begin(self, exclusive: bool) -> None:
@@ -244,6 +249,7 @@ class Pager:
             return
         salt = head[0]
         j.salt = salt  # frames we append belong to this generation
+        j.generation = head[1]
         if salt != self.view_salt:
             # a new log generation: someone checkpointed (or we just joined); start from the header
             self.view_salt = salt
@@ -265,7 +271,6 @@ class Pager:
                     drop(ci)
         self._adopt(State.unpack(txns[-1][2]))
         j.offset = end
-        j.frames = (end - LOG_HEADER_SIZE) // j.frame_size
         self.view_changed = True
 
     def _adopt(self, state: State) -> None:
@@ -274,18 +279,17 @@ class Pager:
         state.rec_retrieved = max(state.rec_retrieved, mine.rec_retrieved)
         state.excps = max(state.excps, mine.excps)
         self.state = state
-        d = self.defn
-        if d.freespace != (state.freespace_ci, state.freespace_ca) or d.share_options != (
-            state.share_region,
-            state.share_system,
-        ):  # another process ran ALTER
-            self.defn = dataclasses.replace(
-                d,
-                freespace=(state.freespace_ci, state.freespace_ca),
-                share_options=(state.share_region, state.share_system),
-            )
         self.committed = state.pack()
         self.file_size = os.fstat(self.fd).st_size
+        self.sync_defn()  # another process may have run ALTER
+
+    def sync_defn(self) -> None:
+        """Make the definition's FREESPACE and SHAREOPTIONS those of the state (ALTER changes the state)."""
+        st = self.state
+        fs = (st.freespace_ci, st.freespace_ca)
+        so = (st.share_region, st.share_system)
+        if self.defn.freespace != fs or self.defn.share_options != so:
+            self.defn = dataclasses.replace(self.defn, freespace=fs, share_options=so)
 
     # --- changing ---------------------------------------------------------------------------------------------
 
@@ -365,10 +369,10 @@ class Pager:
         images = [(ci, encode(obj, txn)) for ci, obj in dirty.items()] or [(0, bytes(self.ci_size))]
         need = st.hurba * self.ci_size
         blob = st.pack()
+        appended = self.journal.offset
         try:
             if need > self.file_size:
                 self._truncate(need)
-            appended = self.journal.offset
             self.journal.append(images, txn, blob)
             if faults.ACTIVE is not None:
                 faults.ACTIVE.crashpoint("log-written")
@@ -392,7 +396,11 @@ class Pager:
         self.state_dirty = False
         self.committed = blob
         if self.journal.offset >= CHECKPOINT_BYTES:
-            self.checkpoint()
+            try:
+                self.checkpoint()
+            except KsdsError as e:
+                # the request is committed (in the log); the next one reports that the data set needs reopening
+                log.error("%s: checkpoint failed: %s", self.path, e)
 
     def _flush(self) -> None:
         """Copy the CIs of the current log generation in place (in CI order)."""
@@ -422,6 +430,7 @@ class Pager:
         self.state = State.unpack(self.committed)
         self.state.rec_retrieved, self.state.excps = keep
         self.state_dirty = False
+        self.sync_defn()
 
     def _io_failed(self, e: OSError) -> None:
         """An I/O error mid-commit: undo the transaction in memory and raise a ksds error."""
@@ -452,17 +461,19 @@ class Pager:
             os.fsync(self.fd)
 
     def checkpoint(self) -> None:
-        """Write the logged CIs in place and the header; in power mode sync the data file; start a new log."""
+        """Write the logged CIs in place and the header; sync the data file (in power mode, or when the log is
+        shared: another process may have acknowledged power-safe requests); start a new log generation."""
+        sync = self.power or self.shared
         try:
             self._flush()
+            self._write_header()
+            faults.crashpoint("checkpoint-header")
+            if sync:
+                self._sync_data()
+            self.journal.reset(sync=sync, durable_cis=self.state.hurba)
         except OSError as e:
-            self.failed = e
-            self._io_failed(e)
-        self._write_header()
-        faults.crashpoint("checkpoint-header")
-        if self.power:
-            self._sync_data()
-        self.journal.reset(sync=self.power)
+            self.failed = e  # the log must stay as it is: recovery at the next open replays it
+            raise KsdsError(f"{self.path}: checkpoint failed: {e}") from e
         self.walmap.clear()
         self.images.clear()
         self.view_salt = self.journal.salt
@@ -473,26 +484,25 @@ class Pager:
         self.journal.sync()
 
     def close(self) -> None:
+        """Commit what is pending; the last opener (reader or updater, if it can write the file) writes
+        everything in place and removes the log. After an I/O error the log is left for recovery."""
         if self.fd < 0:
             return
         try:
-            if self.writable:
+            if self.failed is None and (self.writable or self.shared) and self.locks.can_write:
                 if self.shared:
                     self.begin(True)
-                self.commit()
-                if self.locks.alone():
-                    # the last one out writes everything in place and removes the log
+                if self.writable:
+                    self.commit()
+                if self.locks.alone() and self.journal.fd >= 0:
                     self._flush()
                     self._write_header()
                     self._sync_data()
                     self.journal.close(remove=True)
-                else:
-                    self.journal.close(remove=False)
+        except OSError as e:
+            raise KsdsError(f"{self.path}: close failed: {e} (the log is kept: the next open recovers)") from e
         finally:
-            os.close(self.fd)  # drops our open-mode locks and the latch
-            self.fd = -1
-            if self.journal.fd >= 0:
-                self.journal.close(remove=False)
+            self._close_fds()  # closing the data file drops our open-mode locks and the latch
 
     def abandon(self) -> None:
         """Close the files without writing anything (what a crash leaves; for tests)."""
@@ -521,8 +531,13 @@ class Pager:
             if self.writable:
                 os.unlink(self.journal.path)
             return None
-        if self.file_size < self.state.hurba * self.ci_size:
-            raise self._truncated()  # CIs written before the last checkpoint are gone: not repairable here
+        durable = replay.durable_cis if replay.durable_cis >= 0 else self.state.hurba
+        if self.file_size < durable * self.ci_size:
+            # CIs the last checkpoint made durable are gone: not repairable from the log. (The header may say more
+            # than the file holds when a power cut came between a checkpoint's header write and its sync; the log
+            # then still holds those CIs, and replay rewrites them.)
+            self.state.hurba = durable
+            raise self._truncated()
         if not self.locks.can_write:
             raise KsdsError(f"{self.path} was not closed cleanly and needs recovery, which needs write access")
         self._replay(self.fd, replay)

@@ -120,6 +120,8 @@ def test_reader_sees_every_record_through_concurrent_splits(ds_path: str) -> Non
     import random
     keys = list(range(3000)); random.Random(7).shuffle(keys)
     ds = ksds.open(sys.argv[1], sharing="rls")
+    while not os.path.exists(sys.argv[2] + ".ready"):
+        time.sleep(0.005)
     fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     for n, k in enumerate(keys, 1):
         ds.write(b"%08d" % k + b"w" * 32)
@@ -130,7 +132,8 @@ def test_reader_sees_every_record_through_concurrent_splits(ds_path: str) -> Non
     import random
     keys = list(range(3000)); random.Random(7).shuffle(keys)
     ds = ksds.open(sys.argv[1], sharing="rls")
-    browses = 0
+    open(sys.argv[2] + ".ready", "w").close()
+    browses = 0  # browses that began while the writer was still writing
     while True:
         try:
             done = int(open(sys.argv[2]).read().split()[-1])
@@ -140,9 +143,9 @@ def test_reader_sees_every_record_through_concurrent_splits(ds_path: str) -> Non
         assert got == sorted(set(got)), "browse out of order or repeated"
         missing = set(keys[:done]) - set(got)
         assert not missing, f"missed {sorted(missing)[:5]} (committed before the browse)"
-        browses += 1
         if done == 3000:
             break
+        browses += 1
     back = [int(ds.key_of(r)) for r in ds.browse(backward=True)]
     assert back == list(range(2999, -1, -1))
     print(browses)
@@ -151,7 +154,7 @@ def test_reader_sees_every_record_through_concurrent_splits(ds_path: str) -> Non
     r = start(reader, ds_path, progress)
     finish(w)
     browses = int(finish(r).split()[-1])
-    assert browses >= 2
+    assert browses >= 1  # at least one browse ran through the writer's splits
     with ksds.open(ds_path, "r") as ds:
         assert ds.stats()["SPLITS-CA"] > 0 and ds.stats()["SPLITS-CI"] > 0
     assert ksds.examine(ds_path).sound
