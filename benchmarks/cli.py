@@ -8,7 +8,19 @@ import sys
 import time
 from typing import Any
 
-from .report import format_scaling, format_table, plot_ratios, plot_rows, plot_scaling, save_json
+from . import caching, sharing
+from .report import (
+    format_caching,
+    format_scaling,
+    format_sharing,
+    format_table,
+    plot_caching,
+    plot_ratios,
+    plot_rows,
+    plot_scaling,
+    plot_sharing,
+    save_json,
+)
 from .runner import Suite, log
 from .scaling import DEFAULT_SIZES, HUGE_SIZE, QUICK_SIZES, run_scaling
 from .stores import STORES
@@ -60,14 +72,36 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--huge", action="store_true", help="with --scaling: add 10M records (implies --scaling)")
     p.add_argument("--sizes", type=lambda s: [_size(x) for x in _csv(s)], default=None,
                    help="scaling sizes instead of the defaults, e.g. 10k,100k")
-    p.add_argument("--no-suite", action="store_true", help="skip the workload rows (with --scaling)")
+    p.add_argument("--no-suite", action="store_true",
+                   help="skip the workload rows (with --scaling, --sharing or --caching)")
+    p.add_argument("--sharing", action="store_true",
+                   help="also run the sharing section: ksds RLS with 1 and 2 processes vs sqlite3 WAL (about 1 min)")
+    p.add_argument("--sharing-records", type=_size, default=None,
+                   help=f"records of the sharing section's shared data set (default {sharing.DEFAULT_RECORDS}; "
+                   f"--quick: {sharing.QUICK_RECORDS})")
+    p.add_argument("--sharing-requests", type=_size, default=None,
+                   help=f"requests per process per sharing run (default {sharing.DEFAULT_REQUESTS}; "
+                   f"--quick: {sharing.QUICK_REQUESTS})")
+    p.add_argument("--caching", action="store_true",
+                   help="also run the caching section: ksds serve per storage mode through its REST API, and the "
+                   "storages in process vs diskcache (about 1 min)")
+    p.add_argument("--caching-requests", type=_size, default=None,
+                   help=f"requests per operation per mode through the API (default {caching.DEFAULT_REQUESTS}; "
+                   f"--quick: {caching.QUICK_REQUESTS})")
+    p.add_argument("--caching-inproc", type=_size, default=None,
+                   help=f"operations of each kind in process (default {caching.DEFAULT_INPROC}; "
+                   f"--quick: {caching.QUICK_INPROC})")
+    p.add_argument("--caching-budget", type=float, default=caching.DEFAULT_BUDGET,
+                   help="seconds after which a phase of the API runs stops (default "
+                   f"{caching.DEFAULT_BUDGET:g}; the table shows done/planned)")
     p.add_argument("--buffer-space", type=_bytes, default=32 << 20,
                    help="ksds buffer pool, and the peers' cache sizes (default 32MiB, ksds's default)")
     p.add_argument("--bulk-txn", type=int, default=BULK_TXN,
                    help="requests per transaction in the bulk rows (load, random_insert, rewrite, erase), for "
                    f"every store (default {BULK_TXN}; 0: the whole row in one transaction)")
-    p.add_argument("--ksds-freespace", type=lambda v: tuple(int(x) for x in _csv(v)), default=(0, 0),
-                   metavar="CI,CA", help="FREESPACE of the ksds data sets (default 0,0: ksds.define's default)")
+    p.add_argument("--ksds-freespace", type=lambda v: tuple(int(x) for x in _csv(v)), default=(20, 10),
+                   metavar="CI,CA", help="FREESPACE of the ksds data sets (default 20,10, as a VSAM data set that "
+                   "takes inserts is defined; 0,0 is ksds.define's default)")
     p.add_argument("--run-budget", type=float, default=10.0,
                    help="a store whose single timed run of a row takes longer than this many seconds gets no "
                    "more repeats of that row (flagged; keeps the suite bounded; default 10)")
@@ -97,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         print("--repeat must be at least 1", file=sys.stderr)
         return 2
+    for opt in ("sharing_records", "sharing_requests", "caching_requests", "caching_inproc"):
+        if getattr(args, opt) is not None and getattr(args, opt) < 1:
+            print(f"--{opt.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return 2
+    if args.caching_budget <= 0:
+        print("--caching-budget must be > 0", file=sys.stderr)
+        return 2
     if args.huge:
         args.scaling = True
     records = args.records if args.records is not None else (QUICK_RECORDS if args.quick else 100_000)
@@ -124,6 +165,24 @@ def main(argv: list[str] | None = None) -> int:
         results["scaling"] = scaling
         print()
         print(format_scaling(scaling))
+    if args.sharing:
+        results["sharing"] = sharing.run_sharing(
+            out=out,
+            records=args.sharing_records or (sharing.QUICK_RECORDS if args.quick else sharing.DEFAULT_RECORDS),
+            requests=args.sharing_requests or (sharing.QUICK_REQUESTS if args.quick else sharing.DEFAULT_REQUESTS),
+            repeat=args.repeat, buffer_space=args.buffer_space, seed=args.seed, log=log,
+        )
+        print()
+        print(format_sharing(results["sharing"]))
+    if args.caching:
+        results["caching"] = caching.run_caching(
+            out=out,
+            requests=args.caching_requests or (caching.QUICK_REQUESTS if args.quick else caching.DEFAULT_REQUESTS),
+            inproc_requests=args.caching_inproc or (caching.QUICK_INPROC if args.quick else caching.DEFAULT_INPROC),
+            repeat=args.repeat, budget=args.caching_budget, seed=args.seed, log=log,
+        )
+        print()
+        print(format_caching(results["caching"]))
     results.setdefault("meta", {})["total_runtime_s"] = time.perf_counter() - started
     files = [save_json(results, out)]
     if not args.no_plots:
@@ -132,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             files.append(plot_ratios(results, out))
         if args.scaling:
             files.append(plot_scaling(results["scaling"], out))
+        if args.sharing:
+            files.append(plot_sharing(results["sharing"], out))
+        if args.caching:
+            files.append(plot_caching(results["caching"], out))
     print()
     print(f"total runtime {time.perf_counter() - started:.1f} s; results in {out}: "
           + ", ".join(os.path.basename(f) for f in files))

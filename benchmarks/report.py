@@ -272,3 +272,197 @@ def plot_scaling(scaling: dict[str, Any], out: str) -> str:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# --- the sharing section ------------------------------------------------------------------------------------------
+
+
+def format_sharing(sh: dict[str, Any]) -> str:
+    lines = [
+        f"Sharing: {sh['records']:,} shared records of {sh['record_length']} B (keys {sh['key_length']} B), "
+        f"{sh['requests']:,} requests per process per run, median of {sh['repeat']} runs",
+        "  req/s = every process's requests / (last end - first start); us/req = each process's own time per "
+        "request, averaged; 2p/1p = req/s of 2 processes / of 1;",
+        "  ksds/sqlite = sqlite's req/s / ksds's (> 1: ksds slower; per-repeat spread in brackets); cpu% / rq% = "
+        "share of the processes' time running / runnable but waiting for a CPU;",
+        "  check = counters summed after the run == updates done, and no read saw a counter go backwards",
+        f"  {sh.get('cpus', '?')} CPUs; load average before the section {_num(sh.get('load_before'))} (other "
+        "processes on the machine take CPUs from 2-process runs: see rq%)",
+        f"{'workload / system':<36}{'procs':>5}{'req/s':>11}{'us/req':>9}{'2p/1p':>7}{'ksds/sqlite':>13}"
+        f"  {'(repeats)':<12}{'cpu%':>5}{'rq%':>5}  check",
+        "-" * 112,
+    ]
+    last = None
+    for row in sh["rows"]:
+        if row["workload"] != last:
+            last = row["workload"]
+            lines.append(f"{last}: {sh.get('workloads', {}).get(last, '')}")
+        label = row["label"]
+        extra = ""
+        if row["workload"] == "upd+read" and row.get("role_rates"):
+            rr = row["role_rates"]
+            extra = f"  updater {rr.get('update', 0):,.0f}/s, reader {rr.get('reader', 0):,.0f}/s"
+        elif row["system"] == "ksds-shr2" and row["procs"] == 1:
+            label += " (updater alone)"
+        if "rate" not in row:
+            lines.append(f"  {label:<34}{row['procs']:>5}  ERROR {row.get('error', 'no run')}")
+            continue
+        scale = f"{row['scale']:.2f}" if row.get("scale") else ""
+        vs = row.get("vs_sqlite")
+        ratio = f"{vs['ratio']:>13.2f}  ({vs['min']:.2f}-{vs['max']:.2f})".ljust(27) if vs else " " * 27
+        check = "ok" if row.get("checked") else "-"
+        if row.get("error"):
+            check = row["error"]
+        elif row.get("retries"):
+            check += f" ({row['retries']} retries)"
+        shares = f"{100 * row.get('cpu_share', 0):>5.0f}{100 * row.get('runq_share', 0):>5.0f}  "
+        lines.append(f"  {label:<34}{row['procs']:>5}{row['rate']:>11,.0f}{_num(row['us_per_req'], 1):>9}"
+                     f"{scale:>7}{ratio}{shares}{check}{extra}")
+    if sh.get("failed"):
+        for system, why in sh["failed"].items():
+            lines.append(f"WRONG RESULT on {system}: {why}")
+    return "\n".join(lines)
+
+
+SHARING_COLORS = {"ksds-excl": "#f4a5a5", "ksds-rls": "#d62728", "ksds-shr2": "#8c564b", "sqlite": "#1f77b4"}
+
+
+def plot_sharing(sh: dict[str, Any], out: str) -> str:
+    plt = _plt()
+    rows = [r for r in sh["rows"] if r.get("rate")]
+    fig, ax = plt.subplots(figsize=(10, max(3.0, 0.32 * len(rows) + 1.5)))
+    labels = []
+    for i, r in enumerate(rows):
+        ax.barh(i, r["rate"], color=SHARING_COLORS.get(r["system"]), hatch="//" if r["procs"] == 2 else None,
+                edgecolor="white")
+        rates = [x["rate"] for x in r["runs"]]
+        ax.plot([min(rates), max(rates)], [i, i], color="black", lw=1)
+        labels.append(f"{r['workload']}: {r['label']} x{r['procs']}")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels, fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlabel("requests per second, all processes together (higher is better)\n"
+                  "hatched: 2 processes; black line: spread over repeats")
+    ax.set_title(f"Sharing: {sh['records']:,} records, {sh['requests']:,} requests per process, "
+                 f"median of {sh['repeat']}")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(out, "sharing.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# --- the caching section ----------------------------------------------------------------------------------------------
+
+
+#: a read's p50 at or above this (ms) in every mode is the delayed-ACK timer (Linux: 40 ms), not the storage
+DELAYED_ACK_MS = 35.0
+
+def format_caching(ca: dict[str, Any]) -> str:
+    lines = [
+        f"Caching service through the REST API: python -m ksds serve per storage mode, {ca['client']} keep-alive, "
+        f"X-CS-Service-ID; {ca['requests']:,} requests per operation (a phase stops after {ca['budget_s']:g} s: "
+        "[done/planned]); values 200-1000 characters",
+        f"{'mode':<8}{'clients':>8}  {'op':<8}{'requests':>10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}",
+        "-" * 69,
+    ]
+    notes = []
+    for m in ca["http"]:
+        if "error" in m and not m["passes"]:
+            lines.append(f"{m['mode']:<8}  ERROR {m['error']}")
+            continue
+        for p in m["passes"]:
+            for op, ph in p["phases"].items():
+                req = f"{ph['requests']:,}" + (f"/{ph['planned']:,}" if ph["cut_short"] else "")
+                lines.append(f"{m['mode']:<8}{p['threads']:>8}  {op:<8}{req:>10}{ph['rps']:>9,.0f}"
+                             f"{ph['p50_ms']:>9.2f}{ph['p99_ms']:>9.2f}{ph['errors']:>8}"
+                             + (f"  {ph['first_error']}" if ph.get("first_error") else ""))
+        if "error" in m:
+            lines.append(f"{m['mode']:<8}  ERROR {m['error']}")
+        checks = [p["check"].get("ok") for p in m["passes"]]
+        note = f"{m['mode']}: server exit {m.get('exit_code')}"
+        if "closed_cleanly" in m:
+            note += ", data set closed cleanly" if m["closed_cleanly"] else ", DATA SET NOT CLOSED CLEANLY"
+        note += ", entries left after each pass as expected" if checks and all(checks) else ", CHECK FAILED"
+        notes.append(note)
+    for mode, why in ca.get("skipped", {}).items():
+        notes.append(f"{mode}: skipped ({why})")
+    if notes:
+        lines.append("checks: " + "; ".join(notes))
+    reads = [p["phases"]["read"]["p50_ms"] for m in ca["http"] for p in m["passes"][:1] if "read" in p["phases"]]
+    if reads and min(reads) >= DELAYED_ACK_MS:
+        lines.append(f"note: reads take {min(reads):.0f}+ ms in every mode (p50): the client's delayed-ACK timer, "
+                     "not the storage (a response with a body goes out in two writes without TCP_NODELAY; see "
+                     "benchmarks/README.md, the caching section)")
+    ip = ca["inprocess"]
+    stores = ip["stores"]
+    lines.append("")
+    lines.append(f"In process (make_storage(mode), no HTTP) against diskcache.Cache: {ip['requests']:,} operations "
+                 f"each, median of {ip['repeat']}; us per operation (storage/diskcache)")
+    lines.append(f"{'store':<11}" + "".join(f"{op:>18}" for op in ("create", "read", "update", "delete"))
+                 + "  check")
+    lines.append("-" * 90)
+    for name, r in stores.items():
+        if "error" in r:
+            lines.append(f"{name:<11}  ERROR {r['error']}")
+            continue
+        cells = []
+        for op in ("create", "read", "update", "delete"):
+            vs = r[op].get("vs_diskcache")
+            cell = _num(r[op]["us_per_op"], 1) + (f" ({vs['ratio']:.2f}x)" if vs else "")
+            cells.append(f"{cell:>18}")
+        lines.append(f"{name:<11}" + "".join(cells) + ("  ok" if not r["wrong"] else f"  {r['wrong']} WRONG"))
+    for name, why in ip.get("skipped", {}).items():
+        lines.append(f"{name:<11}  skipped: {why}")
+    return "\n".join(lines)
+
+
+CACHING_COLORS = {"ksds": "#d62728", "memory": "#2ca02c", "redis": "#9467bd", "diskcache": "#ff7f0e"}
+
+
+def plot_caching(ca: dict[str, Any], out: str) -> str:
+    plt = _plt()
+    ops = ["create", "read", "update", "delete"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.5))
+    modes = [m for m in ca["http"] if m["passes"]]
+    width = 0.8 / max(1, 2 * len(modes))
+    for j, m in enumerate(modes):
+        for k, p in enumerate(m["passes"][:2]):
+            xs = [i + (2 * j + k - (2 * len(modes) - 1) / 2) * width for i in range(len(ops))]
+            axes[0].bar(xs, [p["phases"][op]["rps"] if op in p["phases"] else 0 for op in ops], width=width,
+                        color=CACHING_COLORS.get(m["mode"]), hatch="//" if k else None, edgecolor="white",
+                        label=f"{m['mode']}, {p['threads']} client{'s' if p['threads'] > 1 else ''}")
+        one = m["passes"][0]["phases"]
+        xs = [i + (j - (len(modes) - 1) / 2) * (0.8 / max(1, len(modes))) for i in range(len(ops))]
+        p50 = [one[op]["p50_ms"] if op in one else 0 for op in ops]
+        p99 = [one[op]["p99_ms"] if op in one else 0 for op in ops]
+        axes[1].bar(xs, p50, width=0.8 / max(1, len(modes)), color=CACHING_COLORS.get(m["mode"]), label=m["mode"])
+        axes[1].scatter(xs, p99, marker="_", s=200, color="black")
+    stores = {n: r for n, r in ca["inprocess"]["stores"].items() if "error" not in r}
+    w = 0.8 / max(1, len(stores))
+    for j, (name, r) in enumerate(stores.items()):
+        xs = [i + (j - (len(stores) - 1) / 2) * w for i in range(len(ops))]
+        axes[2].bar(xs, [r[op]["us_per_op"] for op in ops], width=w, color=CACHING_COLORS.get(name), label=name)
+    for ax, title, ylabel, log in (
+        (axes[0], "REST API throughput (hatched: threads)", "requests per second", False),
+        (axes[1], "REST API latency, 1 client: p50 bars, p99 marks", "milliseconds (log)", True),
+        (axes[2], "in process: storage vs diskcache", "microseconds per operation (log)", True),
+    ):
+        ax.set_xticks(range(len(ops)))
+        ax.set_xticklabels(ops)
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        if log:
+            from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.grid(axis="y", which="both", alpha=0.3)
+        ax.legend(fontsize="x-small", ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    fig.tight_layout()
+    path = os.path.join(out, "caching.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -42,6 +42,7 @@ UPDATER = LATCH + 2  # a SHAREOPTIONS(2) updater holds it exclusive
 NONRLS_OUTPUT = LATCH + 3  # every non-RLS open for update holds it shared
 RLS_OPEN = LATCH + 4  # every RLS open holds it shared
 NONRLS_UNSHARED = LATCH + 5  # every non-RLS open without SHAREOPTIONS(2) holds it shared (RLS may not join it)
+POWER_OPEN = LATCH + 6  # every open with durability "power" holds it shared: checkpoints then sync the data
 RECORD_BASE = 1 << 41  # record locks (lock file, POSIX)
 RECORD_SPACE = 1 << 40
 WAIT_BASE = 1 << 20  # wait-for registry (lock file data): 16 bytes per pid
@@ -127,6 +128,14 @@ class OpenLocks:
         if share_region != 2:
             _try(fd, set_, fcntl.F_RDLCK, NONRLS_UNSHARED)
         return alone
+
+    def announce_power(self) -> None:
+        """This open promises power-safe requests: every process's checkpoints must sync the data file."""
+        _try(self.fd, fcntl.F_OFD_SETLK, fcntl.F_RDLCK, POWER_OPEN)
+
+    def power_users(self) -> bool:
+        """Whether any open (ours included) has durability "power"."""
+        return _holder(self.fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, POWER_OPEN) is not None
 
     def alone(self) -> bool:
         """Whether no other open of the data set exists (ours aside)."""

@@ -125,6 +125,8 @@ class Pager:
             try:
                 self.defn, self.created, self.state = decode_header(os.pread(self.fd, HEADER_SIZE, 0), path)
                 alone = self.locks.acquire(writable=writable, rls=rls, share_region=self.state.share_region)
+                if power:
+                    self.locks.announce_power()
                 self._setup(buffer_space, alone, rls)
             finally:
                 self.locks.unlatch()
@@ -461,9 +463,9 @@ class Pager:
             os.fsync(self.fd)
 
     def checkpoint(self) -> None:
-        """Write the logged CIs in place and the header; sync the data file (in power mode, or when the log is
-        shared: another process may have acknowledged power-safe requests); start a new log generation."""
-        sync = self.power or self.shared
+        """Write the logged CIs in place and the header; sync the data file (in power mode, or when another
+        process sharing the log has acknowledged power-safe requests); start a new log generation."""
+        sync = self.power or (self.shared and self.locks.power_users())
         try:
             self._flush()
             self._write_header()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -73,6 +74,79 @@ def test_quick_run_writes_json_and_plots(tmp_path: object) -> None:
     if not HAVE_MATPLOTLIB:
         pytest.skip("matplotlib is not installed: JSON checked, plots not made")
     for png in ("rows.png", "ratios.png", "scaling.png"):
+        assert _png_ok(os.path.join(out, png)), png
+
+
+def test_quick_sharing_and_caching_sections(tmp_path: object) -> None:
+    """``--sharing --caching`` at --quick sizes: every row ran, every correctness check passed, servers stopped."""
+    out = os.path.join(str(tmp_path), "results")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--repeat", "1", "--no-suite", "--sharing", "--caching",
+         "--out", out] + ([] if HAVE_MATPLOTLIB else ["--no-plots"]),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Sharing:" in proc.stdout and "Caching service through the REST API" in proc.stdout
+    assert "In process" in proc.stdout and "total runtime" in proc.stdout
+
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    assert results["rows"] == []
+
+    from benchmarks.sharing import PLAN
+
+    sh = results["sharing"]
+    assert sh["repeat"] == 1 and not sh["failed"]
+    rows = {(r["workload"], r["system"], r["procs"]): r for r in sh["rows"]}
+    assert set(rows) == set(PLAN)
+    for key, row in rows.items():
+        assert "error" not in row, (key, row.get("error"))
+        assert len(row["runs"]) == 1
+        run = row["runs"][0]
+        assert len(run["per_process"]) == row["procs"]
+        assert run["requests"] == row["procs"] * sh["requests"]
+        assert row["rate"] > 0 and row["us_per_req"] > 0
+        assert run["backwards"] == 0
+        if key[0] == "read":
+            assert run["updates"] == 0
+        else:  # every run that updates is audited: counters sum to the updates done, no record lost
+            assert run["updates"] > 0 and row["checked"], key
+            assert run["check"]["ok"] and run["check"]["records"] == sh["records"], run["check"]
+    assert rows[("update", "ksds-rls", 2)]["runs"][0]["updates"] == 2 * sh["requests"]
+    assert "scale" in rows[("read", "ksds-rls", 2)] and "vs_sqlite" in rows[("read", "ksds-rls", 2)]
+    assert set(rows[("upd+read", "ksds-shr2", 2)]["role_rates"]) == {"update", "reader"}
+
+    ca = results["caching"]
+    modes = {m["mode"]: m for m in ca["http"]}
+    want = {"ksds", "memory"} | ({"redis"} if shutil.which("redis-server") else set())
+    assert set(modes) == want and set(ca["skipped"]) == {"redis"} - want
+    for mode, m in modes.items():
+        assert "error" not in m, (mode, m.get("error"), m.get("server_stderr"))
+        assert m["exit_code"] == 0, (mode, m.get("server_stderr"))
+        assert [p["threads"] for p in m["passes"]] == [1, ca["threads"]]
+        for p in m["passes"]:
+            assert p["check"]["ok"], (mode, p["threads"], p["check"])
+            assert list(p["phases"]) == ["create", "read", "update", "delete"]
+            for op, ph in p["phases"].items():
+                assert ph["errors"] == 0, (mode, op, ph.get("first_error"))
+                assert 0 < ph["requests"] <= ph["planned"] and ph["rps"] > 0
+                assert 0 < ph["p50_ms"] <= ph["p99_ms"]
+    assert modes["ksds"]["closed_cleanly"] is True
+    stores = ca["inprocess"]["stores"]
+    assert {"ksds", "memory"} <= set(stores)
+    for name, r in stores.items():
+        assert "error" not in r and r["wrong"] == 0, (name, r)
+        for op in ("create", "read", "update", "delete"):
+            assert r[op]["us_per_op"] > 0
+    if "diskcache" in stores:
+        assert "vs_diskcache" in stores["ksds"]["read"]
+
+    if not HAVE_MATPLOTLIB:
+        pytest.skip("matplotlib is not installed: JSON checked, plots not made")
+    for png in ("sharing.png", "caching.png"):
         assert _png_ok(os.path.join(out, png)), png
 
 
