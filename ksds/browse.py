@@ -90,7 +90,7 @@ class Browse:
                 return None
         if self.backward:
             return ds._seek_le(p, after, strict=True)
-        return ds._seek_gt(p, after)
+        return ds._seek_ge(p, after, strict=True)
 
     def _shared(
         self, pos: Position | None, start: tuple[bytes | None, bool, bool], mod: int

@@ -664,44 +664,27 @@ class Dataset:
 
     # --- positioning (browse and READ GTEQ) ----------------------------------------------------------------------
 
-    def _seek_ge(self, p: Pager, key: bytes) -> Position | None:
+    def _seek_ge(self, p: Pager, key: bytes, strict: bool = False) -> Position | None:
+        """The first record with a key >= ``key`` (> ``key`` if ``strict``), or None."""
         path = index.path_to(p, key)
         seq, i = path[-1]
-        ci: DataCI | None = index.get_data(p, seq.ptrs[i])
-        assert ci is not None
-        j = bisect_left(ci.keys, key)
-        if j == len(ci.keys):
-            ci = index.next_data(p, path)
-            if ci is None:
-                return None
-            j = 0
-        return path, ci, j
-
-    def _seek_gt(self, p: Pager, key: bytes) -> Position | None:
-        path = index.path_to(p, key)
-        seq, i = path[-1]
-        ci: DataCI | None = index.get_data(p, seq.ptrs[i])
-        assert ci is not None
-        j = bisect_right(ci.keys, key)
-        if j == len(ci.keys):
-            ci = index.next_data(p, path)
-            if ci is None:
-                return None
-            j = 0
-        return path, ci, j
+        ci = index.get_data(p, seq.ptrs[i])
+        j = (bisect_right if strict else bisect_left)(ci.keys, key)
+        if j < len(ci.keys):
+            return path, ci, j
+        nxt = index.next_data(p, path)
+        return None if nxt is None else (path, nxt, 0)
 
     def _seek_le(self, p: Pager, key: bytes, strict: bool = False) -> Position | None:
+        """The last record with a key <= ``key`` (< ``key`` if ``strict``), or None."""
         path = index.path_to(p, key)
         seq, i = path[-1]
-        ci: DataCI | None = index.get_data(p, seq.ptrs[i])
-        assert ci is not None
-        j = (bisect_left(ci.keys, key) if strict else bisect_right(ci.keys, key)) - 1
-        if j < 0:
-            ci = index.prev_data(p, path)
-            if ci is None:
-                return None
-            j = len(ci.keys) - 1
-        return path, ci, j
+        ci = index.get_data(p, seq.ptrs[i])
+        j = (bisect_left if strict else bisect_right)(ci.keys, key) - 1
+        if j >= 0:
+            return path, ci, j
+        prv = index.prev_data(p, path)
+        return None if prv is None else (path, prv, len(prv.recs) - 1)
 
     def _position(
         self, key: bytes | None, gteq: bool, generic: bool, backward: bool

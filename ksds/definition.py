@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 from .errors import DefinitionError
 
@@ -65,14 +66,14 @@ class Definition:
         """Most entries (high key + pointer) an index CI can hold."""
         return (self.ci_size - CI_TRAILER) // (self.key_length + POINTER)
 
-    @property
+    @cached_property
     def load_records_per_ci(self) -> int:
         """Records a CI takes while loading in key order: what fits after FREESPACE ci% is left free."""
         reserve = math.ceil(self.ci_size * self.freespace[0] / 100)
         usable = self.ci_size - CI_TRAILER - reserve
         return max(1, usable // self.record_length)
 
-    @property
+    @cached_property
     def load_cis_per_ca(self) -> int:
         """CIs of a CA used while loading in key order: FREESPACE ca% of the CIs are left empty."""
         reserve = math.ceil(self.cis_per_ca * self.freespace[1] / 100)
