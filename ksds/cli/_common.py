@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, NoReturn
 
 from .. import zowe  # noqa: F401 - registers the cp1047 codec
@@ -39,8 +40,8 @@ class CliError(Exception):
 class UsageError(CliError):
     """Wrong arguments: reported with the parser's name (``ksds VERB``)."""
 
-    def __init__(self, prog: str, message: str) -> None:
-        super().__init__(message, USAGE)
+    def __init__(self, prog: str, message: str, status: int = USAGE) -> None:
+        super().__init__(message, status)
         self.prog = prog
 
 
@@ -61,6 +62,24 @@ def add_verb(sub: Subparsers, name: str, summary: str, description: str, example
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     return parser
+
+
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+
+
+def whole_number(prog: str, option: str, minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for a whole-number option (``--lrecl``): a value that is not a whole number, or is out of
+    range, is the one line ``ksds VERB: --lrecl takes ..., not '0'`` with exit status 12 (FAILED, as the verbs' other
+    bad values are), never argparse's message or a Python error later on."""
+    rng = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+
+    def parse(text: str) -> int:
+        n = int(text) if _WHOLE_NUMBER.fullmatch(text) else None
+        if n is None or n < minimum or (maximum is not None and n > maximum):
+            raise UsageError(prog, f"{option} takes a whole number {rng}, not {text!r} (see '{prog} --help')", FAILED)
+        return n
+
+    return parse
 
 
 def one_line(text: str) -> str:

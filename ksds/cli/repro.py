@@ -10,13 +10,16 @@ import csv
 import io
 import json
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
 from .. import dataset
 from ..dataset import Dataset
+from ..definition import MAX_CI_SIZE
 from ..errors import DuplicateKeyError, RecordLengthError, RecordNotFoundError
 from ._common import (
     DEFAULT_ENCODING,
@@ -32,14 +35,16 @@ from ._common import (
     check_key,
     is_dataset,
     parse_key,
+    whole_number,
 )
-from .print_ import add_range_options, records
+from .print_ import records
 
 EXAMPLES = """
   ksds repro cust.jsonl cust.ksds                  (load: JSON Lines into a defined data set)
   ksds repro cust.ksds backup.ksds --replace       (copy; records with keys already there are rewritten)
   ksds repro cust.ksds cust.csv --fields text --encoding cp037
   ksds repro unload.bin cust.ksds --rdw            (a z/OS variable-blocked unload: RDW before each record)
+  ksds repro fixed.bin out.jsonl --lrecl 80        (a fixed-length binary file of 80-byte records)
   ksds repro cust.ksds - --outformat jsonl --fromkey X'F0F1' --count 100 | head
 flat files, chosen by extension or --informat/--outformat:
   jsonl (.jsonl .ndjson .json)  one object a line: {"key": "...", "record": "..."}
@@ -49,6 +54,10 @@ flat files, chosen by extension or --informat/--outformat:
   ksds  (a data set; it must be defined first: ksds define)
 The key and record fields of jsonl and csv are hex (the default), base64, or text in --encoding (--fields).
 On input the key field is optional; when it is there it must match the record's key.
+A bin IN is checked before anything is written: a fixed-length file must be a whole number of records (--lrecl,
+or OUT's record length), and every record loaded into a data set must have its record length (ksds repro does
+not pad or cut records); a file cut at OUT's record length (no --lrecl) whose records repeat a key is refused
+as probably misaligned (give --lrecl to say the length is right).
 Loading into an empty data set: records are sorted by key first (in memory) and written in key order, so the
 CIs and CAs fill up to FREESPACE as an IDCAMS load does. Into a data set that has records they are merged in the
 order they come (inserts, with CI and CA splits as needed).
@@ -82,9 +91,16 @@ def register(sub: Subparsers) -> None:
         "Prints one summary line: records processed, written, replaced, errors.",
         EXAMPLES,
     )
+    prog = p.prog
     p.add_argument("input", metavar="IN", help="a data set or a flat file ('-' for standard input)")
     p.add_argument("output", metavar="OUT", help="a data set or a flat file ('-' for standard output)")
-    add_range_options(p)
+    # the range options of ksds print, with repro's checked numbers
+    p.add_argument("--fromkey", metavar="K", help="start at the first key >= K")
+    p.add_argument("--tokey", metavar="K", help="stop after the last key <= K (or starting with K)")
+    p.add_argument(
+        "--skip", type=whole_number(prog, "--skip", 0), default=0, metavar="N", help="skip the first N records"
+    )
+    p.add_argument("--count", type=whole_number(prog, "--count", 0), metavar="N", help="at most N records")
     p.add_argument("--replace", action="store_true", help="rewrite records whose keys are already in OUT (REPLACE)")
     p.add_argument("--informat", choices=FORMATS, help="format of IN (default: from its contents or extension)")
     p.add_argument("--outformat", choices=FORMATS, help="format of OUT (default: from its contents or extension)")
@@ -93,15 +109,26 @@ def register(sub: Subparsers) -> None:
         "--encoding", default=DEFAULT_ENCODING, metavar="CODEPAGE", help="code page of text (txt, --fields text)"
     )
     p.add_argument("--rdw", action="store_true", help="bin: a 4-byte RDW before each record (variable-blocked unload)")
-    p.add_argument("--lrecl", type=int, metavar="N", help="bin/txt record length when OUT is not a data set")
+    p.add_argument(
+        "--lrecl",
+        type=whole_number(prog, "--lrecl", 1, MAX_CI_SIZE),
+        metavar="N",
+        help="the record length of a fixed-length bin IN, or the length txt lines are padded to (default: OUT's "
+        "record length when OUT is a data set)",
+    )
     p.add_argument(
         "--keys",
         nargs=2,
-        type=int,
+        type=whole_number(prog, "--keys", 0, MAX_CI_SIZE),
         metavar=("LENGTH", "OFFSET"),
         help="the key's place in a record, when neither IN nor OUT is a data set",
     )
-    p.add_argument("--errorlimit", type=int, metavar="N", help="stop after N record errors (exit 12)")
+    p.add_argument(
+        "--errorlimit",
+        type=whole_number(prog, "--errorlimit", 1),
+        metavar="N",
+        help="stop after N record errors (exit 12)",
+    )
     p.set_defaults(func=run)
 
 
@@ -298,6 +325,73 @@ def bin_items(f: IO[bytes], lrecl: int | None, rdw: bool) -> Iterator[Item]:
         yield Item(where, rec)
 
 
+# --- checks of a bin IN before anything is written --------------------------------------------------------------
+
+
+def seekable(f: IO[bytes], stack: contextlib.ExitStack) -> IO[bytes]:
+    """``f``, or (a pipe) a temporary copy of it: a bin IN is read twice, to check it and then to copy it."""
+    if f.seekable():
+        return f
+    tmp: IO[bytes] = stack.enter_context(tempfile.TemporaryFile())
+    shutil.copyfileobj(f, tmp)
+    tmp.seek(0)
+    return tmp
+
+
+def check_fixed(f: IO[bytes], name: str, lrecl: int, given: bool, ds: Dataset | None) -> None:
+    """A fixed-length bin IN: a whole number of ``lrecl``-byte records, and (cut at OUT's record length, not at a
+    ``--lrecl`` given) no key twice, which is what a file of records of another length cut at ``lrecl`` shows."""
+    start = f.tell()
+    size = f.seek(0, os.SEEK_END) - start
+    f.seek(start)
+    where = f"--lrecl {lrecl}" if given or ds is None else f"the record length of {ds.path}"
+    if size % lrecl:
+        head = f.read(4)
+        f.seek(start)
+        hint = ""
+        if len(head) == 4 and head[2:] == b"\0\0" and 4 < int.from_bytes(head[:2], "big") <= size:
+            hint = "; it starts like a file of variable-length records (give --rdw if each has an RDW)"
+        raise CliError(
+            f"{name}: {size} bytes is not a whole number of {lrecl}-byte records ({where}): {size % lrecl} bytes "
+            f"over{hint}; refused, nothing written"
+        )
+    if given or ds is None:
+        return
+    ko, kl = ds.key_offset, ds.key_length
+    seen: dict[bytes, int] = {}
+    try:
+        for n in range(1, size // lrecl + 1):
+            key = f.read(lrecl)[ko : ko + kl]
+            first = seen.setdefault(key, n)
+            if first != n:
+                raise CliError(
+                    f"{name}: cut into {lrecl}-byte records ({where}), records {first} and {n} have the same key "
+                    f"X'{key.hex().upper()}': are its records {lrecl} bytes long? Refused, nothing written (if they "
+                    f"are, give --lrecl {lrecl}; if not, the file needs a data set of its record length)"
+                )
+    finally:
+        f.seek(start)
+
+
+def check_rdw(f: IO[bytes], name: str, ds: Dataset | None) -> Item | None:
+    """An IN with RDWs: the first RDW that is not one (returned: reported as the only record error, nothing
+    written), or a CliError for a record whose length is not OUT's record length."""
+    start = f.tell()
+    try:
+        for item in bin_items(f, None, True):
+            if item.record is None:
+                return item
+            if ds is not None and len(item.record) != ds.record_length:
+                raise CliError(
+                    f"{name}: {item.where} is {len(item.record)} bytes (its RDW says {len(item.record) + 4}); the "
+                    f"records of {ds.path} are {ds.record_length} bytes: refused, nothing written (ksds repro does "
+                    "not pad or cut records)"
+                )
+    finally:
+        f.seek(start)
+    return None
+
+
 def txt_items(f: IO[bytes], encoding: str, lrecl: int | None) -> Iterator[Item]:
     pad = " ".encode(encoding)
     for n, line in _lines(f):
@@ -454,8 +548,6 @@ class FileSink:
 
 def run(args: argparse.Namespace) -> int:
     encoding = check_encoding(args.encoding)
-    if args.skip < 0 or (args.count is not None and args.count < 0):
-        raise CliError("--skip and --count take a number >= 0", USAGE)
     infmt = detect(args.input, args.informat, "in")
     outfmt = detect(args.output, args.outformat, "out")
     if args.input != "-" and args.output != "-" and os.path.exists(args.output):
@@ -467,6 +559,13 @@ def run(args: argparse.Namespace) -> int:
         )
     if (args.input == "-" and infmt == "ksds") or (args.output == "-" and outfmt == "ksds"):
         raise CliError("a data set cannot be read from standard input or written to standard output", USAGE)
+    if args.lrecl is not None and (infmt not in ("bin", "txt") or args.rdw):
+        if infmt == "bin":
+            raise CliError("--lrecl and --rdw: with --rdw each record's RDW gives its length; leave out --lrecl", USAGE)
+        what = "a data set" if infmt == "ksds" else f"{infmt}, not bin or txt"
+        raise CliError(f"--lrecl is the record length of a bin or txt IN, and IN ({args.input}) is {what}", USAGE)
+    if args.keys is not None and args.keys[0] < 1:
+        raise CliError(f"--keys LENGTH takes a whole number from 1 to {MAX_CI_SIZE}, not {args.keys[0]}")
     fields = Fields(args.fields, encoding)
     counts = Counts()
     summary_to = sys.stderr if args.output == "-" else sys.stdout
@@ -477,10 +576,15 @@ def run(args: argparse.Namespace) -> int:
             ds_in = stack.enter_context(dataset.open(args.input, "r"))
         if outfmt == "ksds":
             ds_out = stack.enter_context(dataset.open(args.output, "rw"))
-        ref = ds_in or ds_out
+        ref = ds_in if ds_in is not None else ds_out  # (not "or": an empty data set is falsy)
         keys: KeyPlace | None
         if ref is not None:
             keys = KeyPlace(ref.key_offset, ref.key_length)
+            if args.keys is not None and tuple(args.keys) != _keys(ref):
+                raise CliError(
+                    f"--keys {args.keys[0]} {args.keys[1]} is not the key of {ref.path}, KEYS({ref.key_length} "
+                    f"{ref.key_offset}): leave out --keys"
+                )
         elif args.keys is not None:
             keys = KeyPlace(args.keys[1], args.keys[0])
         else:
@@ -490,7 +594,27 @@ def run(args: argparse.Namespace) -> int:
                 f"the keys differ: IN has KEYS({ds_in.key_length} {ds_in.key_offset}), "
                 f"OUT has KEYS({ds_out.key_length} {ds_out.key_offset})"
             )
-        lrecl = ds_out.record_length if ds_out is not None else args.lrecl
+        # --lrecl is IN's record length; by default, OUT's
+        lrecl: int | None = args.lrecl
+        if lrecl is None and ds_out is not None:
+            lrecl = ds_out.record_length
+        name = "standard input" if args.input == "-" else args.input
+        if ds_out is not None and lrecl is not None and lrecl != ds_out.record_length:
+            rl = ds_out.record_length
+            if infmt == "txt":
+                found, convert = f"lines padded to {lrecl} bytes", f"leave out --lrecl to pad the lines to {rl}"
+            else:
+                found = f"{lrecl}-byte records"
+                convert = f"ksds repro does not pad or cut records: load it into a data set with --recordsize {lrecl}"
+            raise CliError(
+                f"{name}: {found} (--lrecl {lrecl}), but the records of {ds_out.path} are {rl} bytes: refused, nothing "
+                f"written ({convert})"
+            )
+        if ref is None and keys is not None and lrecl is not None and keys.offset + keys.length > lrecl:
+            raise CliError(
+                f"--keys {keys.length} {keys.offset} ends at byte {keys.offset + keys.length}, after the end of the "
+                f"{lrecl}-byte records (--lrecl {lrecl})"
+            )
         if ds_in is None and keys is None and (args.fromkey is not None or args.tokey is not None):
             raise CliError("--fromkey/--tokey on a flat file need the key's place: give --keys LENGTH OFFSET", USAGE)
         kl = keys.length if keys is not None else 255
@@ -514,12 +638,18 @@ def run(args: argparse.Namespace) -> int:
                 items = csv_items(f, fields, keys)
             elif infmt == "txt":
                 items = txt_items(f, encoding, lrecl)
+            elif args.rdw:
+                f = seekable(f, stack)
+                bad = check_rdw(f, name, ds_out)
+                items = iter([bad]) if bad is not None else bin_items(f, None, True)
             else:
-                if lrecl is None and not args.rdw:
+                if lrecl is None:
                     raise CliError(
                         "a fixed-length binary file needs the record length: give --lrecl N (or --rdw)", USAGE
                     )
-                items = bin_items(f, lrecl, args.rdw)
+                f = seekable(f, stack)
+                check_fixed(f, name, lrecl, args.lrecl is not None, ds_out)
+                items = bin_items(f, lrecl, False)
             source = Source(select(items, keys, lo, hi, args.skip, args.count), _file_progress(f))
 
         # into an empty data set: load in key order
