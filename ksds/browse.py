@@ -27,6 +27,7 @@ class Browse:
         self._ds = ds
         self.backward = backward
         self._it: Iterator[bytes] = iter(())
+        self._ended = False  # ENDBR: close() was called
         self.reposition(key, gteq=gteq, generic=generic, backward=backward)
 
     def reposition(
@@ -36,15 +37,20 @@ class Browse:
         if backward is None:
             backward = self.backward
         ds = self._ds
-        p = ds._open()
-        if p.shared:
-            pos = ds._latched(p, False, ds._position, key, gteq, generic, backward)
-        else:
-            pos = ds._position(key, gteq, generic, backward)
-        mod = ds._mod  # the position is good until the data set changes
+        ds._acquire()
+        try:
+            p = ds._open()
+            if p.shared:
+                pos = ds._latched(p, False, ds._position, key, gteq, generic, backward)
+            else:
+                pos = ds._position(key, gteq, generic, backward)
+            mod = ds._mod  # the position is good until the data set changes
+        finally:
+            ds._release()
         self.backward = backward
         start = (key, gteq, generic)
         self._end()
+        self._ended = False
         if p.shared:
             self._it = self._shared(pos, start, mod)
         else:
@@ -57,15 +63,26 @@ class Browse:
             it = self._it
             yield from it
             if self._it is it:
+                self._check_open()
                 return
 
     def __next__(self) -> bytes:
-        return next(self._it)
+        try:
+            return next(self._it)
+        except StopIteration:
+            self._check_open()
+            raise
+
+    def _check_open(self) -> None:
+        """A browse of a closed data set always says so (not only on the step that found it closed)."""
+        if self._ds._pager is None and not self._ended:
+            raise DatasetClosedError(f"{self._ds.path} is closed")
 
     def close(self) -> None:
         """End the browse (ENDBR)."""
         self._end()
         self._it = iter(())
+        self._ended = True
 
     def _end(self) -> None:
         close = getattr(self._it, "close", None)
@@ -134,7 +151,11 @@ class Browse:
             return rec
 
         while True:
-            rec = ds._latched(ds._open(), False, step)
+            ds._acquire()
+            try:
+                rec = ds._latched(ds._open(), False, step)
+            finally:
+                ds._release()
             if rec is None:
                 return
             last = rec[ko : ko + kl]
@@ -143,76 +164,99 @@ class Browse:
     def _forward(
         self, pos: Position | None, start: tuple[bytes | None, bool, bool], mod: int
     ) -> Iterator[bytes]:
-        """Records from ``pos`` on; ``mod`` is the data set's change count when ``pos`` was found."""
+        """Records from ``pos`` on; ``mod`` is the data set's change count when ``pos`` was found.
+
+        Each CI is one step under the open's mutex (re-seek if the data set changed, move to the next CI, take the
+        CI's records from the position on); its records are then passed on without the mutex, and the browse stops
+        to re-seek as soon as anything changes. So a thread's browse never reads a CI another thread is changing.
+        """
         ds = self._ds
         ko = ds._ko
         kl = ds._kl
         last: bytes | None = None
         counted = 0  # records returned and not yet added to REC-RETRIEVED
+        path: index.Path = []
+        more = False  # the records of the CI at ``pos`` were all returned: go on with the next CI
         try:
             while True:
-                p = ds._pager
-                if p is None:
-                    raise DatasetClosedError(f"{ds.path} is closed")
-                if ds._mod != mod:
-                    mod = ds._mod
-                    pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
-                if pos is None:
-                    return
-                path, ci, i = pos
-                recs = ci.recs
-                n = len(recs)
-                while i < n:
-                    last = recs[i]
-                    i += 1
+                ds._acquire()
+                try:
+                    p = ds._pager
+                    if p is None:
+                        raise DatasetClosedError(f"{ds.path} is closed")
+                    p.state.rec_retrieved += counted
+                    counted = 0
+                    if ds._mod != mod:
+                        mod = ds._mod
+                        pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
+                    elif more:
+                        nxt = index.next_data(p, path, cache=False)
+                        pos = None if nxt is None else (path, nxt, 0)
+                    if pos is None:
+                        return
+                    path, ci, i = pos
+                    recs = ci.recs[i:]  # a copy: another thread may change the CI once we let go
+                finally:
+                    ds._release()
+                for last in recs:
                     counted += 1
                     yield last
                     if ds._mod != mod:
                         break
-                p.state.rec_retrieved += counted
-                counted = 0
-                if ds._mod != mod:
-                    continue  # re-seek after ``last``
-                nxt = index.next_data(p, path, cache=False)
-                pos = None if nxt is None else (path, nxt, 0)
+                more = True
         finally:
-            if counted and ds._pager is not None:
-                ds._pager.state.rec_retrieved += counted
+            if counted:
+                self._count(counted)
 
     def _backward(
         self, pos: Position | None, start: tuple[bytes | None, bool, bool], mod: int
     ) -> Iterator[bytes]:
-        """Records from ``pos`` backward; ``mod`` is the data set's change count when ``pos`` was found."""
+        """Records from ``pos`` backward; ``mod`` is the data set's change count when ``pos`` was found.
+        Steps as :meth:`_forward` does."""
         ds = self._ds
         ko = ds._ko
         kl = ds._kl
         last: bytes | None = None
         counted = 0
+        path: index.Path = []
+        more = False
         try:
             while True:
-                p = ds._pager
-                if p is None:
-                    raise DatasetClosedError(f"{ds.path} is closed")
-                if ds._mod != mod:
-                    mod = ds._mod
-                    pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
-                if pos is None:
-                    return
-                path, ci, i = pos
-                recs = ci.recs
-                while i >= 0:
-                    last = recs[i]
-                    i -= 1
+                ds._acquire()
+                try:
+                    p = ds._pager
+                    if p is None:
+                        raise DatasetClosedError(f"{ds.path} is closed")
+                    p.state.rec_retrieved += counted
+                    counted = 0
+                    if ds._mod != mod:
+                        mod = ds._mod
+                        pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
+                    elif more:
+                        prv = index.prev_data(p, path, cache=False)
+                        pos = None if prv is None else (path, prv, len(prv.recs) - 1)
+                    if pos is None:
+                        return
+                    path, ci, i = pos
+                    recs = ci.recs[i::-1] if i >= 0 else []
+                finally:
+                    ds._release()
+                for last in recs:
                     counted += 1
                     yield last
                     if ds._mod != mod:
                         break
-                p.state.rec_retrieved += counted
-                counted = 0
-                if ds._mod != mod:
-                    continue
-                prv = index.prev_data(p, path, cache=False)
-                pos = None if prv is None else (path, prv, len(prv.recs) - 1)
+                more = True
         finally:
-            if counted and ds._pager is not None:
-                ds._pager.state.rec_retrieved += counted
+            if counted:
+                self._count(counted)
+
+    def _count(self, n: int) -> None:
+        """Add records returned to REC-RETRIEVED (when a browse ends or is dropped)."""
+        ds = self._ds
+        ds._acquire()
+        try:
+            if ds._pager is not None:
+                ds._pager.state.rec_retrieved += n
+        finally:
+            ds._release()

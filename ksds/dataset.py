@@ -16,12 +16,15 @@ unless it runs inside :meth:`Dataset.batch`.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
+import threading
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from . import index
 from .browse import Browse
@@ -35,19 +38,23 @@ from .errors import (
     DuplicateKeyError,
     InvalidRequestError,
     KsdsError,
+    LatchTimeoutError,
     ReadOnlyError,
     RecordLengthError,
     RecordNotFoundError,
 )
 from .faults import crashpoint
 from .format import HEADER_SIZE, decode_header
-from .locks import OpenLocks, RecordLocks, lock_file, release_lock_file
-from .pager import Pager, Recovery, create, log_path
+from .locks import OpenLocks, RecordLocks
+from .pager import Pager, Recovery, create, data_set_path, log_path, same_file
 
 #: default buffer pool size (bytes of CIs kept in memory)
 DEFAULT_BUFFER_SPACE = 32 << 20
+#: how long ``delete`` waits for the latch before it calls the data set in use
+DELETE_WAIT = 10.0
 Position = tuple[index.Path, DataCI, int]
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def define(
@@ -76,7 +83,7 @@ def define(
         freespace=freespace,
         share_options=share_options,
     )
-    create(str(path), defn, time.time_ns())
+    create(data_set_path(path), defn, time.time_ns())
     return defn
 
 
@@ -86,14 +93,22 @@ def delete(path: str) -> list[str]:
     Refuses (:class:`~ksds.DatasetInUseError`) while any process has it open, and a file that is not a data set
     (:class:`~ksds.NotADatasetError`); :class:`~ksds.DatasetNotFoundError` if there is nothing at ``path``.
     """
-    path = str(path)
+    path = data_set_path(path)
     if not os.path.isfile(path):
         raise DatasetNotFoundError(f"no data set at {path}")
-    fd = os.open(path, os.O_RDWR)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        raise DatasetNotFoundError(f"no data set at {path}") from None
     try:
         decode_header(os.pread(fd, HEADER_SIZE, 0), path)  # NotADatasetError for anything else
         locks = OpenLocks(fd, path)
-        locks.latch(True)
+        try:
+            locks.latch(True, DELETE_WAIT)
+        except LatchTimeoutError as e:
+            raise DatasetInUseError(f"{path} is in use: {e}; not deleted") from None
+        if not same_file(fd, path):
+            raise DatasetNotFoundError(f"no data set at {path} any more (deleted or replaced meanwhile); not deleted")
         if not locks.alone():
             raise DatasetInUseError(f"{path} is in use: another process has it open; not deleted")
         removed = [p for p in (path, log_path(path), path + ".lck") if os.path.exists(p)]
@@ -127,7 +142,7 @@ def open(  # noqa: A001 - the module's API mirrors builtins.open on purpose
     for a record lock before :class:`~ksds.RecordLockedError` (0: forever).
     """
     return Dataset(
-        str(path), mode, durability, buffer_space, sharing=sharing, read_integrity=read_integrity,
+        path, mode, durability, buffer_space, sharing=sharing, read_integrity=read_integrity,
         lock_timeout=lock_timeout,
     )
 
@@ -137,8 +152,32 @@ def _pred(key: bytes) -> bytes:
     return (int.from_bytes(key, "big") - 1).to_bytes(len(key), "big")
 
 
+def _serialised(method: Callable[Concatenate[Dataset, P], T]) -> Callable[Concatenate[Dataset, P], T]:
+    """Run a :class:`Dataset` method holding the open's mutex (one request at a time per open)."""
+
+    @functools.wraps(method)
+    def run(self: Dataset, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        m = self._mutex
+        if not m.acquire(False):
+            self._wait_turn()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            m.release()
+
+    return run
+
+
 class Dataset:
-    """An open data set. Use as a context manager; not thread-safe (one open per thread or process)."""
+    """An open data set. Use as a context manager.
+
+    **Threads**: an open may be shared by any number of threads. Its requests are serialised (one at a time, as in
+    sqlite3's serialized mode): each request, browse step, batch and close holds the open's mutex, so threads never
+    see half of another's request. A :meth:`batch` belongs to the thread that began it and holds the open until it
+    ends; other threads' requests wait for it (at most ``lock_timeout`` seconds, then
+    :class:`~ksds.LatchTimeoutError`). For requests that run in parallel, give each thread its own open (with
+    SHAREOPTIONS(3)/(4) or RLS, as for processes).
+    """
 
     def __init__(
         self,
@@ -155,29 +194,44 @@ class Dataset:
             raise InvalidRequestError(f"sharing must be 'nonrls' or 'rls', not {sharing!r}")
         if read_integrity not in ("nri", "cr", "cre"):
             raise InvalidRequestError(f"read_integrity must be 'nri', 'cr' or 'cre', not {read_integrity!r}")
-        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or lock_timeout < 0:
-            raise InvalidRequestError(f"lock_timeout must be a number of seconds >= 0, not {lock_timeout!r}")
+        if (
+            isinstance(lock_timeout, bool)
+            or not isinstance(lock_timeout, (int, float))
+            or not math.isfinite(lock_timeout)
+            or lock_timeout < 0
+        ):
+            raise InvalidRequestError(
+                f"lock_timeout must be a finite number of seconds >= 0 (0 waits forever), not {lock_timeout!r}"
+            )
         if mode not in ("r", "rw"):
             raise InvalidRequestError(f"mode must be 'r' or 'rw', not {mode!r}")
         if durability not in ("process", "power"):
             raise InvalidRequestError(f"durability must be 'process' or 'power', not {durability!r}")
         if isinstance(buffer_space, bool) or not isinstance(buffer_space, int) or buffer_space <= 0:
             raise InvalidRequestError(f"buffer_space must be a positive number of bytes, not {buffer_space!r}")
+        path = data_set_path(path)
         self.path = path
         self.mode = mode
         self.durability = durability
         self.sharing = sharing
         self.read_integrity = read_integrity
         self.lock_timeout = float(lock_timeout)
+        #: one request at a time (reentrant: a batch holds it while its requests take it again)
+        self._mutex = threading.RLock()
         pager = Pager(
-            path, writable=mode == "rw", power=durability == "power", buffer_space=buffer_space, rls=sharing == "rls"
+            path,
+            writable=mode == "rw",
+            power=durability == "power",
+            buffer_space=buffer_space,
+            rls=sharing == "rls",
+            lock_timeout=self.lock_timeout,
         )
         self._pager: Pager | None = pager
         #: record locks (RLS only)
         self._locks: RecordLocks | None = None
         if sharing == "rls":
             try:
-                self._locks = RecordLocks(lock_file(pager.fd, path), path)
+                self._locks = RecordLocks(path)
             except BaseException as e:
                 pager.close()
                 if isinstance(e, OSError):
@@ -201,6 +255,7 @@ class Dataset:
     # --- the definition ---------------------------------------------------------------------------------------
 
     @property
+    @_serialised
     def definition(self) -> Definition:
         p = self._open()
         st = p.state
@@ -232,6 +287,24 @@ class Dataset:
         return record[self._ko : self._ko + self._kl]
 
     # --- checks ----------------------------------------------------------------------------------------------
+
+    def _wait_turn(self) -> None:
+        """Wait for another thread's request or batch on this open to end (``lock_timeout``; 0: forever)."""
+        t = self.lock_timeout
+        if not self._mutex.acquire(True, t if t > 0 else -1):
+            raise LatchTimeoutError(
+                f"{self.path}: another thread of this process kept this open busy for {t:g}s (lock timeout): a "
+                f"batch held open, or a long request; end batches sooner, raise lock_timeout, or give each thread "
+                f"its own open"
+            )
+
+    def _acquire(self) -> None:
+        """Take the open's mutex (for browses, which hold it for each step)."""
+        if not self._mutex.acquire(False):
+            self._wait_turn()
+
+    def _release(self) -> None:
+        self._mutex.release()
 
     def _open(self) -> Pager:
         p = self._pager
@@ -315,37 +388,43 @@ class Dataset:
         :meth:`unlock` (CICS READ UPDATE); ``integrity`` ("nri", "cr", "cre") overrides the open's read
         integrity for this read. Without RLS both are accepted and the read is a plain read.
         """
-        p = self._pager
-        if p is None:
-            raise DatasetClosedError(f"{self.path} is closed")
-        if p.shared or update or integrity is not None:
-            return self._read_shared(p, key, gteq, generic, update, integrity)
-        if type(key) is not bytes or len(key) != self._kl or gteq or generic:
-            return self._read_slow(p, key, gteq, generic)
-        get = p.pool.map.get
-        node: Any = get(p.state.root)
-        if node is None:
-            node = index.get_index(p, p.state.root)
-        while True:
+        m = self._mutex
+        if not m.acquire(False):
+            self._wait_turn()
+        try:
+            p = self._pager
+            if p is None:
+                raise DatasetClosedError(f"{self.path} is closed")
+            if p.shared or update or integrity is not None:
+                return self._read_shared(p, key, gteq, generic, update, integrity)
+            if type(key) is not bytes or len(key) != self._kl or gteq or generic:
+                return self._read_slow(p, key, gteq, generic)
+            get = p.pool.map.get
+            node: Any = get(p.state.root)
+            if node is None:
+                node = index.get_index(p, p.state.root)
+            while True:
+                node.ref = True
+                keys = node.keys
+                ptr = node.ptrs[bisect_left(keys, key)]
+                level = node.level
+                node = get(ptr)
+                if level == 1:
+                    if type(node) is not DataCI:
+                        node = index.get_data(p, ptr)
+                    break
+                if type(node) is not IndexCI:
+                    node = index.get_index(p, ptr)
             node.ref = True
             keys = node.keys
-            ptr = node.ptrs[bisect_left(keys, key)]
-            level = node.level
-            node = get(ptr)
-            if level == 1:
-                if type(node) is not DataCI:
-                    node = index.get_data(p, ptr)
-                break
-            if type(node) is not IndexCI:
-                node = index.get_index(p, ptr)
-        node.ref = True
-        keys = node.keys
-        i = bisect_left(keys, key)
-        if i < len(keys) and keys[i] == key:
-            p.state.rec_retrieved += 1
-            rec: bytes = node.recs[i]
-            return rec
-        raise RecordNotFoundError(f"{self.path}: no record with key {key.hex().upper()}")
+            i = bisect_left(keys, key)
+            if i < len(keys) and keys[i] == key:
+                p.state.rec_retrieved += 1
+                rec: bytes = node.recs[i]
+                return rec
+            raise RecordNotFoundError(f"{self.path}: no record with key {key.hex().upper()}")
+        finally:
+            m.release()
 
     def _read_slow(self, p: Pager, key: Any, gteq: bool, generic: bool) -> bytes:
         return self._lookup(p, self._key(key, generic), gteq, generic)
@@ -455,6 +534,7 @@ class Dataset:
                 else:
                     locks.unlock(key)
 
+    @_serialised
     def unlock(self, key: bytes | None = None) -> None:
         """Release this open's lock on record ``key`` (CICS UNLOCK), or every record lock it holds (None)."""
         self._open()
@@ -480,13 +560,19 @@ class Dataset:
 
         O(L log n) plus, on a split, O(records of a CI) (CI split) or O(CIs of a CA) (CA split).
         """
-        p = self._writable()
-        record = self._record(record)
-        key = record[self._ko : self._ko + self._kl]
-        if p.shared:
-            self._update(p, key, False, self._write, p, key, record)
-        else:
-            self._write(p, key, record)
+        m = self._mutex  # the requests take the mutex inline (not through @_serialised): they are the hot path
+        if not m.acquire(False):
+            self._wait_turn()
+        try:
+            p = self._writable()
+            record = self._record(record)
+            key = record[self._ko : self._ko + self._kl]
+            if p.shared:
+                self._update(p, key, False, self._write, p, key, record)
+            else:
+                self._write(p, key, record)
+        finally:
+            m.release()
 
     def _write(self, p: Pager, key: bytes, record: bytes) -> None:
         try:
@@ -505,13 +591,19 @@ class Dataset:
 
     def rewrite(self, record: bytes) -> None:
         """REWRITE the record whose key is the key field of ``record``. Raises :class:`~ksds.RecordNotFoundError`."""
-        p = self._writable()
-        record = self._record(record)
-        key = record[self._ko : self._ko + self._kl]
-        if p.shared:
-            self._update(p, key, True, self._rewrite, p, key, record)
-        else:
-            self._rewrite(p, key, record)
+        m = self._mutex
+        if not m.acquire(False):
+            self._wait_turn()
+        try:
+            p = self._writable()
+            record = self._record(record)
+            key = record[self._ko : self._ko + self._kl]
+            if p.shared:
+                self._update(p, key, True, self._rewrite, p, key, record)
+            else:
+                self._rewrite(p, key, record)
+        finally:
+            m.release()
 
     def _rewrite(self, p: Pager, key: bytes, record: bytes) -> None:
         _, _, ci = index.locate(p, key)
@@ -528,12 +620,18 @@ class Dataset:
 
         A CI left empty goes back to its CA's free CIs; a CA left empty is freed (CA reclaim).
         """
-        p = self._writable()
-        key = self._key(key)
-        if p.shared:
-            self._update(p, key, True, self._erase, p, key)
-        else:
-            self._erase(p, key)
+        m = self._mutex
+        if not m.acquire(False):
+            self._wait_turn()
+        try:
+            p = self._writable()
+            key = self._key(key)
+            if p.shared:
+                self._update(p, key, True, self._erase, p, key)
+            else:
+                self._erase(p, key)
+        finally:
+            m.release()
 
     def _erase(self, p: Pager, key: bytes) -> None:
         _, _, ci = index.locate(p, key)
@@ -707,6 +805,7 @@ class Dataset:
             raise RecordNotFoundError(f"{self.path}: no record with key {k.hex().upper()} to start a browse")
         return pos
 
+    @_serialised
     def browse(
         self, key: bytes | None = None, *, gteq: bool = True, generic: bool = False, backward: bool = False
     ) -> Browse:
@@ -726,6 +825,7 @@ class Dataset:
     def __iter__(self) -> Iterator[bytes]:
         return self.browse()
 
+    @_serialised
     def __len__(self) -> int:
         p = self._open()
         if p.shared:
@@ -743,16 +843,22 @@ class Dataset:
         batch goes on. Nested batches join the outermost one. While a batch is open its changed CIs stay in
         memory, above the buffer pool budget.
 
+        Threads: the batch holds this open from start to end; other threads' requests on it wait until it ends.
         Shared mode: the batch holds the exclusive latch from start to end (other processes wait), and with RLS
         a record lock it cannot have at once fails with :class:`~ksds.RecordLockedError` instead of waiting; its
         record locks are released when it ends.
         """
-        p = self._writable()
-        outer = self._batch == 0
-        if outer and p.shared:
-            p.begin(True)
-            if p.view_changed:
-                self._mod += 1
+        self._acquire()  # held until the batch ends: the batch belongs to this thread
+        try:
+            p = self._writable()
+            outer = self._batch == 0
+            if outer and p.shared:
+                p.begin(True)
+                if p.view_changed:
+                    self._mod += 1
+        except BaseException:
+            self._release()
+            raise
         self._batch += 1
         try:
             try:
@@ -776,15 +882,19 @@ class Dataset:
                     self._fail(p, e)
                     raise
         finally:
-            if outer:
-                # record locks first: a process waiting for one then finds the latch free soon after
-                if self._locks is not None:
-                    for k in self._batch_locks:
-                        self._locks.unlock(k)
-                self._batch_locks.clear()
-                if p.shared:
-                    p.end()
+            try:
+                if outer:
+                    # record locks first: a process waiting for one then finds the latch free soon after
+                    if self._locks is not None:
+                        for k in self._batch_locks:
+                            self._locks.unlock(k)
+                    self._batch_locks.clear()
+                    if p.shared:
+                        p.end()
+            finally:
+                self._release()
 
+    @_serialised
     def sync(self) -> None:
         """Put every request acknowledged so far on stable storage (one log sync). A no-op for mode "r"."""
         p = self._open()
@@ -793,6 +903,7 @@ class Dataset:
         if self.mode == "rw":
             p.sync()
 
+    @_serialised
     def checkpoint(self) -> None:
         """Write everything into the data set file and start a new log (done automatically; rarely needed)."""
         p = self._writable()
@@ -800,6 +911,7 @@ class Dataset:
             raise InvalidRequestError(f"{self.path}: checkpoint() inside a batch")
         self._latched(p, True, p.checkpoint)
 
+    @_serialised
     def alter(
         self, *, freespace: tuple[int, int] | None = None, share_options: tuple[int, int] | None = None
     ) -> None:
@@ -823,6 +935,7 @@ class Dataset:
         p.state_dirty = True
         self._done(p)
 
+    @_serialised
     def close(self) -> None:
         """Close: an open batch is rolled back; everything else is written and the log removed."""
         p = self._pager
@@ -840,10 +953,10 @@ class Dataset:
 
     def _release_locks(self, p: Pager) -> None:
         if self._locks is not None:
-            self._locks.unlock_all()
-            release_lock_file(p.fd, self._locks.lf)
+            self._locks.close()  # releases its record locks and its registry slot
             self._locks = None
 
+    @_serialised
     def _abandon(self) -> None:
         """Drop the data set as a crash would (no close): for the crash tests."""
         p = self._pager
@@ -869,6 +982,7 @@ class Dataset:
 
     # --- statistics ---------------------------------------------------------------------------------------------
 
+    @_serialised
     def stats(self) -> dict[str, Any]:
         """LISTCAT ALL statistics, keyed by LISTCAT's names (REC-TOTAL, SPLITS-CI, LEVELS, HI-U-RBA, ...)."""
         p = self._open()

@@ -169,3 +169,20 @@ class DeadlockError(KsdsError):
     rpl_code = 21
     file_status = "9D"
     cics = "AFCW"
+
+
+class LatchTimeoutError(KsdsError):
+    """A request (or an open) waited ``lock_timeout`` seconds for the physical-update latch and gave up.
+
+    The latch is ksds's CI-level exclusive control across opens: VSAM reports a request that finds the control
+    interval it needs held by another user under exclusive control with RPL feedback code 20 (X'14', exclusive
+    control conflict), which COBOL sees as file status "93" (resource not available: another user holds it).
+    It is not 9D: that status is for RLS record locks (:class:`RecordLockedError`), and the latch is no record's.
+    CICS has no condition for a CI wait (it just waits); SYSBUSY ("the request cannot be serviced now, try
+    again") is the nearest. The usual cause is a ``batch()`` held open for a long time by another open (it holds
+    the exclusive latch from start to end); the message names the process that holds the latch.
+    """
+
+    rpl_code = 20
+    file_status = "93"
+    cics = "SYSBUSY"

@@ -21,7 +21,7 @@ from .ci import Codec, DataCI, FreeCI, IndexCI
 from .errors import CorruptionError, DamagedCIError, JournalCorruptError, KsdsError
 from .format import CI_FREE_CA, CI_FREE_INDEX, HEADER_SIZE, State, decode_header
 from .journal import Journal
-from .pager import log_path
+from .pager import data_set_path, log_path
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def examine(
     progress: Callable[[int, int], None] | None = None,
 ) -> ExamineReport:
     """Check the data set at ``path``; never raises for damage (it is reported), only for a missing file."""
-    path = str(path)
+    path = data_set_path(path)
     report = ExamineReport(path)
     if not os.path.isfile(path):
         from .errors import DatasetNotFoundError

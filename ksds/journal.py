@@ -119,11 +119,16 @@ class Journal:
         if head == self._last_head:  # the usual case, once per request in shared mode: no CRC to compute again
             return self._last_parsed
         best = self._best_slot(head)
-        if best is None:
-            return None
+        if best is None or best[4] != self.dataset_id:
+            return None  # no valid header yet, or a log left by an earlier data set of this name: not ours
         self._last_head = head
         self._last_parsed = (best[3], best[5])
         return self._last_parsed
+
+    def stale(self) -> bool:
+        """Whether the log belongs to another data set (an earlier one of the same name)."""
+        best = self._best_slot(os.pread(self.fd, LOG_HEADER_SIZE, 0))
+        return best is not None and best[4] != self.dataset_id
 
     def _best_slot(self, head: bytes) -> tuple[bytes, int, int, int, int, int, int] | None:
         """The valid header slot of the newest generation (its unpacked fields), or None."""

@@ -1,25 +1,55 @@
-"""Locks between processes: open-mode locks and the physical-update latch (on the data file), record locks (RLS).
+"""Locks between opens: open-mode locks and the physical-update latch (on the data file), record locks (RLS).
 
-Two kinds of Linux byte-range lock, each where its semantics fit:
+Every lock here is a Linux **open-file-description (OFD) byte-range lock** (``F_OFD_SETLK``). An OFD lock belongs
+to one ``open()`` of a file, not to a process: two descriptors opened separately conflict with each other exactly
+as two processes do, in one process or across processes, threads included; the kernel sets or refuses a lock
+atomically (no in-process table, no race between a check and the lock call), and drops every lock of a
+descriptor when it is closed or its process dies (SIGKILL included). Lock bytes lie far beyond the end of the
+files (offsets are 64-bit), so the files never grow for them.
 
-* **Open-file-description (OFD) locks on the data file** -- they belong to one ``open()``, so two data sets open
-  in one process conflict like two processes, and the kernel drops them when the process dies. Used for
-  the share-option checks at open (:class:`OpenLocks`) and for the **latch** that serialises physical
-  updates (shared for a read, exclusive for an update, held for one request only).
-* **POSIX record locks on ``PATH.lck``** -- the kernel tells who holds a conflicting lock (``F_GETLK`` gives
-  the holder's pid), which is what deadlock detection needs. They belong to the process, so the lock file is
-  opened once per process (:func:`lock_file`) and conflicts between data sets of one process are settled by
-  an in-process table. Dropped by the kernel when the process dies (SIGKILL included).
+* **On the data file** (the descriptor of the data set's :class:`~ksds.pager.Pager`): the share-option checks
+  at open (:class:`OpenLocks`) and the **latch** that serialises physical updates (shared for a read,
+  exclusive for an update, held for one request or one ``batch()``). A latch wait ends after the open's
+  ``lock_timeout`` with :class:`~ksds.LatchTimeoutError` (0 waits forever).
+* **On ``PATH.lck``**, opened by each RLS open with a descriptor of its own (:class:`RecordLocks`): so **every RLS
+  open is its own lock owner**. Its bytes:
 
-Lock bytes lie far beyond the end of the files (offsets are 64-bit), so the files never grow for them; the
-lock file holds only the wait-for registry (16 bytes per pid, from offset 1 MiB).
-A record lock is the byte ``RECORD_BASE + hash(key) % RECORD_SPACE``: two keys can share a byte (false
-contention, as in RLS's lock table), with odds of about n/2**40.
+  - ``RECORD_BASE + blake2b-64(key) % RECORD_SPACE``: the record lock of a key (shared for CR/CRE reads,
+    exclusive for an update). Two keys can share a byte (false contention, as in RLS's lock table), with odds
+    of about n/2**40.
+  - ``SLOT_BASE + 2k`` and ``SLOT_BASE + 2k + 1``: **slot** k of the wait-for registry. An open claims the first
+    k whose byte ``SLOT_BASE + 2k`` it can lock exclusively (the kernel decides between racing opens), writes a
+    clean registry entry k, then locks ``SLOT_BASE + 2k + 1`` ("entry k is current"); it keeps both for its
+    life. Slot k is **live** while ``SLOT_BASE + 2k + 1`` is locked; the kernel frees both when the open closes
+    or its process dies, so a dead owner's entry is never mistaken for a live one, not even while a new owner
+    of the slot is still cleaning it. An open that can lock the whole slot range at once is alone: it empties
+    the registry (``ftruncate``) before taking slot 0, so the registry never outgrows the most opens at a time.
+  - data, from offset 0: the **wait-for registry**, ``ENTRY_SIZE`` bytes per slot (:data:`ENTRY_HEAD`, then the
+    held locks, 6 bytes each; see docs/file-format.md for the fields).
 
-Deadlocks: a waiter writes what it waits for into the lock file at ``WAIT_BASE + 16 * pid``; before each
-retry it follows holder -> what that holder waits for -> its holder ... and if the chain comes back to itself,
-the process with the highest pid in the cycle gives up with :class:`~ksds.DeadlockError` (so exactly one side
-does). Waits end after ``timeout`` seconds with :class:`~ksds.RecordLockedError` (RLSTMOUT; 0 waits forever).
+Deadlocks. An owner that must wait for a record lock writes into its entry (one ``pwrite``) its owner id
+(``pid << 32 | serial``, unique per open), the byte it waits for and in which mode, a wait serial, and every
+record lock it holds: a waiting owner neither takes nor releases locks, so that list is exact for the whole wait.
+Before each retry it reads the registry (an ``fstat`` and one ``pread``) and searches for a cycle from itself:
+byte waited for -> the waiting owners that hold it in a conflicting mode -> the byte each of those waits for ->
+... -> a byte it holds itself. It only follows owners whose id is lower than its own, so it finds a cycle exactly
+when it has the highest id in it, and that owner is the **one victim**: it gets :class:`~ksds.DeadlockError`
+(its caller releases its record locks). An owner that is not waiting is in no cycle (it is running). A cycle is
+confirmed before anyone is chosen: every member's slot is live at the first sighting, and the next round (one
+``pread`` later) finds the same owners in the same waits (same ids and wait serials). Each member was then
+waiting through the whole interval between the two reads, with the held locks its entry lists, so at one instant
+all of them were stuck on each other: a real deadlock, not a phantom made of entries read at different times.
+Entries carry a CRC32 (a read torn by a concurrent write is ignored for that round). A waiter holding more locks
+than an entry lists (:data:`MAX_HELD`) is marked overflowed and counted as a possible holder of any byte: a
+deadlock is never missed, but one involving such a waiter may choose a victim that was not needed.
+
+Record-lock waits end after ``timeout`` seconds with :class:`~ksds.RecordLockedError` (RLSTMOUT; 0 waits
+forever). OFD locks do not tell who holds them (``F_OFD_GETLK`` and ``/proc/locks`` report pid -1), but
+``/proc/PID/fdinfo/FD`` lists the locks of each descriptor: the messages of a timeout or a refused no-wait lock
+name the holder found there (only then; it costs a scan of ``/proc``).
+
+An open is not shared across ``fork()``: a child inherits the open file descriptions, and with them the parent's
+locks (:meth:`RecordLocks.close` unlocks everything before closing, so a child's copy does not keep them).
 """
 
 from __future__ import annotations
@@ -27,29 +57,40 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import itertools
 import os
 import struct
 import time
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass
 
-from .errors import DatasetInUseError, DeadlockError, RecordLockedError
+from .errors import DatasetInUseError, DeadlockError, KsdsError, LatchTimeoutError, RecordLockedError
 
 # --- byte offsets ------------------------------------------------------------------------------------------------
 
-LATCH = 1 << 40  # physical-update latch (data file, OFD)
+LATCH = 1 << 40  # physical-update latch (data file)
 OPEN_ANY = LATCH + 1  # every open holds it shared; a SHAREOPTIONS(1) updater holds it exclusive
 UPDATER = LATCH + 2  # a SHAREOPTIONS(2) updater holds it exclusive
 NONRLS_OUTPUT = LATCH + 3  # every non-RLS open for update holds it shared
 RLS_OPEN = LATCH + 4  # every RLS open holds it shared
 NONRLS_UNSHARED = LATCH + 5  # every non-RLS open without SHAREOPTIONS(2) holds it shared (RLS may not join it)
 POWER_OPEN = LATCH + 6  # every open with durability "power" holds it shared: checkpoints then sync the data
-RECORD_BASE = 1 << 41  # record locks (lock file, POSIX)
+
+SLOT_BASE = 1 << 40  # lock file: slot k owned through byte SLOT_BASE + 2k, live through SLOT_BASE + 2k + 1
+RECORD_BASE = 1 << 41  # lock file: record locks
 RECORD_SPACE = 1 << 40
-WAIT_BASE = 1 << 20  # wait-for registry (lock file data): 16 bytes per pid
-WAIT = struct.Struct(">QQ")  # lock byte waited for (0: none), holder pid seen
+ENTRY_SIZE = 1024  # lock file data: registry entry k at offset ENTRY_SIZE * k
+#: owner id, pid, wait serial, byte waited for (0: not waiting), exclusive wanted, overflowed, held count
+ENTRY_HEAD = struct.Struct(">QIIQBBH")
+_CRC = struct.Struct(">I")  # after ENTRY_HEAD: CRC32 of the head and the held list
+_HELD_AT = ENTRY_HEAD.size + _CRC.size  # 32
+_HELD_SIZE = 6  # a held lock: bit 47 exclusive, bits 0-39 the byte's offset from RECORD_BASE
+_HELD_X = 1 << 47
+MAX_HELD = (ENTRY_SIZE - _HELD_AT) // _HELD_SIZE  # 165
 
 _FLOCK = struct.Struct("@hhqqi")  # struct flock on Linux (l_type, l_whence, l_start, l_len, l_pid)
 _FLOCK_SIZE = 32
+_BUSY = (errno.EAGAIN, errno.EACCES)
 
 
 def _flock(kind: int, start: int, length: int = 1) -> bytes:
@@ -62,7 +103,18 @@ def _try(fd: int, cmd: int, kind: int, start: int) -> bool:
         fcntl.fcntl(fd, cmd, _flock(kind, start))
         return True
     except OSError as e:
-        if e.errno in (errno.EAGAIN, errno.EACCES):
+        if e.errno in _BUSY:
+            return False
+        raise
+
+
+def _try_range(fd: int, kind: int, start: int, length: int) -> bool:
+    """Set an OFD lock on ``length`` bytes from ``start`` without waiting; False if another holder conflicts."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(kind, start, length))
+        return True
+    except OSError as e:
+        if e.errno in _BUSY:
             return False
         raise
 
@@ -74,11 +126,67 @@ def _holder(fd: int, cmd: int, kind: int, start: int) -> int | None:
     return None if ltype == fcntl.F_UNLCK else pid
 
 
-# --- open-mode locks and the latch (OFD, data file) ------------------------------------------------------------------
+def lock_holders(fd: int, start: int, exclusive: bool) -> list[int]:
+    """The pids of the processes whose descriptors of ``fd``'s file hold a lock on byte ``start`` that conflicts
+    with taking it (``exclusive``: any lock; else exclusive ones), ``fd`` itself aside. From
+    ``/proc/PID/fdinfo``: the kernel reports no owner for OFD locks anywhere else. Processes we may not
+    inspect are missed. Slow (a stat of every descriptor we can see): for error messages only."""
+    st = os.fstat(fd)
+    ident = (st.st_dev, st.st_ino)
+    me = os.getpid()
+    found: set[int] = set()
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return []
+    for pid in pids:
+        base = f"/proc/{pid}"
+        try:
+            fds = os.listdir(base + "/fd")
+        except OSError:
+            continue
+        for n in fds:
+            if pid == me and n == str(fd):
+                continue
+            try:
+                s = os.stat(f"{base}/fd/{n}")
+                if (s.st_dev, s.st_ino) != ident:
+                    continue
+                with open(f"{base}/fdinfo/{n}") as f:
+                    info = f.read()
+            except (OSError, ValueError):
+                continue
+            for line in info.splitlines():
+                # lock:	1: OFDLCK  ADVISORY  WRITE -1 fe:00:2148205 1099511627776 1099511627776
+                parts = line.split()
+                if len(parts) < 8 or parts[0] != "lock:":
+                    continue
+                try:
+                    lo = int(parts[-2])
+                    hi = (1 << 63) if parts[-1] == "EOF" else int(parts[-1])
+                except ValueError:
+                    continue
+                if lo <= start <= hi and (exclusive or "WRITE" in parts):
+                    found.add(pid)
+    return sorted(found)
+
+
+def describe_holders(pids: list[int]) -> str:
+    """``lock_holders`` in words: "process 1234", "this process (another open)", ..."""
+    me = os.getpid()
+    words = ["this process (another open)" if p == me else f"process {p}" for p in pids]
+    if not words:
+        return "another open (its process could not be identified)"
+    return " and ".join(words)
+
+
+# --- open-mode locks and the latch (data file) ---------------------------------------------------------------------
 
 _LATCH_X = _flock(fcntl.F_WRLCK, LATCH)
 _LATCH_S = _flock(fcntl.F_RDLCK, LATCH)
 _LATCH_U = _flock(fcntl.F_UNLCK, LATCH)
+_LATCH_FIRST_DELAY = 0.00005  # latch poll: the first sleep, doubled up to the cap
+_LATCH_MAX_DELAY = 0.002
 
 
 class OpenLocks:
@@ -141,49 +249,52 @@ class OpenLocks:
         """Whether no other open of the data set exists (ours aside)."""
         return _holder(self.fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, OPEN_ANY) is None
 
-    def latch(self, exclusive: bool) -> None:
-        """Take the physical-update latch, waiting for it (it is held for one request at most)."""
-        fcntl.fcntl(self.fd, fcntl.F_OFD_SETLKW, _LATCH_X if exclusive and self.can_write else _LATCH_S)
+    def latch(self, exclusive: bool, timeout: float = 0.0) -> None:
+        """Take the physical-update latch: at once if it is free (one system call), else wait for it, at most
+        ``timeout`` seconds (0: forever), then :class:`~ksds.LatchTimeoutError`.
+
+        A bounded wait polls with a short backoff (50 us doubling to 2 ms: a latch is normally held for one
+        request); an unbounded one blocks in the kernel (``F_OFD_SETLKW``).
+        """
+        req = _LATCH_X if exclusive and self.can_write else _LATCH_S
+        fd = self.fd
+        try:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, req)
+            return
+        except OSError as e:
+            if e.errno not in _BUSY:
+                raise
+        if timeout <= 0:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, req)
+            return
+        deadline = time.monotonic() + timeout
+        delay = _LATCH_FIRST_DELAY
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._latch_timeout(req is _LATCH_X, timeout)
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, _LATCH_MAX_DELAY)
+            try:
+                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, req)
+                return
+            except OSError as e:
+                if e.errno not in _BUSY:
+                    raise
+
+    def _latch_timeout(self, exclusive: bool, timeout: float) -> LatchTimeoutError:
+        who = describe_holders(lock_holders(self.fd, LATCH, exclusive))
+        return LatchTimeoutError(
+            f"{self.path}: the latch (the lock that serialises updates of the data set) is still held by {who} "
+            f"after {timeout:g}s; another open probably holds a batch() open for a long time (a batch keeps the "
+            f"latch from start to end): end batches sooner, or raise lock_timeout (0 waits forever)"
+        )
 
     def unlatch(self) -> None:
         fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, _LATCH_U)
 
 
-# --- record locks (POSIX, lock file) ---------------------------------------------------------------------------------
-
-
-@dataclass
-class _LockFile:
-    fd: int
-    users: int = 0
-    #: lock byte -> {owner id: exclusive?}, for every lock held by this process
-    held: dict[int, dict[int, bool]] = field(default_factory=dict)
-
-
-_files: dict[tuple[int, int], _LockFile] = {}
-
-
-def lock_file(data_fd: int, path: str) -> _LockFile:
-    """This process's lock file for the data set open on ``data_fd`` (opened once per process)."""
-    st = os.fstat(data_fd)
-    ident = (st.st_dev, st.st_ino)
-    lf = _files.get(ident)
-    if lf is None:
-        fd = os.open(path + ".lck", os.O_RDWR | os.O_CREAT, 0o644)
-        lf = _files[ident] = _LockFile(fd)
-        # a process that had our pid and died while waiting may have left its wait entry: not ours
-        os.pwrite(fd, WAIT.pack(0, 0), WAIT_BASE + 16 * os.getpid())
-    lf.users += 1
-    return lf
-
-
-def release_lock_file(data_fd: int, lf: _LockFile) -> None:
-    lf.users -= 1
-    if lf.users == 0:
-        for ident, f in list(_files.items()):
-            if f is lf:
-                del _files[ident]
-        os.close(lf.fd)  # drops every lock this process held on it
+# --- record locks (lock file) ----------------------------------------------------------------------------------------
 
 
 def key_byte(key: bytes) -> int:
@@ -192,17 +303,91 @@ def key_byte(key: bytes) -> int:
     return RECORD_BASE + h % RECORD_SPACE
 
 
+_serial = itertools.count(1)  # next() is atomic under the GIL: owner ids stay unique between threads
+_UNLOCK_RECORDS = _flock(fcntl.F_UNLCK, RECORD_BASE, RECORD_SPACE)
+_UNLOCK_ALL = _flock(fcntl.F_UNLCK, 0, 0)  # length 0: to the end of every possible offset
+_WAIT_FIRST_DELAY = 0.0002  # record-lock poll: the first sleep, doubled up to the cap
+_WAIT_MAX_DELAY = 0.01
+
+
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    """A registry entry of another owner that is waiting (as read from the lock file)."""
+
+    slot: int
+    owner: int
+    pid: int
+    seq: int
+    want: int  # the lock byte it waits for
+    want_x: bool  # ... exclusively
+    overflowed: bool  # it holds more locks than ``held`` lists
+    held: dict[int, bool]  # lock byte -> exclusive?
+
+
+def _entry(owner: int, pid: int, seq: int, want: int, want_x: bool, held: dict[int, bool]) -> bytes:
+    """A registry entry (see the module docstring); ``want`` 0: not waiting."""
+    items = list(held.items())[:MAX_HELD] if want else []
+    body = b"".join(((_HELD_X if x else 0) | (b - RECORD_BASE)).to_bytes(_HELD_SIZE, "big") for b, x in items)
+    head = ENTRY_HEAD.pack(owner, pid & 0xFFFFFFFF, seq, want, want_x, want != 0 and len(held) > MAX_HELD, len(items))
+    return head + _CRC.pack(zlib.crc32(body, zlib.crc32(head))) + body
+
+
 class RecordLocks:
-    """Record locks of one open data set (``owner``), shared with the rest of the process through the lock file."""
+    """The record locks of one open (its own descriptor of ``PATH.lck``, its own slot in the registry).
 
-    _serial = 0
+    Not thread-safe by itself: one object per open, used by one thread at a time (its Dataset's mutex).
+    """
 
-    def __init__(self, lf: _LockFile, path: str) -> None:
-        RecordLocks._serial += 1
-        self.owner = RecordLocks._serial
-        self.lf = lf
+    def __init__(self, path: str) -> None:
         self.path = path
-        self.mine: dict[int, bool] = {}  # lock byte -> exclusive?
+        self.lock_path = path + ".lck"
+        self.owner = os.getpid() << 32 | (next(_serial) & 0xFFFFFFFF)
+        self.pid = os.getpid()
+        #: lock byte -> exclusive?, for every record lock this open holds
+        self.mine: dict[int, bool] = {}
+        self._seq = 0
+        try:
+            self.fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise KsdsError(f"{path}: cannot open its lock file {self.lock_path}: {e.strerror}") from e
+        try:
+            self.slot = self._claim()
+        except BaseException as e:
+            os.close(self.fd)
+            self.fd = -1
+            if isinstance(e, OSError):
+                raise KsdsError(f"{path}: cannot use its lock file {self.lock_path}: {e.strerror}") from e
+            raise
+
+    def _claim(self) -> int:
+        """Take the first free slot: its owner byte, a clean entry, then its "current" byte.
+
+        If the whole slot range can be locked at once, no open holds or is claiming a slot: the registry is then
+        emptied first, so that what each wait reads stays as small as the most opens at one time since then.
+        """
+        fd = self.fd
+        if _try_range(fd, fcntl.F_WRLCK, SLOT_BASE, RECORD_BASE - SLOT_BASE):  # no slot is live: we are alone
+            os.ftruncate(fd, 0)
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK, SLOT_BASE + 1, RECORD_BASE - SLOT_BASE - 1))
+            k = 0  # we hold SLOT_BASE (slot 0's owner byte) throughout
+        else:
+            k = 0
+            while not _try(fd, fcntl.F_OFD_SETLK, fcntl.F_WRLCK, SLOT_BASE + 2 * k):
+                k += 1
+        os.pwrite(self.fd, _entry(self.owner, self.pid, 0, 0, False, {}), ENTRY_SIZE * k)
+        fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, SLOT_BASE + 2 * k + 1))
+        return k
+
+    def close(self) -> None:
+        """Release every lock of this open and its slot, and close the descriptor."""
+        self.mine.clear()
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            try:
+                # the close alone would not drop them while a forked child still shares the open file description
+                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _UNLOCK_ALL)
+            finally:
+                os.close(fd)
 
     def holds(self, key: bytes, exclusive: bool = True) -> bool:
         mode = self.mine.get(key_byte(key))
@@ -214,103 +399,134 @@ class RecordLocks:
         have = self.mine.get(b)
         if have is not None and (have or not exclusive):
             return
+        req = _flock(fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK, b)
+        try:
+            fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, req)
+            self.mine[b] = exclusive
+            return
+        except OSError as e:
+            if e.errno not in _BUSY:
+                raise
+        if not wait:
+            raise RecordLockedError(
+                f"{self.path}: record {key.hex().upper()} is locked by {self._who(b, exclusive)} (no wait)"
+            )
+        self._wait(key, b, exclusive, req, timeout)
+
+    def _wait(self, key: bytes, b: int, exclusive: bool, req: bytes, timeout: float) -> None:
         deadline = None if timeout <= 0 else time.monotonic() + timeout
-        delay = 0.0002
-        registered = False
+        self._seq = self._seq % 0xFFFFFFFF + 1
+        at = ENTRY_SIZE * self.slot
+        os.pwrite(self.fd, _entry(self.owner, self.pid, self._seq, b, exclusive, self.mine), at)
+        delay = _WAIT_FIRST_DELAY
+        candidate: list[_Waiter] | None = None  # a cycle seen in the last round, to confirm in this one
         try:
             while True:
-                holder = self._try(b, exclusive)
-                if holder is None:
-                    self.mine[b] = exclusive
-                    self.lf.held.setdefault(b, {})[self.owner] = exclusive
-                    return
-                if not wait:
-                    raise RecordLockedError(
-                        f"{self.path}: record {key.hex().upper()} is locked by {self._who(holder)} (no wait)"
-                    )
-                if holder > 0:
-                    self._register(b, holder)
-                    registered = True
-                    victim = self._deadlock(b, holder)
-                    if victim:
+                waiters = self._waiters()
+                if candidate is not None:
+                    if all(
+                        (w := waiters.get(c.slot)) is not None and (w.owner, w.seq) == (c.owner, c.seq)
+                        for c in candidate
+                    ):
+                        holder = candidate[0]
                         raise DeadlockError(
-                            f"{self.path}: deadlock waiting for record {key.hex().upper()} held by process "
-                            f"{holder}; this request was chosen to break it (its record locks are released)"
+                            f"{self.path}: deadlock waiting for record {key.hex().upper()} held by "
+                            f"{describe_holders([holder.pid])} (which waits for a record this open holds"
+                            f"{'' if len(candidate) == 1 else f', through {len(candidate) - 1} other waiters'}); "
+                            f"this request was chosen to break it (its record locks are released)"
                         )
+                    candidate = None
+                cycle = self._cycle(b, exclusive, waiters)
+                if cycle is not None and all(self._live(w.slot) for w in cycle):
+                    candidate = cycle
                 if deadline is not None and time.monotonic() >= deadline:
                     raise RecordLockedError(
-                        f"{self.path}: record {key.hex().upper()} still locked by {self._who(holder)} after "
+                        f"{self.path}: record {key.hex().upper()} still locked by {self._who(b, exclusive)} after "
                         f"{timeout:g}s (lock timeout)"
                     )
                 time.sleep(delay)
-                delay = min(delay * 2, 0.01)
+                delay = min(delay * 2, _WAIT_MAX_DELAY)
+                try:
+                    fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, req)
+                    self.mine[b] = exclusive
+                    return
+                except OSError as e:
+                    if e.errno not in _BUSY:
+                        raise
         finally:
-            if registered:
-                self._register(0, 0)
+            if self.fd >= 0:
+                os.pwrite(self.fd, _entry(self.owner, self.pid, self._seq, 0, False, {}), at)
 
-    def _who(self, holder: int) -> str:
-        return "this process (another open)" if holder == 0 else f"process {holder}"
-
-    def _try(self, b: int, exclusive: bool) -> int | None:
-        """Take the lock byte; None on success, else the holder's pid (0: another owner in this process)."""
-        others = {o: x for o, x in self.lf.held.get(b, {}).items() if o != self.owner}
-        if others and (exclusive or any(others.values())):
-            return 0
-        if others:
-            return None  # other owners of this process share it, and so do we: the process lock is held
-        kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
-        if _try(self.lf.fd, fcntl.F_SETLK, kind, b):
-            return None
-        holder = _holder(self.lf.fd, fcntl.F_GETLK, kind, b)
-        return holder if holder is not None else -1
+    def _who(self, b: int, exclusive: bool) -> str:
+        return describe_holders(lock_holders(self.fd, b, exclusive))
 
     def unlock(self, key: bytes) -> None:
-        self._release(key_byte(key))
+        b = key_byte(key)
+        if self.mine.pop(b, None) is not None:
+            fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK, b))
 
     def unlock_all(self) -> None:
-        for b in list(self.mine):
-            self._release(b)
-
-    def _release(self, b: int) -> None:
-        if self.mine.pop(b, None) is None:
-            return
-        owners = self.lf.held.get(b, {})
-        owners.pop(self.owner, None)
-        if owners:
-            if not any(owners.values()):  # the rest only share it: the process lock becomes shared
-                _try(self.lf.fd, fcntl.F_SETLK, fcntl.F_RDLCK, b)
-            return
-        self.lf.held.pop(b, None)
-        fcntl.fcntl(self.lf.fd, fcntl.F_SETLK, _flock(fcntl.F_UNLCK, b))
+        if self.mine:
+            self.mine.clear()
+            fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, _UNLOCK_RECORDS)  # every record byte in one call
 
     # --- deadlock detection ------------------------------------------------------------------------------------
 
-    def _register(self, b: int, holder: int) -> None:
-        os.pwrite(self.lf.fd, WAIT.pack(b, holder), WAIT_BASE + 16 * os.getpid())
+    def _live(self, slot: int) -> bool:
+        return _holder(self.fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, SLOT_BASE + 2 * slot + 1) is not None
 
-    def _waits_for(self, pid: int) -> int:
-        data = os.pread(self.lf.fd, 16, WAIT_BASE + 16 * pid)
-        return WAIT.unpack(data)[0] if len(data) == 16 else 0
-
-    def _deadlock(self, b: int, holder: int) -> bool:
-        """Follow the wait-for chain from ``holder``; True if it comes back to us and we are the victim."""
-        me = os.getpid()
-        cycle = [me]
-        pid = holder
-        for _ in range(64):
-            if pid == me:
-                return max(cycle) == me
-            if pid in cycle:
-                return False  # a cycle that does not include us: its members will break it
-            cycle.append(pid)
-            want = self._waits_for(pid)
-            if not want:
-                return False
-            if self.lf.held.get(want):
-                pid = me  # it waits for a lock this process holds
+    def _waiters(self) -> dict[int, _Waiter]:
+        """The registry's waiting owners with a lower id than ours (the only ones our cycle search follows)."""
+        size = os.fstat(self.fd).st_size
+        data = os.pread(self.fd, size, 0)
+        out: dict[int, _Waiter] = {}
+        me = self.owner
+        for slot, at in enumerate(range(0, len(data) - _HELD_AT + 1, ENTRY_SIZE)):
+            owner, pid, seq, want, want_x, over, n = ENTRY_HEAD.unpack_from(data, at)
+            if not want or owner >= me or slot == self.slot:
                 continue
-            nxt = _holder(self.lf.fd, fcntl.F_GETLK, fcntl.F_WRLCK, want)
-            if nxt is None or nxt <= 0:
-                return False
-            pid = nxt
-        return False
+            body = data[at + _HELD_AT : at + _HELD_AT + _HELD_SIZE * n]
+            (crc,) = _CRC.unpack_from(data, at + ENTRY_HEAD.size)
+            if len(body) != _HELD_SIZE * n or zlib.crc32(body, zlib.crc32(data[at : at + ENTRY_HEAD.size])) != crc:
+                continue  # torn by a concurrent write: ignored this round
+            held: dict[int, bool] = {}
+            for i in range(0, len(body), _HELD_SIZE):
+                v = int.from_bytes(body[i : i + _HELD_SIZE], "big")
+                held[RECORD_BASE + (v & (RECORD_SPACE - 1))] = bool(v & _HELD_X)
+            out[slot] = _Waiter(slot, owner, pid, seq, want, bool(want_x), bool(over), held)
+        return out
+
+    def _cycle(self, b: int, exclusive: bool, waiters: dict[int, _Waiter]) -> list[_Waiter] | None:
+        """A wait-for path from us through ``waiters`` back to a lock we hold (first: who holds ``b``), or None."""
+        if not waiters or not self.mine:
+            return None
+        holders: dict[int, list[tuple[_Waiter, bool]]] = {}
+        overflowed = [w for w in waiters.values() if w.overflowed]
+        for w in waiters.values():
+            for hb, hx in w.held.items():
+                holders.setdefault(hb, []).append((w, hx))
+
+        def blockers(byte: int, want_x: bool, who: _Waiter | None) -> list[_Waiter]:
+            out = [w for w, hx in holders.get(byte, ()) if (want_x or hx) and w is not who]
+            return out + [w for w in overflowed if w is not who and w not in out]
+
+        parent: dict[int, _Waiter | None] = {}
+        stack: list[_Waiter] = []
+        for w in blockers(b, exclusive, None):
+            parent[w.slot] = None
+            stack.append(w)
+        while stack:
+            w = stack.pop()
+            mode = self.mine.get(w.want)
+            if mode is not None and (mode or w.want_x):
+                path = [w]
+                p = parent[w.slot]
+                while p is not None:
+                    path.append(p)
+                    p = parent[p.slot]
+                return path[::-1]
+            for nxt in blockers(w.want, w.want_x, w):
+                if nxt.slot not in parent:
+                    parent[nxt.slot] = w
+                    stack.append(nxt)
+        return None

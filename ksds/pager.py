@@ -39,7 +39,9 @@ from .errors import (
     CorruptionError,
     DamagedCIError,
     DatasetNotFoundError,
+    InvalidRequestError,
     KsdsError,
+    LatchTimeoutError,
     NoSpaceError,
     NotADatasetError,
 )
@@ -94,48 +96,108 @@ def pwrite_all(fd: int, data: bytes, offset: int) -> None:
         done += os.pwrite(fd, data[done:], offset + done)
 
 
+def data_set_path(path: object) -> str:
+    """A data set path as the API takes it: ``str``, ``bytes`` or ``os.PathLike``, as :func:`open` does.
+
+    Anything else (None, a number, ...) and a path with a NUL are :class:`~ksds.InvalidRequestError`: never a file
+    named ``None`` or ``12345``, nor ``b'...'`` turned into text.
+    """
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise InvalidRequestError(
+            f"a data set path must be a str, bytes or os.PathLike, not {type(path).__name__} ({path!r})"
+        )
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if not isinstance(text, str):  # an os.PathLike whose __fspath__ returns something else
+        raise InvalidRequestError(f"a data set path must be text, not {type(text).__name__} ({path!r})")
+    if not text:
+        raise InvalidRequestError("a data set path must not be empty")
+    if "\0" in text:
+        raise InvalidRequestError(f"a data set path must not contain a NUL character: {text!r}")
+    return text
+
+
 def log_path(path: str) -> str:
     return path + "-wal"
+
+
+#: how many times an open follows a data set deleted and defined again while it waited for the latch
+_REOPENS = 5
+
+
+def same_file(fd: int, path: str) -> bool:
+    """Whether the open descriptor ``fd`` is the file now at ``path`` (same device and inode)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 class Pager:
     """Owns the file descriptors of one open data set. Not thread-safe: one Pager per thread of use."""
 
     def __init__(
-        self, path: str, *, writable: bool, power: bool, buffer_space: int, rls: bool = False
+        self,
+        path: str,
+        *,
+        writable: bool,
+        power: bool,
+        buffer_space: int,
+        rls: bool = False,
+        lock_timeout: float = 0.0,
     ) -> None:
         self.path = path
         self.writable = writable
         self.power = power
+        #: seconds a latch wait may take before LatchTimeoutError (0: forever)
+        self.lock_timeout = lock_timeout
         self.fd = -1
+        # The file at ``path`` may be deleted (ksds.delete) or deleted and defined again while we wait for the
+        # latch: after taking it, make sure the descriptor is still the file at the path (as SQLite checks the
+        # device and inode), else open the path again. Nothing is ever acknowledged to a removed data set.
+        for _ in range(_REOPENS):
+            self._open_file(path, writable)
+            try:
+                self.locks = OpenLocks(self.fd, path, can_write=self._rw)
+                self.locks.latch(True, lock_timeout)  # no checkpoint rewrites the header while we read it
+                try:
+                    if not same_file(self.fd, path):
+                        self._close_fds()
+                        continue
+                    self.defn, self.created, self.state = decode_header(os.pread(self.fd, HEADER_SIZE, 0), path)
+                    alone = self.locks.acquire(writable=writable, rls=rls, share_region=self.state.share_region)
+                    if power:
+                        self.locks.announce_power()
+                    self._setup(buffer_space, alone, rls)
+                    return
+                finally:
+                    if self.fd >= 0:
+                        self.locks.unlatch()
+            except OSError as e:
+                self._close_fds()
+                raise KsdsError(f"{path}: cannot open: {e}") from e
+            except BaseException:
+                self._close_fds()
+                raise
+        raise KsdsError(f"{path}: the data set was deleted and defined again {_REOPENS} times while opening it")
+
+    def _open_file(self, path: str, writable: bool) -> None:
         if not os.path.exists(path):
             raise DatasetNotFoundError(f"no data set at {path}")
         if os.path.isdir(path):
             raise NotADatasetError(f"{path} is a directory, not a ksds data set")
         # read-write whenever the file allows it, even for mode "r": exclusive locks (the latch, recovery)
         # need a descriptor open for writing; mode "r" still refuses every update request
-        rw = writable or os.access(path, os.W_OK)
+        self._rw = writable or os.access(path, os.W_OK)
         try:
-            self.fd = os.open(path, os.O_RDWR if rw else os.O_RDONLY)
+            self.fd = os.open(path, os.O_RDWR if self._rw else os.O_RDONLY)
+        except FileNotFoundError:
+            raise DatasetNotFoundError(f"no data set at {path}") from None
         except PermissionError as e:
             raise KsdsError(f"{path}: cannot open for {'update' if writable else 'reading'}: {e.strerror}") from None
-        try:
-            self.locks = OpenLocks(self.fd, path, can_write=rw)
-            self.locks.latch(True)  # no checkpoint rewrites the header while we read it; no open races ours
-            try:
-                self.defn, self.created, self.state = decode_header(os.pread(self.fd, HEADER_SIZE, 0), path)
-                alone = self.locks.acquire(writable=writable, rls=rls, share_region=self.state.share_region)
-                if power:
-                    self.locks.announce_power()
-                self._setup(buffer_space, alone, rls)
-            finally:
-                self.locks.unlatch()
-        except OSError as e:
-            self._close_fds()
-            raise KsdsError(f"{path}: cannot open: {e}") from e
-        except BaseException:
-            self._close_fds()
-            raise
 
     def _close_fds(self) -> None:
         if self.fd >= 0:
@@ -173,6 +235,14 @@ class Pager:
             have_log = False
         elif self.file_size < self.state.hurba * self.ci_size and alone:
             raise self._truncated()
+        elif have_log:
+            have_log = self.journal.join(self.writable)
+            if have_log and self.writable and self.journal.stale():
+                # left by an earlier data set of this name and kept by readers that could not remove it (they
+                # ignore it); nobody's transactions are in it
+                log.warning("%s: replacing a log left by an earlier data set of the same name", path)
+                self.journal.close(remove=True)
+                have_log = False
         if self.writable and not have_log:
             # power mode: a log of real blocks up to the checkpoint size, so each request syncs data only
             self.journal.create(
@@ -182,7 +252,6 @@ class Pager:
             )
             self.view_salt = self.journal.salt
         elif have_log:
-            self.journal.join(self.writable)
             self._sync_view()
         self.committed = self.state.pack()
 
@@ -230,7 +299,7 @@ class Pager:
 
     def begin(self, exclusive: bool) -> None:
         """Start a request in shared mode: take the latch and catch up with other processes' transactions."""
-        self.locks.latch(exclusive)
+        self.locks.latch(exclusive, self.lock_timeout)
         try:
             self._sync_view()
         except BaseException:
@@ -248,6 +317,8 @@ class Pager:
             return  # no log yet: nobody has written
         head = j.header()
         if head is None:
+            if not self.writable:
+                j.close(remove=False)  # a stale log, which an updater may replace: look at the path again next time
             return
         salt = head[0]
         j.salt = salt  # frames we append belong to this generation
@@ -493,7 +564,13 @@ class Pager:
         try:
             if self.failed is None and (self.writable or self.shared) and self.locks.can_write:
                 if self.shared:
-                    self.begin(True)
+                    try:
+                        self.begin(True)
+                    except LatchTimeoutError as e:
+                        # every request of ours is committed (a batch was rolled back): the opener that holds
+                        # the latch, or the last one to close, writes the log in place
+                        log.warning("%s: closed without a checkpoint: %s", self.path, e)
+                        return
                 if self.writable:
                     self.commit()
                 if self.locks.alone() and self.journal.fd >= 0:
@@ -622,6 +699,5 @@ def create(path: str, defn: Definition, created: int) -> None:
         os.fsync(dirfd)
     finally:
         os.close(dirfd)
-    stale = log_path(path)
-    if os.path.exists(stale):
-        os.unlink(stale)
+    # A log left by an earlier data set of this name is not removed here (someone may have opened the new data
+    # set and made its log already): it carries another data set id, and opens ignore it or replace it.

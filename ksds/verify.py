@@ -15,7 +15,7 @@ from .dataset import Dataset
 from .errors import JournalCorruptError
 from .format import HEADER_SIZE, decode_header
 from .journal import Journal
-from .pager import Recovery, log_path
+from .pager import Recovery, data_set_path, log_path
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class VerifyReport:
 
 def verify(path: str, *, recover: bool = False) -> VerifyReport:
     """Recover the data set at ``path`` if it needs it; see the module docstring."""
-    path = str(path)
+    path = data_set_path(path)
     discarded = 0
     damage = None
     try:
