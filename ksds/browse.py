@@ -22,10 +22,12 @@ class Browse:
     """An open browse over a :class:`~ksds.Dataset`; iterate it, ``reposition`` it, ``close`` it."""
 
     def __init__(
-        self, ds: Dataset, key: bytes | None, *, gteq: bool, generic: bool, backward: bool
+        self, ds: Dataset, key: bytes | None, *, gteq: bool, generic: bool, backward: bool, stop: bytes | None = None
     ) -> None:
         self._ds = ds
         self.backward = backward
+        #: exclusive end key (forward: before the first key >= it; backward: before the first key <= it)
+        self.stop = stop
         self._it: Iterator[bytes] = iter(())
         self._ended = False  # ENDBR: close() was called
         self.reposition(key, gteq=gteq, generic=generic, backward=backward)
@@ -146,8 +148,14 @@ class Browse:
                         return None
                     ci, i = nxt, 0
                 pos = (path, ci, i + 1)
-            p.state.rec_retrieved += 1
             rec: bytes = ci.recs[i]
+            stop = self.stop
+            if stop is not None:
+                k = rec[ko : ko + kl]
+                if (k <= stop) if backward else (k >= stop):
+                    pos = None
+                    return None
+            p.state.rec_retrieved += 1
             return rec
 
         while True:
@@ -198,11 +206,25 @@ class Browse:
                     recs = ci.recs[i:]  # a copy: another thread may change the CI once we let go
                 finally:
                     ds._release()
+                final = False
+                stop = self.stop
+                if stop is not None and recs and recs[-1][ko : ko + kl] >= stop:
+                    lo, hi = 0, len(recs)  # the first record at or past the end key
+                    while lo < hi:
+                        mid = (lo + hi) >> 1
+                        if recs[mid][ko : ko + kl] < stop:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    del recs[lo:]
+                    final = True
                 for last in recs:
                     counted += 1
                     yield last
                     if ds._mod != mod:
                         break
+                if final and ds._mod == mod:
+                    return
                 more = True
         finally:
             if counted:
@@ -241,11 +263,25 @@ class Browse:
                     recs = ci.recs[i::-1] if i >= 0 else []
                 finally:
                     ds._release()
+                final = False
+                stop = self.stop
+                if stop is not None and recs and recs[-1][ko : ko + kl] <= stop:
+                    lo, hi = 0, len(recs)  # the first record at or before the end key (keys descend here)
+                    while lo < hi:
+                        mid = (lo + hi) >> 1
+                        if recs[mid][ko : ko + kl] > stop:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    del recs[lo:]
+                    final = True
                 for last in recs:
                     counted += 1
                     yield last
                     if ds._mod != mod:
                         break
+                if final and ds._mod == mod:
+                    return
                 more = True
         finally:
             if counted:

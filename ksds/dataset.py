@@ -32,6 +32,7 @@ from .ci import DataCI, IndexCI
 from .definition import Definition, check_freespace, check_share_options, make_definition
 from .errors import (
     DatasetClosedError,
+    DatasetExistsError,
     DatasetInUseError,
     DatasetNotFoundError,
     DeadlockError,
@@ -42,6 +43,7 @@ from .errors import (
     ReadOnlyError,
     RecordLengthError,
     RecordNotFoundError,
+    show_key,
 )
 from .faults import crashpoint
 from .format import HEADER_SIZE, decode_header
@@ -67,12 +69,17 @@ def define(
     cis_per_ca: int | None = None,
     freespace: tuple[int, int] = (0, 0),
     share_options: tuple[int, int] = (1, 3),
+    exist_ok: bool = False,
 ) -> Definition:
     """Create an empty data set at ``path`` (IDCAMS DEFINE CLUSTER INDEXED); error if ``path`` exists.
 
     ``ci_size`` is rounded up as VSAM does; ``cis_per_ca`` defaults to what one sequence-set CI can address
     (at most 1 MiB per CA). Returns the definition as stored. Raises :class:`~ksds.DefinitionError` naming a bad
     parameter, :class:`~ksds.DatasetExistsError` if ``path`` exists.
+
+    ``exist_ok=True``: a data set already at ``path`` is fine if its definition is this one (every attribute,
+    FREESPACE and SHAREOPTIONS included, as they are now); it is left as it is and its definition returned. One
+    that differs is :class:`~ksds.DatasetExistsError` naming each attribute that differs. O(1): reads the header.
     """
     defn = make_definition(
         key_length=key_length,
@@ -83,8 +90,37 @@ def define(
         freespace=freespace,
         share_options=share_options,
     )
-    create(data_set_path(path), defn, time.time_ns())
+    path = data_set_path(path)
+    if exist_ok and os.path.lexists(path):
+        return _existing(path, defn)
+    try:
+        create(path, defn, time.time_ns())
+    except DatasetExistsError:
+        if not exist_ok:
+            raise
+        return _existing(path, defn)  # defined by someone else meanwhile
     return defn
+
+
+def _existing(path: str, want: Definition) -> Definition:
+    """``define(exist_ok=True)`` of a data set that exists: its definition (from its header), if it is ``want``."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        raise DatasetExistsError(f"{path} already exists and cannot be read: {e.strerror}") from None
+    try:
+        have = decode_header(os.pread(fd, HEADER_SIZE, 0), path)[0]
+    finally:
+        os.close(fd)
+    if have == want:
+        return have
+    names = ("key_length", "key_offset", "record_length", "ci_size", "cis_per_ca", "freespace", "share_options")
+    diff = [f"{n} is {getattr(have, n)!r}, not {getattr(want, n)!r}" for n in names
+            if getattr(have, n) != getattr(want, n)]
+    raise DatasetExistsError(
+        f"{path} already exists with another definition: {'; '.join(diff)} (delete it first, choose another name, "
+        f"or ALTER what can change: freespace, share_options)"
+    )
 
 
 def delete(path: str) -> list[str]:
@@ -145,6 +181,17 @@ def open(  # noqa: A001 - the module's API mirrors builtins.open on purpose
         path, mode, durability, buffer_space, sharing=sharing, read_integrity=read_integrity,
         lock_timeout=lock_timeout,
     )
+
+
+def _prefix_end(prefix: bytes, length: int, backward: bool) -> bytes | None:
+    """The exclusive end key of the records whose keys start with ``prefix`` (None: they run to the end)."""
+    if backward:
+        low = prefix.ljust(length, b"\0")
+        return None if not any(low) else _pred(low)
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None  # all X'FF': nothing follows
+    return (stripped[:-1] + bytes([stripped[-1] + 1])).ljust(length, b"\0")
 
 
 def _pred(key: bytes) -> bytes:
@@ -335,7 +382,7 @@ class Dataset:
                 )
         elif n != self._kl:
             raise InvalidRequestError(
-                f"{self.path}: key {key.hex().upper()} has {n} bytes; this data set's keys have {self._kl}"
+                f"{self.path}: key {show_key(key)} has {n} bytes; this data set's keys have {self._kl}"
                 + (" (use generic=True for a prefix)" if n < self._kl else "")
             )
         return key
@@ -422,7 +469,7 @@ class Dataset:
                 p.state.rec_retrieved += 1
                 rec: bytes = node.recs[i]
                 return rec
-            raise RecordNotFoundError(f"{self.path}: no record with key {key.hex().upper()}")
+            raise RecordNotFoundError(f"{self.path}: no record with key {show_key(key)}")
         finally:
             m.release()
 
@@ -438,7 +485,7 @@ class Dataset:
                 p.state.rec_retrieved += 1
                 rec: bytes = ci.recs[j]
                 return rec
-            raise RecordNotFoundError(f"{self.path}: no record with key {key.hex().upper()}")
+            raise RecordNotFoundError(f"{self.path}: no record with key {show_key(key)}")
         if generic:
             pos = self._seek_ge(p, key.ljust(self._kl, b"\0"))
             if pos is not None:
@@ -447,7 +494,7 @@ class Dataset:
                     p.state.rec_retrieved += 1
                     rec = ci.recs[i]
                     return rec
-            raise RecordNotFoundError(f"{self.path}: no record with a key starting {key.hex().upper()}")
+            raise RecordNotFoundError(f"{self.path}: no record with a key starting {show_key(key)}")
         pos = self._seek_ge(p, key)
         if pos is not None:
             _, ci, i = pos
@@ -456,7 +503,7 @@ class Dataset:
                 rec = ci.recs[i]
                 return rec
         raise RecordNotFoundError(
-            f"{self.path}: no record with key {'>= ' if gteq else ''}{key.hex().upper()}"
+            f"{self.path}: no record with key {'>= ' if gteq else ''}{show_key(key)}"
         )
 
     def _read_shared(
@@ -517,7 +564,7 @@ class Dataset:
         finally:
             p.end()
 
-    def _update(self, p: Pager, key: bytes, release: bool, fn: Callable[..., None], *args: Any) -> None:
+    def _update(self, p: Pager, key: bytes, release: bool, fn: Callable[..., T], *args: Any) -> T:
         """Run an update request: with RLS, under an exclusive record lock (kept if a READ UPDATE took it and
         ``release`` is False); in shared mode, under the exclusive latch."""
         locks = self._locks
@@ -526,7 +573,7 @@ class Dataset:
             self._lock(locks, key, True)
             took = True
         try:
-            self._latched(p, True, fn, *args)
+            return self._latched(p, True, fn, *args)
         finally:
             if locks is not None and (took or release):
                 if self._batch:
@@ -553,7 +600,53 @@ class Dataset:
             return default
 
     def __contains__(self, key: object) -> bool:
+        """``key in ds``: whether a record with that key exists. O(L log n)."""
         return self.get(key) is not None  # type: ignore[arg-type]
+
+    def __getitem__(self, key: bytes) -> bytes:
+        """``ds[key]``: READ EQUAL; :class:`~ksds.RecordNotFoundError` (a ``KeyError``) if there is none. O(L log n)."""
+        return self.read(key)
+
+    def keys(self) -> Iterator[bytes]:
+        """The keys in key order, lazily (a browse from the first record). O(1) per key, amortised."""
+        ko, end = self._ko, self._ko + self._kl
+        return (r[ko:end] for r in self.browse())
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, record)`` pairs in key order, lazily (a browse from the first record). O(1) per record, amortised."""
+        ko, end = self._ko, self._ko + self._kl
+        return ((r[ko:end], r) for r in self.browse())
+
+    def put(self, record: bytes) -> bool:
+        """Write ``record``, or rewrite the record that has its key (an upsert): one request, one transaction.
+
+        Returns True if the record was new (counted as a WRITE), False if it replaced one (a REWRITE). With RLS the
+        record is locked for the request as by ``write``/``rewrite``. O(L log n), plus a split's cost when new.
+        """
+        m = self._mutex
+        if not m.acquire(False):
+            self._wait_turn()
+        try:
+            p = self._writable()
+            record = self._record(record)
+            key = record[self._ko : self._ko + self._kl]
+            if p.shared:
+                return self._update(p, key, True, self._put, p, key, record)
+            return self._put(p, key, record)
+        finally:
+            m.release()
+
+    def _put(self, p: Pager, key: bytes, record: bytes) -> bool:
+        _, _, ci = index.locate(p, key)
+        j = bisect_left(ci.keys, key)
+        if j < len(ci.keys) and ci.keys[j] == key:
+            ci.recs[j] = record
+            p.dirty_ci(ci)
+            p.state.rec_updated += 1
+            self._done(p)
+            return False
+        self._write(p, key, record)
+        return True
 
     def write(self, record: bytes) -> None:
         """WRITE a new record (its key is the key field). Raises :class:`~ksds.DuplicateKeyError`.
@@ -609,7 +702,7 @@ class Dataset:
         _, _, ci = index.locate(p, key)
         j = bisect_left(ci.keys, key)
         if j == len(ci.keys) or ci.keys[j] != key:
-            raise RecordNotFoundError(f"{self.path}: no record with key {key.hex().upper()} to rewrite")
+            raise RecordNotFoundError(f"{self.path}: no record with key {show_key(key)} to rewrite")
         ci.recs[j] = record
         p.dirty_ci(ci)
         p.state.rec_updated += 1
@@ -637,7 +730,7 @@ class Dataset:
         _, _, ci = index.locate(p, key)
         j = bisect_left(ci.keys, key)
         if j == len(ci.keys) or ci.keys[j] != key:
-            raise RecordNotFoundError(f"{self.path}: no record with key {key.hex().upper()} to erase")
+            raise RecordNotFoundError(f"{self.path}: no record with key {show_key(key)} to erase")
         st = p.state
         try:
             del ci.keys[j]
@@ -666,7 +759,7 @@ class Dataset:
         pos = bisect_left(keys, key)
         n = len(keys)
         if pos < n and keys[pos] == key:
-            raise DuplicateKeyError(f"{self.path}: a record with key {key.hex().upper()} exists")
+            raise DuplicateKeyError(f"{self.path}: a record with key {show_key(key)} exists")
         at_end = pos == n and seq.keys[i] == self._max
         sequential = pos > 0 and keys[pos - 1] == self._last_write
         limit = p.defn.load_records_per_ci if sequential and pos == n else self._cap
@@ -798,16 +891,23 @@ class Dataset:
             else:
                 pos = self._seek_ge(p, k.ljust(self._kl, b"\0"))
             if not gteq and (pos is None or not pos[1].keys[pos[2]].startswith(k)):
-                raise RecordNotFoundError(f"{self.path}: no record with a key starting {k.hex().upper()}")
+                raise RecordNotFoundError(f"{self.path}: no record with a key starting {show_key(k)}")
             return pos
         pos = self._seek_le(p, k) if backward else self._seek_ge(p, k)
         if not gteq and (pos is None or pos[1].keys[pos[2]] != k):
-            raise RecordNotFoundError(f"{self.path}: no record with key {k.hex().upper()} to start a browse")
+            raise RecordNotFoundError(f"{self.path}: no record with key {show_key(k)} to start a browse")
         return pos
 
     @_serialised
     def browse(
-        self, key: bytes | None = None, *, gteq: bool = True, generic: bool = False, backward: bool = False
+        self,
+        key: bytes | None = None,
+        *,
+        gteq: bool = True,
+        generic: bool = False,
+        backward: bool = False,
+        stop: bytes | None = None,
+        prefix_only: bool = False,
     ) -> Browse:
         """A browse (STARTBR): an iterator over records in key order, forward or ``backward``.
 
@@ -819,8 +919,22 @@ class Dataset:
         around it (it carries on after the last record it returned). ``reposition`` moves it (RESETBR).
         Each step is O(1) amortised. In shared mode each step runs under the latch and sees what other processes
         committed before it.
+
+        ``stop``: an exclusive end key: a forward browse ends before the first record whose key is >= ``stop``, a
+        backward one before the first whose key is <= ``stop``. ``prefix_only`` (with ``generic``): end where the
+        records with the prefix ``key`` end (``browse(b"AB", generic=True, prefix_only=True)`` returns exactly the
+        keys that start with ``AB``). Stopping costs nothing per record (one binary search per CI).
         """
-        return Browse(self, key, gteq=gteq, generic=generic, backward=backward)
+        if stop is not None:
+            stop = self._key(stop)
+        if prefix_only:
+            if not generic or key is None:
+                raise InvalidRequestError(f"{self.path}: prefix_only=True needs generic=True and a prefix key")
+            if stop is not None:
+                raise InvalidRequestError(f"{self.path}: give stop or prefix_only, not both")
+            prefix = self._key(key, True)
+            stop = _prefix_end(prefix, self._kl, backward)
+        return Browse(self, key, gteq=gteq, generic=generic, backward=backward, stop=stop)
 
     def __iter__(self) -> Iterator[bytes]:
         return self.browse()

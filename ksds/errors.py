@@ -16,6 +16,17 @@ A code is ``None`` where VSAM has no equivalent. Messages name the thing they ar
 from __future__ import annotations
 
 
+def show_key(key: bytes) -> str:
+    """A key as every message shows it: ``X'C1C2C3'``, and the text too where all its bytes are printable ASCII:
+    ``X'414243' ('ABC')``. O(len(key))."""
+    shown = f"X'{key.hex().upper()}'"
+    if key and key.isascii():
+        text = key.decode("ascii")
+        if text.isprintable():
+            return f"{shown} ({text!r})"
+    return shown
+
+
 class KsdsError(Exception):
     """Base class of every ksds error."""
 

@@ -64,7 +64,7 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from .errors import DatasetInUseError, DeadlockError, KsdsError, LatchTimeoutError, RecordLockedError
+from .errors import DatasetInUseError, DeadlockError, KsdsError, LatchTimeoutError, RecordLockedError, show_key
 
 # --- byte offsets ------------------------------------------------------------------------------------------------
 
@@ -409,7 +409,7 @@ class RecordLocks:
                 raise
         if not wait:
             raise RecordLockedError(
-                f"{self.path}: record {key.hex().upper()} is locked by {self._who(b, exclusive)} (no wait)"
+                f"{self.path}: record {show_key(key)} is locked by {self._who(b, exclusive)} (no wait)"
             )
         self._wait(key, b, exclusive, req, timeout)
 
@@ -430,7 +430,7 @@ class RecordLocks:
                     ):
                         holder = candidate[0]
                         raise DeadlockError(
-                            f"{self.path}: deadlock waiting for record {key.hex().upper()} held by "
+                            f"{self.path}: deadlock waiting for record {show_key(key)} held by "
                             f"{describe_holders([holder.pid])} (which waits for a record this open holds"
                             f"{'' if len(candidate) == 1 else f', through {len(candidate) - 1} other waiters'}); "
                             f"this request was chosen to break it (its record locks are released)"
@@ -441,7 +441,7 @@ class RecordLocks:
                     candidate = cycle
                 if deadline is not None and time.monotonic() >= deadline:
                     raise RecordLockedError(
-                        f"{self.path}: record {key.hex().upper()} still locked by {self._who(b, exclusive)} after "
+                        f"{self.path}: record {show_key(key)} still locked by {self._who(b, exclusive)} after "
                         f"{timeout:g}s (lock timeout)"
                     )
                 time.sleep(delay)

@@ -295,6 +295,79 @@ class KsdsMachine(RuleBasedStateMachine):
         self.do_rewrite(key, v)
         assert self.ds.get(key) == self.model.get(key)
 
+    @rule(n=st.integers(0, 10**6), v=st.integers(0, 255))
+    def put(self, n: int, v: int) -> None:
+        """Upsert: a WRITE of a new key, a REWRITE of an existing one, in one request."""
+        key = self.key(n)
+        rec = self.record(key, v)
+        new = key not in self.model
+        append = not self.model or key > self.model.keys()[-1]
+        assert self.ds.put(rec) is new
+        self.model[key] = rec
+        if not new:
+            self.counts["REC-UPDATED"] += 1
+        elif not append:
+            self.counts["REC-INSERTED"] += 1
+        assert self.ds[key] == rec
+
+    @rule(n=st.integers(0, 10**6))
+    def getitem(self, n: int) -> None:
+        key = self.key(n)
+        if key in self.model:
+            assert self.ds[key] == self.model[key]
+        else:
+            with pytest.raises(KeyError):
+                self.ds[key]
+
+    @rule()
+    def keys_and_items(self) -> None:
+        assert list(self.ds.keys()) == list(self.model.keys())
+        assert list(self.ds.items()) == list(self.model.items())
+
+    @rule(
+        n=st.integers(0, 10**6),
+        stop=st.integers(0, 10**6),
+        gteq=st.booleans(),
+        backward=st.booleans(),
+        change=st.integers(-1, 20),
+        v=st.integers(0, 255),
+    )
+    def browse_stop(self, n: int, stop: int, gteq: bool, backward: bool, change: int, v: int) -> None:
+        """A browse with an exclusive end key, with a write on either side of the end while it runs."""
+        start, end = self.key(n), self.key(stop)
+        m = self.model
+        if backward:
+            want = [k for k in reversed(m.keys()) if k <= start and k > end]
+        else:
+            want = [k for k in m.keys() if k >= start and k < end]
+        b = self.ds.browse(start, backward=backward, stop=end)
+        got = []
+        for rec in b:
+            got.append(self.ds.key_of(rec))
+            if len(got) == change:
+                # a write just past the end key and one just inside (if free): the browse must see the second only
+                j = self.keys.index(end)
+                for kk in {self.keys[max(0, j - 1)], self.keys[min(len(self.keys) - 1, j + 1)], end}:
+                    if kk not in m:
+                        self.do_write(kk, v)
+                        inside = kk > got[-1] and kk < end if not backward else kk < got[-1] and kk > end
+                        if inside:
+                            want.append(kk)
+                            want.sort(reverse=backward)
+        assert got == want
+
+    @rule(n=st.integers(0, 10**6), plen=st.integers(0, 255), backward=st.booleans())
+    def browse_prefix_only(self, n: int, plen: int, backward: bool) -> None:
+        prefix = self.key(n)[: 1 + plen % self.d.key_length]
+        want = [r for k, r in self.model.items() if k.startswith(prefix)]
+        if backward:
+            want.reverse()
+        try:
+            got = list(self.ds.browse(prefix, generic=True, prefix_only=True, backward=backward))
+        except ksds.RecordNotFoundError:
+            got = []  # gteq=True is the default: no record at or after the prefix at all
+        assert got == want
+
     @rule(n=st.integers(0, 10**6))
     def erase(self, n: int) -> None:
         key = self.key(n)
