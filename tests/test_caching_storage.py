@@ -24,7 +24,7 @@ from ksds import zowe
 from ksds.caching.common import created_order, rule_is_stale, token_is_expired
 from ksds.caching.ksds_storage import KsdsStorage, ksds_config_from_env
 from ksds.caching.memory import MemoryStorage
-from ksds.caching.model import KeyValue, Storage, StorageError
+from ksds.caching.model import Identity, KeyValue, Storage, StorageError
 from ksds.caching.redis_storage import RedisStorage
 from ksds.caching.storage_factory import make_storage
 
@@ -471,14 +471,25 @@ def test_redis_layout_is_zowes(redis_url: str) -> None:
     r = redis.Redis.from_url(url=redis_url)
     r.flushdb()
     s = RedisStorage(redis_url, size=10)
-    s.create("CN=gw", KeyValue("key", "value", created="1700000000000"))
-    assert r.hget("CN=gw", "key") == b'{"key":"key","value":"value","serviceId":"CN=gw","created":"1700000000000"}'
-    r.hset("CN=gw", "from-zowe", '{"key":"from-zowe","value":"é","serviceId":"CN=gw","created":"1"}')
-    assert s.read("CN=gw", "from-zowe") == KeyValue("from-zowe", "é", "CN=gw", "1")
-    assert set(s.read_for_service("CN=gw")) == {"key", "from-zowe"}
+    s.create("gateway", KeyValue("key", "value", created="1700000000000"))
+    assert r.hget("gateway", "key") == b'{"key":"key","value":"value","serviceId":"gateway","created":"1700000000000"}'
+    r.hset("gateway", "from-zowe", '{"key":"from-zowe","value":"é","serviceId":"gateway","created":"1"}')
+    assert s.read("gateway", "from-zowe") == KeyValue("from-zowe", "é", "gateway", "1")
+    assert set(s.read_for_service("gateway")) == {"key", "from-zowe"}
     assert s.count() == 1  # written behind its back: served, not counted
-    s.delete_for_service("CN=gw")
-    assert r.exists("CN=gw") == 0 and s.count() == 0
+    s.delete_for_service("gateway")
+    assert r.exists("gateway") == 0 and s.count() == 0
+    # a caller whose DN was proven has Zowe's hash for its DN's string (a Redis that Zowe filled is served as is);
+    # a service id alone that spells such a string gets a hash of its own and never reaches the DN's
+    r.hset("CN=gw, SERVICE=x", "from-zowe", '{"key":"from-zowe","value":"v","serviceId":"CN=gw, SERVICE=x"}')
+    dn_caller = Identity("CN=gw", "x")
+    assert set(s.read_for_service(dn_caller)) == {"from-zowe"}
+    assert s.read_for_service("CN=gw, SERVICE=x") == {}
+    s.create(dn_caller, KeyValue("k", "dn"))
+    s.create("CN=gw, SERVICE=x", KeyValue("k", "forger"))
+    assert s.read(dn_caller, "k").value == "dn"
+    assert r.hget(b"\0ksds:id:CN=gw, SERVICE=x", "k") is not None
+    assert r.hlen("CN=gw, SERVICE=x") == 2
     s.close()
 
 

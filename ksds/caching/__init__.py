@@ -6,7 +6,7 @@
 * :mod:`ksds.caching.service` -- the REST API (``/cachingservice/api/v1``), served by ``ksds serve``.
 """
 
-from .model import KeyValue, Storage, StorageError
+from .model import Identity, KeyValue, Storage, StorageError
 from .storage_factory import make_storage
 
-__all__ = ["KeyValue", "Storage", "StorageError", "make_storage"]
+__all__ = ["Identity", "KeyValue", "Storage", "StorageError", "make_storage"]

@@ -46,8 +46,9 @@ def created_order(created: str) -> int:
 
 
 def with_service(service_id: str, kv: KeyValue) -> KeyValue:
-    """A copy of ``kv`` as stored for ``service_id`` (Zowe sets ``serviceId`` on the entry before storing it)."""
-    return KeyValue(kv.key, kv.value, service_id, kv.created)
+    """A copy of ``kv`` as stored for ``service_id`` (Zowe sets ``serviceId`` on the entry before storing it:
+    Zowe's string of the caller, a plain ``str``)."""
+    return KeyValue(kv.key, kv.value, str(service_id), kv.created)
 
 
 def rule_is_stale(value: str, now_ms: int | None = None) -> bool:

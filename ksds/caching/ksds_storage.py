@@ -4,11 +4,19 @@ Two layouts of the entries; both keep the bookkeeping in records of their own wh
 
 **native** (the default): no collisions, no leak between services.
 
-* entry: key ``X'00' 'E' + blake2b-128(service id) + blake2b-128(key)``, padded with X'00' to the key length;
+* the caller's *partition* (:func:`~ksds.caching.model.partition_key`): a service id alone is itself; a caller
+  with a proven DN (a verified certificate, or a DN header the operator trusts) is ``X'00' 'D' + len(DN) ':' DN``,
+  then ``len(id) ':' id`` if it also names a service id. So ``X-CS-Service-ID: CN=x, SERVICE=gw`` is not the
+  caller that proved ``CN=x`` calling as ``gw`` (earlier versions partitioned both by the string
+  ``"CN=x, SERVICE=gw"``: entries and map items they stored for callers with a DN are not found by them now);
+* entry: key ``X'00' 'E' + blake2b-128(partition) + blake2b-128(key)``, padded with X'00' to the key length;
   record ``key + seq (8 bytes, big-endian) + length (4 bytes, big-endian) + UTF-8 JSON
-  {"serviceId", "key", "value", "created"} + X'00' padding``. A read checks that the JSON's service id and key
-  are the ones asked for, so even a digest collision never returns another entry. A service's entries are the
-  records starting ``X'00' 'E' + blake2b-128(service id)``: one generic browse, never another service's.
+  {"serviceId", ["dn",] "key", "value", "created"} + X'00' padding``: ``serviceId`` is Zowe's string of the
+  caller (``"<DN>, SERVICE=<id>"``), ``dn`` the proven DN (only for a caller with one). A read checks that the
+  JSON's service id, DN and key are the ones asked for, so even a digest collision never returns another entry.
+  A service's entries are the records starting ``X'00' 'E' + blake2b-128(partition)``: one generic browse, never
+  another service's. A record whose JSON has bytes that are not UTF-8 is read with U+FFFD in their place; one
+  that is not an entry's JSON at all is not an entry (not found, left out of lists).
 
 **zowe** (``layout="zowe"``): Zowe's VSAM back end byte for byte (:mod:`ksds.zowe`): key
 ``rightPad(sid.hashCode() + ":" + key.hashCode(), keyLength)`` and record ``rightPad(key + Jackson JSON,
@@ -19,7 +27,10 @@ empty), so they no longer leak into services whose hash starts with the same dig
 into a service with the same hash; ``read``/``update``/``delete`` answer 404 when the record at the hashed key
 belongs to another key or service (Zowe returns it: defect 11.1); characters IBM-1047 cannot represent are
 refused (400) instead of silently becoming "?". As in Zowe, two keys (or services) with equal Java hashCodes
-share one record key: the second ``create`` is 409.
+share one record key: the second ``create`` is 409. The entries' partition is Zowe's string ``"<DN>,
+SERVICE=<id>"`` (so a data set Zowe wrote is served to the same callers); a service id alone could spell such a
+string, so the REST API refuses a service id holding ``=`` from a caller without a DN (401 ZWECS703E,
+``flat_identities``).
 
 **Bookkeeping records** (both layouts; every key starts with X'00', which no Zowe key does: Zowe's start with
 ``-`` X'60' or a digit X'F0'-X'F9'; keys are padded with X'00' to the key length, records with X'00' to the
@@ -34,9 +45,9 @@ record length; "u32"/"u64" are big-endian; JSON is UTF-8):
   key, the entry key, the 16 bytes created + seq of its time-index key. Update and delete find the entry's
   time-index record through it, without a scan;
 * map item, key ``X'00' 'M' + digest(service id) + digest(map key) + digest(item key)`` (blake2b of
-  ``min(16, (key length - 2) // 3)`` bytes); record: key, u32 length, JSON {"serviceId", "mapKey", "key",
-  "value"}, checked on every read; a different item at the same digests (possible only with short keys) is
-  refused with 409.
+  ``min(16, (key length - 2) // 3)`` bytes; the service id's digest is the partition's, in both layouts); record:
+  key, u32 length, JSON {"serviceId", ["dn",] "mapKey", "key", "value"}, checked on every read; a different item
+  at the same digests (possible only with short keys) is refused with 409.
 
 The key length must be at least 34 for the native layout (full-strength map digests from 50) and 23 for the
 zowe layout (Zowe's minimum); the record length at least twice the key length + 16. A data set whose counter
@@ -85,6 +96,8 @@ from .model import (
     KeyValue,
     Storage,
     StorageError,
+    caller_dn,
+    partition_key,
 )
 
 T = TypeVar("T")
@@ -139,7 +152,35 @@ def _json_bytes(obj: object) -> bytes:
 
 
 def _json_load(data: bytes) -> Any:
-    return json.loads(data.decode("utf-8", "surrogatepass"))
+    """The JSON of a record. Bytes that are not UTF-8 (a record written into the data set by something else) are
+    read as U+FFFD, so the rest of the record is still read; lone surrogates an older version stored are read
+    as they were stored."""
+    try:
+        text = data.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", "replace")
+    return json.loads(text)
+
+
+#: what reading a record that does not hold what it should raises (caught: the record is not an entry)
+_UNREADABLE = (ValueError, KeyError, TypeError, AttributeError, RecursionError, struct.error)
+
+
+def _owner(service_id: str) -> tuple[str, str | None]:
+    """What a native record says about its caller: Zowe's string (its ``serviceId``) and the DN if proven."""
+    return str(service_id), caller_dn(service_id)
+
+
+def _owner_fields(service_id: str) -> dict[str, str]:
+    dn = caller_dn(service_id)
+    return {"serviceId": str(service_id)} if dn is None else {"serviceId": str(service_id), "dn": dn}
+
+
+def _owner_of(obj: dict[str, Any]) -> tuple[str, str | None]:
+    sid, dn = obj["serviceId"], obj.get("dn")
+    if not isinstance(sid, str) or not (dn is None or isinstance(dn, str)):
+        raise TypeError("serviceId and dn are strings")
+    return sid, dn
 
 
 @dataclass
@@ -197,6 +238,8 @@ class KsdsStorage(Storage):
         self.path = path
         self.layout = layout
         self._zowe = layout == "zowe"
+        #: zowe: partitions are Zowe's strings (``"<DN>, SERVICE=<id>"``), which a service id could spell
+        self.flat_identities = self._zowe
         if not os.path.exists(path):
             kl = want_kl if want_kl is not None else DEFAULT_KEY_LENGTH
             rl = want_rl if want_rl is not None else DEFAULT_RECORD_LENGTH
@@ -252,12 +295,12 @@ class KsdsStorage(Storage):
     def _entry_key(self, service_id: str, key: str) -> bytes:
         if self._zowe:
             return zowe.vsam_key(service_id, key, key_length=self._kl)
-        return self._pad(ENTRY + _digest(service_id, DIGEST) + _digest(key, DIGEST))
+        return self._pad(ENTRY + _digest(partition_key(service_id), DIGEST) + _digest(key, DIGEST))
 
     def _service_prefix(self, service_id: str) -> bytes:
         if self._zowe:
             return f"{zowe.java_string_hash(service_id)}:".encode(zowe.ENCODING)
-        return ENTRY + _digest(service_id, DIGEST)
+        return ENTRY + _digest(partition_key(service_id), DIGEST)
 
     def _encode(self, service_id: str, kv: KeyValue) -> bytes:
         """The entry's record (native: with seq 0, set by :meth:`_with_seq`); 400 if it does not fit."""
@@ -274,7 +317,7 @@ class KsdsStorage(Storage):
             except zowe.PayloadTooLargeError:
                 need = len((zowe.key_text(service_id, kv.key, self._kl) + zowe.to_json(zkv)).encode(zowe.ENCODING))
                 raise StorageError(PAYLOAD_TOO_LARGE, kv.key, need, self._rl) from None
-        body = _json_bytes({"serviceId": service_id, "key": kv.key, "value": kv.value, "created": kv.created})
+        body = _json_bytes(_owner_fields(service_id) | {"key": kv.key, "value": kv.value, "created": kv.created})
         need = self._kl + _NATIVE_HEAD + len(body)
         if need > self._rl:
             raise StorageError(PAYLOAD_TOO_LARGE, kv.key, need, self._rl)
@@ -285,26 +328,35 @@ class KsdsStorage(Storage):
             return record
         return record[: self._kl] + _U64.pack(seq) + record[self._kl + 8 :]
 
-    def _decode(self, record: bytes) -> tuple[KeyValue, int] | None:
-        """The entry of a record and its seq (zowe: 0, the slot record has it); None if it can't be decoded."""
+    def _decode(self, record: bytes) -> tuple[KeyValue, int, str | None] | None:
+        """The entry of a record, its seq (zowe: 0, the slot record has it) and the DN of its caller (None for a
+        service id alone; zowe: always None); None if it can't be decoded."""
         if self._zowe:
             try:
                 z = zowe.decode_record(record, key_length=self._kl)
-            except zowe.ZoweLayoutError:
+            except (zowe.ZoweLayoutError, RecursionError):
                 return None
-            return KeyValue(z.key, z.value, z.service_id, z.created or ""), 0
+            return KeyValue(z.key, z.value, z.service_id, z.created or ""), 0, None
         kl = self._kl
         try:
             (seq,) = _U64.unpack_from(record, kl)
             (n,) = _U32.unpack_from(record, kl + 8)
             obj = _json_load(record[kl + _NATIVE_HEAD : kl + _NATIVE_HEAD + n])
-            return KeyValue(obj["key"], obj["value"], obj["serviceId"], obj["created"]), seq
-        except (ValueError, KeyError, TypeError, struct.error):
+            sid, dn = _owner_of(obj)
+            key, value, created = obj["key"], obj["value"], obj["created"]
+            if not (isinstance(key, str) and isinstance(value, str) and isinstance(created, str)):
+                return None
+            return KeyValue(key, value, sid, created), seq, dn
+        except _UNREADABLE:
             return None
 
-    def _owned(self, kv: KeyValue, service_id: str) -> bool:
-        """Whether a decoded entry belongs to the service (zowe: a record without serviceId is taken by hash)."""
-        return kv.service_id == service_id or (self._zowe and kv.service_id == "")
+    def _owned(self, kv: KeyValue, dn: str | None, service_id: str) -> bool:
+        """Whether a decoded entry belongs to the caller: the same service id string and (native) the same proven
+        DN, so a service id that spells a DN's string is not that DN (zowe: a record without serviceId is taken
+        by hash)."""
+        if self._zowe:
+            return kv.service_id == service_id or kv.service_id == ""
+        return (kv.service_id, dn) == _owner(service_id)
 
     def _time_key(self, created: str, seq: int) -> bytes:
         return self._pad(TIME + _U64.pack(created_order(created) + (1 << 63)) + _U64.pack(seq))
@@ -314,12 +366,12 @@ class KsdsStorage(Storage):
 
     def _map_prefix(self, service_id: str, map_key: str | None = None) -> bytes:
         d = self._map_digest
-        prefix = MAP + _digest(service_id, d)
+        prefix = MAP + _digest(partition_key(service_id), d)
         return prefix if map_key is None else prefix + _digest(map_key, d)
 
     def _map_record(self, service_id: str, map_key: str, kv: KeyValue) -> bytes:
         key = self._pad(self._map_prefix(service_id, map_key) + _digest(kv.key, self._map_digest))
-        body = _json_bytes({"serviceId": service_id, "mapKey": map_key, "key": kv.key, "value": kv.value})
+        body = _json_bytes(_owner_fields(service_id) | {"mapKey": map_key, "key": kv.key, "value": kv.value})
         need = self._kl + 4 + len(body)
         if need > self._rl:
             raise StorageError(PAYLOAD_TOO_LARGE, kv.key, need, self._rl)
@@ -466,7 +518,7 @@ class KsdsStorage(Storage):
         if rec is None:
             return None
         got = self._decode(rec)
-        if got is None or got[0].key != key or not self._owned(got[0], service_id):
+        if got is None or got[0].key != key or not self._owned(got[0], got[2], service_id):
             return None
         return rkey, with_service(service_id, got[0]), got[1]
 
@@ -542,7 +594,7 @@ class KsdsStorage(Storage):
     def _service_entries(self, service_id: str) -> Iterator[tuple[bytes, KeyValue, int]]:
         for rec in self._prefixed(self._service_prefix(service_id)):
             got = self._decode(rec)
-            if got is not None and self._owned(got[0], service_id):
+            if got is not None and self._owned(got[0], got[2], service_id):
                 yield rec[: self._kl], with_service(service_id, got[0]), got[1]
 
     def read_for_service(self, service_id: str) -> dict[str, KeyValue]:
@@ -571,14 +623,18 @@ class KsdsStorage(Storage):
 
     def _map_items(self, service_id: str, map_key: str | None) -> Iterator[tuple[bytes, str, str, str]]:
         """(record key, map key, item key, value) of the service's items (of one map, or all)."""
+        owner = _owner(service_id)
         for rec in self._prefixed(self._map_prefix(service_id, map_key)):
             try:
                 obj = self._load(rec)
-                if obj["serviceId"] != service_id or (map_key is not None and obj["mapKey"] != map_key):
+                if _owner_of(obj) != owner or (map_key is not None and obj["mapKey"] != map_key):
                     continue
-                yield rec[: self._kl], obj["mapKey"], obj["key"], obj["value"]
-            except (ValueError, KeyError, TypeError, struct.error):
+                m, k, v = obj["mapKey"], obj["key"], obj["value"]
+                if not (isinstance(m, str) and isinstance(k, str) and isinstance(v, str)):
+                    continue
+            except _UNREADABLE:
                 continue
+            yield rec[: self._kl], m, k, v
 
     def store_map_item(self, service_id: str, map_key: str, kv: KeyValue) -> KeyValue:
         record = self._map_record(service_id, map_key, kv)
@@ -589,8 +645,12 @@ class KsdsStorage(Storage):
             if old is None:
                 self._ds.write(record)
             else:
-                obj = self._load(old)
-                if (obj["serviceId"], obj["mapKey"], obj["key"]) != (service_id, map_key, kv.key):
+                try:
+                    obj = self._load(old)
+                    same = (_owner_of(obj), obj["mapKey"], obj["key"]) == (_owner(service_id), map_key, kv.key)
+                except _UNREADABLE:  # not a map item we can read (written by something else): replaced
+                    same = True
+                if not same:
                     raise StorageError(DUPLICATE_KEY, kv.key)  # digests collide (short keys only)
                 self._ds.rewrite(record)
             return with_service(service_id, kv)

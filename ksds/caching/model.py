@@ -42,9 +42,69 @@ class KeyValue:
     created: str = field(default_factory=now_millis)
 
     def to_json(self) -> dict[str, str]:
-        """Zowe's serialisation (``@JsonInclude(NON_EMPTY)``, field order key, value, serviceId, created)."""
-        out = {"key": self.key, "value": self.value, "serviceId": self.service_id, "created": self.created}
-        return {k: v for k, v in out.items() if v}
+        """Zowe's serialisation (field order key, value, serviceId, created), with ``key`` and ``value`` always
+        there: Zowe's ``@JsonInclude(NON_EMPTY)`` drops an empty value, so what a client stored as ``""`` would
+        come back without its value (empty ``serviceId`` and ``created`` are still left out)."""
+        out = {"key": self.key, "value": self.value}
+        if self.service_id:
+            out["serviceId"] = self.service_id
+        if self.created:
+            out["created"] = self.created
+        return out
+
+
+class Identity(str):
+    """A caller: the DN it proved (a verified client certificate, or a DN header the operator trusts) and/or the
+    service id it named (``X-CS-Service-ID``), kept apart.
+
+    As a string it is Zowe's ``getServiceId``: ``"<DN>, SERVICE=<id>"``, the DN or the id alone; that is the
+    ``serviceId`` of the caller's entries, and the partition of the storages that keep Zowe's layouts. The native
+    layouts partition by :attr:`partition` instead, which no service id can forge: a service id ``"CN=x"`` or
+    ``"CN=x, SERVICE=gw"`` is not the caller that proved ``CN=x``. A plain ``str`` given to a storage is a service
+    id alone.
+    """
+
+    dn: str | None
+    service: str | None
+
+    def __new__(cls, dn: str | None, service: str | None) -> Identity:
+        if dn is None and service is None:
+            raise ValueError("an identity has a DN, a service id, or both")
+        if dn is not None and service is not None:
+            text = f"{dn}, SERVICE={service}"
+        else:
+            text = dn if dn is not None else str(service)
+        self = super().__new__(cls, text)
+        self.dn = dn
+        self.service = service
+        return self
+
+    def __repr__(self) -> str:
+        return f"Identity(dn={self.dn!r}, service={self.service!r})"
+
+    def __reduce__(self) -> tuple[type[Identity], tuple[str | None, str | None]]:
+        return Identity, (self.dn, self.service)
+
+
+def caller_dn(service_id: str) -> str | None:
+    """The proven DN of a caller (None for a service id alone, a plain ``str`` included)."""
+    return service_id.dn if isinstance(service_id, Identity) else None
+
+
+def partition_key(service_id: str) -> str:
+    """The caller's partition in the native layouts: one string per distinct (DN, service id), unambiguous.
+
+    A service id alone is itself (so the partitions of such callers are what they always were), with ``X'00'``
+    doubled in front if it starts with one; a caller with a DN is ``X'00' 'D' + len(DN) ':' DN``, followed by
+    ``len(id) ':' id`` if it also names a service id. The three forms cannot meet: a service id alone never starts
+    with X'00' unescaped, an escaped one starts X'00' X'00', a DN's starts X'00' 'D', and the length prefix says
+    where the DN ends."""
+    dn = caller_dn(service_id)
+    if dn is None:
+        return "\0\0" + service_id if service_id.startswith("\0") else str(service_id)
+    assert isinstance(service_id, Identity)
+    svc = service_id.service
+    return f"\0D{len(dn)}:{dn}" + ("" if svc is None else f"{len(svc)}:{svc}")
 
 
 @dataclass(frozen=True)
@@ -134,11 +194,19 @@ def error_body(message: Message, *params: object) -> dict[str, object]:
 class Storage(ABC):
     """What every storage mode implements (Zowe's ``Storage`` interface). Every method may raise StorageError.
 
+    ``service_id`` is the caller: an :class:`Identity` (DN and/or service id) or a plain ``str`` (a service id
+    alone). Native layouts keep the callers apart by :func:`partition_key`; ``serviceId`` of the entries is
+    ``str(service_id)``.
+
     ``size`` is the most entries (``create``) the storage holds across all services (0: no limit); at the limit,
     ``eviction`` "reject" refuses a create with 507 and "removeOldest" first removes the entry with the smallest
     ``created``. Both are checked without scanning the entries. A create of an existing key is 409 whether or not
     the storage is full (Zowe's VSAM back end answers 507 there: its defect 11.4).
     """
+
+    #: the storage partitions by Zowe's identity string (``str(service_id)``: ``"<DN>, SERVICE=<id>"``) rather
+    #: than by :func:`partition_key`; the REST API then refuses a service id that could be such a string
+    flat_identities = False
 
     def __init__(self, size: int = DEFAULT_SIZE, eviction: str = DEFAULT_EVICTION) -> None:
         if eviction not in EVICTION_STRATEGIES:

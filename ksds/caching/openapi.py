@@ -268,14 +268,19 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                 },
                 "ServiceId": {
                     "name": "X-CS-Service-ID", "in": "header", "required": False,
-                    "description": "The service on whose behalf the caller stores (with a DN: \"<DN>, SERVICE=<id>\").",
+                    "description": "The service on whose behalf the caller stores (the entries' serviceId; with "
+                    "a DN: \"<DN>, SERVICE=<id>\"). The DN and the service id are kept apart: a service id that "
+                    "spells a DN (or \"<DN>, SERVICE=<id>\") never reaches that DN's entries; on the zowe layout, "
+                    "which keeps Zowe's partition strings, such a service id (one holding '=') without a DN is 401 "
+                    "ZWECS703E.",
                     "schema": {"type": "string"}, "example": "zowe.apiml.gateway",
                 },
             },
             "responses": {
                 "Unauthorized": _error(
                     "No identity (neither header nor certificate: ZWECS702W), or a header DN the client certificate "
-                    "contradicts (ZWECS703E)", "ZWECS702W", "org.zowe.apiml.cache.missingCertificate",
+                    "contradicts, or a service id that could spell a DN on the zowe layout (ZWECS703E)", "ZWECS702W",
+                    "org.zowe.apiml.cache.missingCertificate",
                     "Missing header with certificate. parameter", "WARNING",
                 ),
                 "Forbidden": _error(

@@ -1,16 +1,22 @@
 """The ``redis`` storage mode: the cache on a Redis server, as Zowe's Redis back end keeps it.
 
-**Entries** (Zowe's layout, so a Redis filled by Zowe is served as is): one hash per service id, named by the
-service id, field = the entry's key, value = the KeyValue as Zowe's Jackson writes it
-(``{"key","value","serviceId","created"}``, empty fields left out). create = HSETNX (false: 409); update =
-HEXISTS + HSET (404); read = HGET; readForService = HGETALL; delete = HGET + HDEL; deleteForService = DEL.
+**Entries** (Zowe's layout): one hash per caller, field = the entry's key, value = the KeyValue as Zowe's Jackson
+writes it (``{"key","value","serviceId","created"}``, empty fields left out; ``serviceId`` is Zowe's string of the
+caller, ``"<DN>, SERVICE=<id>"``). The hash of a service id alone without ``=`` is named by it, as Zowe names it
+(so such a Redis filled by Zowe is served as is), and so is the hash of a caller whose DN was proven (a
+verified certificate, or a trusted DN header): Zowe's string ``"<DN>, SERVICE=<id>"``. A caller without a proven
+DN whose service id holds ``=`` (as every DN's string does) gets the hash ``\\0ksds:id:`` followed by its
+:func:`~ksds.caching.model.partition_key` instead: a service id can never name the hash of a DN. create = HSETNX
+(false: 409); update = HEXISTS + HSET (404); read = HGET; readForService = HGETALL; delete = HGET + HDEL;
+deleteForService = DEL.
 
 **Unlike Zowe, the size limit and removeOldest apply** (Zowe leaves them to Redis's maxmemory), atomically, in
 Lua scripts (each runs alone on the server), with bookkeeping keys that start with a NUL byte (a service id
-comes from an HTTP header and cannot contain one):
+comes from an HTTP header and cannot contain one; one that does, from the Python API, gets a ``\\0ksds:id:``
+hash):
 
 * ``\\0ksds:order``: a sorted set, score = ``created`` (as :func:`~ksds.caching.common.created_order`), member =
-  16 hex digits of a sequence number + ``len(service id) ":" service id key`` (an *ident*): the first member is
+  16 hex digits of a sequence number + ``len(hash name) ":" hash name key`` (an *ident*): the first member is
   the oldest entry, ties going to the lowest sequence number (stored or last updated first); its cardinality
   is the count;
 * ``\\0ksds:members``: a hash ident -> member (to find an entry's member on update and delete);
@@ -18,8 +24,8 @@ comes from an HTTP header and cannot contain one):
 
 Entries written into the service hashes by something else (Zowe itself) are served but not counted.
 
-**List maps**: a hash per map, ``\\0ksds:map:<len(sid)>:<sid><mapKey>`` (item key -> value), and a set per service
-of its map keys, ``\\0ksds:maps:<sid>``.
+**List maps**: a hash per map, ``\\0ksds:map:<len(name)>:<name><mapKey>`` (item key -> value), and a set per
+caller of its map keys, ``\\0ksds:maps:<name>``, where ``name`` is the name of the caller's entries' hash.
 
 **Errors**: Redis's "OOM command not allowed" (maxmemory) is 507, as in Zowe. The scripts that add data are
 refused whole when Redis is over maxmemory (``#!lua`` scripts are checked once, before they run), so a refused
@@ -47,6 +53,8 @@ from .model import (
     KeyValue,
     Storage,
     StorageError,
+    caller_dn,
+    partition_key,
 )
 
 PREFIX = "\0ksds:"
@@ -140,25 +148,61 @@ return 1
 """
 
 
-def _ident_prefix(service_id: str) -> bytes:
-    sid = service_id.encode("utf-8")
-    return b"%d:" % len(sid) + sid
+IDS = PREFIX + "id:"
 
 
-def _ident(service_id: str, key: str) -> bytes:
-    return _ident_prefix(service_id) + key.encode("utf-8")
+def _utf8(text: str) -> bytes:
+    """Text as stored: UTF-8 (a lone surrogate, which the REST API refuses, kept as its UTF-8-like bytes)."""
+    return text.encode("utf-8", "surrogatepass")
 
 
-def _map_name(service_id: str, map_key: str) -> bytes:
-    return (PREFIX + "map:").encode() + _ident(service_id, map_key)
+def _hash_name(service_id: str) -> bytes:
+    """The name of the caller's entries' hash, as Zowe names it: Zowe's string of the caller (a service id alone,
+    or ``"<DN>, SERVICE=<id>"`` for a caller whose DN was proven). A caller without a proven DN whose service id
+    holds ``=`` (as every DN's string does) or starts with NUL gets ``\\0ksds:id:`` + its partition key instead,
+    so it can never name a DN's hash."""
+    if caller_dn(service_id) is not None:
+        return _utf8(str(service_id))
+    if "=" not in service_id and not service_id.startswith("\0"):
+        return _utf8(service_id)
+    return _utf8(IDS + partition_key(service_id))
 
 
-def _maps_name(service_id: str) -> bytes:
-    return (PREFIX + "maps:").encode() + service_id.encode("utf-8")
+def _ident_prefix(name: bytes) -> bytes:
+    return b"%d:" % len(name) + name
+
+
+def _ident(name: bytes, key: str) -> bytes:
+    return _ident_prefix(name) + _utf8(key)
+
+
+def _map_name(name: bytes, map_key: str) -> bytes:
+    return (PREFIX + "map:").encode() + _ident(name, map_key)
+
+
+def _maps_name(name: bytes) -> bytes:
+    return (PREFIX + "maps:").encode() + name
 
 
 def _text(b: Any) -> str:
-    return b.decode("utf-8") if isinstance(b, bytes) else str(b)
+    """Stored text: UTF-8, with bytes that are not (written by something else) read as U+FFFD; lone surrogates
+    as they were written."""
+    if not isinstance(b, bytes):
+        return str(b)
+    try:
+        return b.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return b.decode("utf-8", "replace")
+
+
+def _scalar(v: Any) -> str:
+    """A JSON field as Jackson reads it into a String: text as it is, a number or boolean as its JSON, null and
+    anything else as ""."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (bool, int, float)):
+        return json.dumps(v)
+    return ""
 
 
 class RedisStorage(Storage):
@@ -205,21 +249,30 @@ class RedisStorage(Storage):
         return zowe.to_json(zowe.KeyValue(kv.key, kv.value, service_id, kv.created))
 
     @staticmethod
-    def _parse(service_id: str, data: Any) -> KeyValue:
-        obj = json.loads(_text(data))
+    def _parse(service_id: str, key: str, data: Any) -> KeyValue:
+        """The entry stored at field ``key``. A value that is not a KeyValue's JSON (written by something else) is
+        the entry's value as it is, so it reads back instead of failing the request."""
+        text = _text(data)
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError):
+            obj = None
+        if not isinstance(obj, dict):
+            return KeyValue(key, text, str(service_id), "")
         created = obj.get("created")
-        return KeyValue(str(obj.get("key") or ""), str(obj.get("value") or ""), service_id,
-                        "" if created is None else str(created))
+        return KeyValue(_scalar(obj.get("key")) or key, _scalar(obj.get("value")), str(service_id),
+                        "" if created is None else _scalar(created))
 
     # --- entries -----------------------------------------------------------------------------------------------
 
     def create(self, service_id: str, kv: KeyValue) -> KeyValue:
         stored = with_service(service_id, kv)
+        name = _hash_name(service_id)
         got = self._run(
             self._create,
-            keys=[service_id, ORDER, MEMBERS, SEQ],
+            keys=[name, ORDER, MEMBERS, SEQ],
             args=[
-                kv.key, self._json(service_id, stored), _ident(service_id, kv.key), created_order(kv.created),
+                _utf8(kv.key), _utf8(self._json(service_id, stored)), _ident(name, kv.key), created_order(kv.created),
                 self.size, 1 if self.eviction == "reject" else 0,
             ],
         )
@@ -231,34 +284,38 @@ class RedisStorage(Storage):
         return stored
 
     def read(self, service_id: str, key: str) -> KeyValue:
-        data = self._run(self._r.hget, service_id, key)
+        data = self._run(self._r.hget, _hash_name(service_id), _utf8(key))
         if data is None:
             raise StorageError(KEY_NOT_IN_CACHE, key, service_id)
-        return self._parse(service_id, data)
+        return self._parse(service_id, key, data)
 
     def update(self, service_id: str, kv: KeyValue) -> KeyValue:
         stored = with_service(service_id, kv)
+        name = _hash_name(service_id)
         got = self._run(
             self._update,
-            keys=[service_id, ORDER, MEMBERS, SEQ],
-            args=[kv.key, self._json(service_id, stored), _ident(service_id, kv.key), created_order(kv.created)],
+            keys=[name, ORDER, MEMBERS, SEQ],
+            args=[_utf8(kv.key), _utf8(self._json(service_id, stored)), _ident(name, kv.key),
+                  created_order(kv.created)],
         )
         if _text(got) == "missing":
             raise StorageError(KEY_NOT_IN_CACHE, kv.key, service_id)
         return stored
 
     def delete(self, service_id: str, key: str) -> KeyValue:
-        data = self._run(self._delete, keys=[service_id, ORDER, MEMBERS], args=[key, _ident(service_id, key)])
+        name = _hash_name(service_id)
+        data = self._run(self._delete, keys=[name, ORDER, MEMBERS], args=[_utf8(key), _ident(name, key)])
         if data is None:
             raise StorageError(KEY_NOT_IN_CACHE, key, service_id)
-        return self._parse(service_id, data)
+        return self._parse(service_id, key, data)
 
     def read_for_service(self, service_id: str) -> dict[str, KeyValue]:
-        got = cast(dict[bytes, bytes], self._run(self._r.hgetall, service_id))
-        return {_text(k): self._parse(service_id, v) for k, v in got.items()}
+        got = cast(dict[bytes, bytes], self._run(self._r.hgetall, _hash_name(service_id)))
+        return {_text(k): self._parse(service_id, _text(k), v) for k, v in got.items()}
 
     def delete_for_service(self, service_id: str) -> None:
-        self._run(self._delete_service, keys=[service_id, ORDER, MEMBERS], args=[_ident_prefix(service_id)])
+        name = _hash_name(service_id)
+        self._run(self._delete_service, keys=[name, ORDER, MEMBERS], args=[_ident_prefix(name)])
 
     def count(self) -> int:
         return int(self._run(self._r.zcard, ORDER))
@@ -266,35 +323,42 @@ class RedisStorage(Storage):
     # --- list maps ---------------------------------------------------------------------------------------------
 
     def store_map_item(self, service_id: str, map_key: str, kv: KeyValue) -> KeyValue:
+        name = _hash_name(service_id)
         self._run(
             self._store_item,
-            keys=[_map_name(service_id, map_key), _maps_name(service_id)],
-            args=[map_key, kv.key, kv.value],
+            keys=[_map_name(name, map_key), _maps_name(name)],
+            args=[_utf8(map_key), _utf8(kv.key), _utf8(kv.value)],
         )
         return with_service(service_id, kv)
 
-    def get_all_map_items(self, service_id: str, map_key: str) -> dict[str, str]:
-        got = cast(dict[bytes, bytes], self._run(self._r.hgetall, _map_name(service_id, map_key)))
+    def _items(self, name: bytes, map_key: str) -> dict[str, str]:
+        got = cast(dict[bytes, bytes], self._run(self._r.hgetall, _map_name(name, map_key)))
         return {_text(k): _text(v) for k, v in got.items()}
 
+    def get_all_map_items(self, service_id: str, map_key: str) -> dict[str, str]:
+        return self._items(_hash_name(service_id), map_key)
+
     def get_all_maps(self, service_id: str) -> dict[str, dict[str, str]]:
-        names = cast(set[bytes], self._run(self._r.smembers, _maps_name(service_id)))
+        name = _hash_name(service_id)
+        map_keys = cast(set[bytes], self._run(self._r.smembers, _maps_name(name)))
         out: dict[str, dict[str, str]] = {}
-        for name in sorted(names):
-            items = self.get_all_map_items(service_id, _text(name))
+        for raw in sorted(map_keys):
+            items = self._items(name, _text(raw))
             if items:
-                out[_text(name)] = items
+                out[_text(raw)] = items
         return out
 
     def _evict_items(self, service_id: str, map_key: str, stale: bool) -> None:
-        items = self.get_all_map_items(service_id, map_key)
+        name = _hash_name(service_id)
+        got = cast(dict[bytes, bytes], self._run(self._r.hgetall, _map_name(name, map_key)))
         now_ms = time.time_ns() // 1_000_000
-        args: list[str] = [map_key]
-        for k, v in items.items():
-            if rule_is_stale(v, now_ms) if stale else token_is_expired(v, now_ms / 1000):
-                args += [k, v]
+        args: list[bytes] = [_utf8(map_key)]
+        for k, v in got.items():
+            text = _text(v)
+            if rule_is_stale(text, now_ms) if stale else token_is_expired(text, now_ms / 1000):
+                args += [k, v]  # as stored: the script deletes the item only if it is unchanged
         if len(args) > 1:
-            self._run(self._delete_items, keys=[_map_name(service_id, map_key), _maps_name(service_id)], args=args)
+            self._run(self._delete_items, keys=[_map_name(name, map_key), _maps_name(name)], args=args)
 
     def remove_non_relevant_rules(self, service_id: str, map_key: str) -> None:
         self._evict_items(service_id, map_key, True)

@@ -28,8 +28,14 @@ is ``application/json``; a client's mistake is never a 500. This facade adds ZWE
 client certificate contradicts) and ZWECS704E (403: no client certificate where one is required).
 
 **Who is calling** (the partition of the data): the ``X-Certificate-DistinguishedName`` header (set by the gateway
-from the client certificate) and/or ``X-CS-Service-ID``: both give ``"<DN>, SERVICE=<id>"``, one gives itself,
-neither is 401 ZWECS702W. When the server runs with TLS and verifies client certificates
+from the client certificate) and/or ``X-CS-Service-ID``, neither is 401 ZWECS702W. The caller is an
+:class:`~ksds.caching.model.Identity`: the DN and the service id kept apart, whose string is Zowe's (``"<DN>,
+SERVICE=<id>"`` with both, else the one given: the entries' ``serviceId``). The native storages partition by the
+pair, so a service id that spells a DN's string is not that DN; a storage that keeps Zowe's strings
+(``flat_identities``: the zowe layout) makes the API refuse a service id holding ``=`` without a DN (401 ZWECS703E).
+Text that is not Unicode (a lone surrogate, JSON's ``"\\ud800"``) in a key, value or ``created``, and JSON nested
+too deeply, are 400 ZWECS130E; a response whose data UTF-8 cannot hold (stored by an older version) is sent with
+JSON's ``\\uXXXX`` escapes. When the server runs with TLS and verifies client certificates
 (:mod:`ksds.caching.tls`), the certificate's DN (as Java's ``getSubjectX500Principal().getName()`` writes it) is
 the DN, whatever the header says: a header naming another DN is 401 (the fix Zowe issue 4423 asks for), and with
 ``require_client_cert`` a request of the API without a certificate is 403.
@@ -58,9 +64,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import unquote
@@ -78,6 +85,7 @@ from .model import (
     INVALID_PAYLOAD,
     KEY_NOT_PROVIDED,
     MISSING_CERTIFICATE,
+    Identity,
     KeyValue,
     Message,
     Storage,
@@ -137,7 +145,12 @@ class _MethodNotAllowed(Exception):
 
 
 def json_response(status: int, body: object, headers: Mapping[str, str] | None = None) -> Response:
-    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    """A JSON response. Text that UTF-8 cannot hold (a lone surrogate, in data an older version stored or written
+    into the storage by something else) is sent as JSON's ``\\uXXXX`` escapes instead of failing the request."""
+    try:
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        data = json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode()
     return Response(data, status, headers=headers, media_type="application/json")
 
 
@@ -166,6 +179,24 @@ def _lombok(fields: dict[str, object]) -> str:
     return f"KeyValue({inner})"
 
 
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` is Unicode text (UTF-8 can hold it): no lone surrogate, which JSON's ``"\\ud800"`` gives."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _surrogate(text: str) -> int:
+    return next(ord(c) for c in text if 0xD800 <= ord(c) <= 0xDFFF)
+
+
+def _printable(text: str) -> str:
+    """``text`` for a message: lone surrogates written as ``\\udXXX``."""
+    return text if text.isascii() or _is_unicode(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _field(data: dict[str, Any], name: str, payload: str) -> str | None:
     v = data.get(name, "")
     if v is None or isinstance(v, str):
@@ -189,9 +220,10 @@ def parse_key_value(body: bytes, service: str = "", *, path_key: str | None = No
     try:
         text = body.decode("utf-8")
         data = json.loads(text, parse_int=_Number, parse_float=_Number, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         excerpt = body[:80].decode("utf-8", errors="replace") + ("..." if len(body) > 80 else "")
-        raise StorageError(INVALID_PAYLOAD, excerpt, f"The body is not JSON: {e}") from None
+        why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise StorageError(INVALID_PAYLOAD, excerpt, f"The body is not JSON: {why}") from None
     if data is None:
         raise StorageError(INVALID_PAYLOAD, None, "No KeyValue provided in the payload")
     if not isinstance(data, dict):
@@ -200,10 +232,17 @@ def parse_key_value(body: bytes, service: str = "", *, path_key: str | None = No
         data["key"] = path_key
     created_in = data.get("created")
     shown = {k: data.get(k, "") for k in ("key", "value")} | {"serviceId": "", "created": created_in or now_millis()}
-    payload = _lombok(shown)
+    payload = _printable(_lombok(shown))
     key = _field(data, "key", payload)
     value = _field(data, "value", payload)
     created = _field(data, "created", payload) if created_in is not None else None
+    for name, text_value in (("key", key), ("value", value), ("created", created)):
+        if text_value is not None and not text_value.isascii() and not _is_unicode(text_value):
+            code = _surrogate(text_value)
+            raise StorageError(
+                INVALID_PAYLOAD, payload, f"The field '{name}' holds a lone surrogate (\\u{code:04x}), which is "
+                "not a Unicode character"
+            )
     if value is None:
         raise StorageError(INVALID_PAYLOAD, payload, "No value provided in the payload")
     if key is None:
@@ -221,12 +260,17 @@ def _header(request: Request, name: str) -> str | None:
     return value if value else None  # Zowe: StringUtils.isEmpty -> absent
 
 
-def service_id(request: Request, *, trust_dn_header: bool = True, require_client_cert: bool = False) -> str:
-    """The caller's partition (Zowe's ``getServiceId``), with the client certificate's DN winning over the header.
+def service_id(
+    request: Request, *, trust_dn_header: bool = True, require_client_cert: bool = False, flat: bool = False
+) -> Identity:
+    """The caller (Zowe's ``getServiceId``, kept as its DN and service id), the client certificate's DN winning
+    over the header.
 
     Raises StorageError: 401 ZWECS702W without any identity, 401 ZWECS703E for a header DN that the certificate
     contradicts (or, with ``trust_dn_header`` False, a header DN without a certificate), 403 ZWECS704E without a
-    certificate when ``require_client_cert``.
+    certificate when ``require_client_cert``. ``flat``: the storage partitions by Zowe's string
+    (``"<DN>, SERVICE=<id>"``), so a service id without a DN that could be such a string (it holds ``=``, as
+    every DN does) is 401 ZWECS703E: it would reach the partition of the caller that proved that DN.
     """
     tls = (request.scope.get("extensions") or {}).get("tls") or {}
     cert_dn: str | None = tls.get("client_cert_name")
@@ -249,13 +293,16 @@ def service_id(request: Request, *, trust_dn_header: bool = True, require_client
         )
     else:
         dn = header_dn
-    if dn is not None and service is not None:
-        return f"{dn}, SERVICE={service}"
-    if service is not None:
-        return service
-    if dn is not None:
-        return dn
-    raise StorageError(MISSING_CERTIFICATE, "parameter")
+    if dn is None:
+        if service is None:
+            raise StorageError(MISSING_CERTIFICATE, "parameter")
+        if flat and "=" in service:
+            raise StorageError(
+                IDENTITY_NOT_PROVEN, f"the {SERVICE_HEADER} '{service}' could name the partition of a DN (it holds "
+                "'='), and this storage keeps Zowe's '<DN>, SERVICE=<id>' partitions; prove the DN (a client "
+                f"certificate or {DN_HEADER}) or use a service id without '='"
+            )
+    return Identity(dn, service)
 
 
 # --- routing ----------------------------------------------------------------------------------------------------------
@@ -329,6 +376,8 @@ class CachingService:
         self.require_client_cert = require_client_cert
         self.max_body = max_body
         self.mode = mode or type(storage).__name__
+        #: the storage partitions by Zowe's identity string (see :func:`service_id`)
+        self.flat = storage.flat_identities
         self.started = time.time()
         self._lock: threading.Lock | None = None if getattr(storage, "thread_safe", False) else threading.Lock()
         self._closed = False
@@ -366,9 +415,10 @@ class CachingService:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _sid(self, request: Request) -> str:
+    def _sid(self, request: Request) -> Identity:
         return service_id(
-            request, trust_dn_header=self.trust_dn_header, require_client_cert=self.require_client_cert
+            request, trust_dn_header=self.trust_dn_header, require_client_cert=self.require_client_cert,
+            flat=self.flat,
         )
 
     async def endpoint(self, request: Request) -> Response:
@@ -475,6 +525,15 @@ class CachingService:
         }
 
 
+class _EveryPath(Route):
+    """The one route, for every path: :meth:`CachingService.endpoint` routes. Starlette's ``{path:path}`` pattern
+    stops at a newline, which a key may hold (``/cache/a%0Ab``); this one does not."""
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]], methods: list[str]) -> None:
+        super().__init__("/{path:path}", endpoint, methods=methods)
+        self.path_regex = re.compile(r"^/(?P<path>.*)$", re.DOTALL)
+
+
 async def _json_http_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, HTTPException) and exc.status_code == 405:
         return error_response(METHOD_NOT_ALLOWED)
@@ -517,7 +576,7 @@ def make_app(
 
     methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
     app = Starlette(
-        routes=[Route("/{path:path}", service.endpoint, methods=methods)],
+        routes=[_EveryPath(service.endpoint, methods)],
         exception_handlers={HTTPException: _json_http_error, Exception: _json_http_error},
         lifespan=lifespan,
     )

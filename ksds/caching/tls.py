@@ -395,6 +395,12 @@ class PeerCertH11Protocol(H11Protocol):
     :meth:`connection_made`, so the verified peer certificate is known for every request of the connection.
     """
 
+    def abort_if_idle(self) -> None:
+        """Cut the connection now if no request is in flight on it (at shutdown: an idle keep-alive connection, or
+        one whose last response is sent, which over TLS would otherwise wait for the client's close_notify)."""
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.abort()
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")

@@ -7,6 +7,7 @@ sharing: each sees what the others acknowledged) behind the gateways' load balan
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import os
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from ._common import USAGE, CliError, Subparsers, add_verb, one_line
+from ._common import FAILED, USAGE, CliError, Subparsers, add_verb, one_line
 
 if TYPE_CHECKING:
     import uvicorn
@@ -45,6 +46,11 @@ ENV_SIZE = "CACHING_STORAGE_SIZE"
 ENV_EVICTION = "CACHING_STORAGE_EVICTIONSTRATEGY"
 ENV_DATASET = "CACHING_STORAGE_VSAM_NAME"
 ENV_REDIS = "CACHING_STORAGE_REDIS_MASTERNODEURI"
+#: on SIGTERM: seconds a connection that is idle (or whose response is sent) gets to close politely (a TLS
+#: close_notify that a client holding it idle never answers) before it is cut; and seconds the requests in flight
+#: get to finish. Together they bound the time from SIGTERM to the data set's close, whatever clients do.
+CLOSE_GRACE = 1.0
+REQUEST_GRACE = 5
 
 
 def _positive(text: str) -> int:
@@ -258,12 +264,25 @@ def _uvicorn_logging(access_log: bool) -> Iterator[None]:
             acc.removeHandler(access)
 
 
-def run(args: argparse.Namespace) -> int:
-    import uvicorn
+def _missing_extra(e: ImportError, extra: str) -> CliError:
+    """The one line for a package of an extra that is not installed (an ImportError of ksds itself is a bug:
+    re-raised)."""
+    name = e.name or ""
+    if name.partition(".")[0] in ("", "ksds"):
+        raise e
+    return CliError(f"this needs the {extra} extra ({name} is not installed): pip install 'ksds[{extra}]'", FAILED)
 
-    from ..caching.service import API, make_app
+
+def run(args: argparse.Namespace) -> int:
     from ..caching.storage_factory import make_storage
-    from ..caching.tls import PeerCertH11Protocol
+
+    try:
+        import uvicorn
+
+        from ..caching.service import API, make_app
+        from ..caching.tls import PeerCertH11Protocol
+    except ImportError as e:
+        raise _missing_extra(e, "service") from None
 
     opts = storage_options(args)
     _check_tls(args)
@@ -271,6 +290,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         mode = str(opts.pop("mode"))
         storage = make_storage(mode, **opts)  # type: ignore[arg-type]
+    except ImportError as e:
+        sock.close()
+        raise _missing_extra(e, "redis") from None
     except BaseException:
         sock.close()
         raise
@@ -288,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
         log_config=None,
         log_level="warning",
         access_log=args.access_log,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=REQUEST_GRACE,
         ssl_certfile=args.tls_cert,
         ssl_keyfile=args.tls_key,
         ssl_ca_certs=args.tls_ca,
@@ -318,7 +340,30 @@ def _make_server(config: uvicorn.Config) -> uvicorn.Server:
     import uvicorn
 
     class Server(uvicorn.Server):
-        """uvicorn's server, which after a signal-triggered shutdown returns instead of re-raising the signal."""
+        """uvicorn's server, which after a signal-triggered shutdown returns instead of re-raising the signal, and
+        whose shutdown takes a bounded time.
+
+        uvicorn closes an idle keep-alive connection at shutdown and waits for it to be gone; over TLS, closing
+        sends close_notify and waits (up to asyncio's 30 s) for the client's, which a client that holds the
+        connection idle never sends. Here a connection with no request in flight is cut (``abort``) once it has
+        had :data:`CLOSE_GRACE` seconds to close; requests in flight get :data:`REQUEST_GRACE` seconds.
+        """
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            reaper = asyncio.create_task(self._cut_idle_connections())
+            try:
+                await super().shutdown(sockets)
+            finally:
+                reaper.cancel()
+
+        async def _cut_idle_connections(self) -> None:
+            await asyncio.sleep(CLOSE_GRACE)
+            while True:
+                for connection in list(self.server_state.connections):
+                    abort = getattr(connection, "abort_if_idle", None)
+                    if abort is not None:
+                        abort()
+                await asyncio.sleep(0.1)
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
