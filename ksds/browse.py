@@ -138,17 +138,17 @@ class Browse:
                     if prv is None:
                         pos = None
                         return None
-                    ci, i = prv, len(prv.recs) - 1
+                    ci, i = prv, prv.n - 1
                 pos = (path, ci, i - 1)
             else:
-                if i >= len(ci.recs):
+                if i >= ci.n:
                     nxt = index.next_data(p, path)
                     if nxt is None:
                         pos = None
                         return None
                     ci, i = nxt, 0
                 pos = (path, ci, i + 1)
-            rec: bytes = ci.recs[i]
+            rec = ci.record(i)
             stop = self.stop
             if stop is not None:
                 k = rec[ko : ko + kl]
@@ -203,7 +203,7 @@ class Browse:
                     if pos is None:
                         return
                     path, ci, i = pos
-                    recs = ci.recs[i:]  # a copy: another thread may change the CI once we let go
+                    recs = ci.records(i)  # new bytes: another thread may change the CI once we let go
                 finally:
                     ds._release()
                 final = False
@@ -256,11 +256,11 @@ class Browse:
                         pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
                     elif more:
                         prv = index.prev_data(p, path, cache=False)
-                        pos = None if prv is None else (path, prv, len(prv.recs) - 1)
+                        pos = None if prv is None else (path, prv, prv.n - 1)
                     if pos is None:
                         return
                     path, ci, i = pos
-                    recs = ci.recs[i::-1] if i >= 0 else []
+                    recs = ci.records(0, i + 1)[::-1] if i >= 0 else []
                 finally:
                     ds._release()
                 final = False
@@ -290,7 +290,9 @@ class Browse:
     def _count(self, n: int) -> None:
         """Add records returned to REC-RETRIEVED (when a browse ends or is dropped)."""
         ds = self._ds
-        ds._acquire()
+        if not ds._mutex.acquire(False):
+            ds._uncounted.append(n)  # another thread has the open (ending a browse never waits): counted later
+            return
         try:
             if ds._pager is not None:
                 ds._pager.state.rec_retrieved += n

@@ -2,13 +2,14 @@
 
 Three kinds of CI live in the buffer pool:
 
-* :class:`DataCI` -- records in key order (``recs``), with their keys alongside (``keys``) so a lookup is one
-  ``bisect`` over a list of bytes;
+* :class:`DataCI` -- the CI's bytes: fixed-length records in key order, searched in place (stride
+  ``record_length``, key at ``key_offset``) and edited in place in a ``bytearray`` while a transaction changes it;
 * :class:`IndexCI` -- index entries, each a high key and a CI pointer; a sequence-set CI (level 1) describes
   one CA and points at its data CIs, an index-set CI (level 2 and up) points at index CIs one level down;
 * :class:`FreeCI` -- an index CI or a CA on a free list, chained by ``next``.
 
-Records and keys are plain ``bytes`` slices of the CI: no per-record objects.
+Index CIs are decoded into lists (they are few and hot: every request descends through them). Data CIs are not:
+a record exists as an object only when a request hands it out.
 """
 
 from __future__ import annotations
@@ -32,43 +33,147 @@ from .format import (
 
 
 class DataCI:
-    """A data CI: ``recs`` (records in key order) and ``keys`` (their keys), parallel lists.
+    """A data CI as its bytes: ``n`` records of ``rl`` bytes from offset 0 of ``buf``, in key order.
 
-    A CI decoded from disk builds ``keys`` only when something first asks for them (a browse never does); after
-    that it is a plain slot.
+    ``buf`` is the CI's image -- the ``bytes`` read from disk or written by the last commit (shared with the log's
+    copy: never changed in place) -- or, while a transaction changes the CI, a ``bytearray`` copy of it that the
+    edits (:meth:`insert`, :meth:`delete`, :meth:`replace`) change in place and the commit seals (one CRC). A lookup
+    binary-searches the records in place (:meth:`find`): no per-record objects on any read or browse path. The
+    record layout (``rl``, ``ko``, ``kl``) is the data set's, shared by every CI of it.
     """
 
-    __slots__ = ("ci", "keys", "recs", "ref", "key_field")
+    __slots__ = ("ci", "buf", "n", "ref", "rl", "ko", "kl")
     ci: int
-    keys: list[bytes]
-    recs: list[bytes]
+    buf: bytes | bytearray
+    n: int
     ref: bool
-    key_field: tuple[int, int]
+    rl: int
+    ko: int
+    kl: int
 
-    def __init__(self, ci: int, keys: list[bytes], recs: list[bytes]) -> None:
+    def __init__(self, ci: int, buf: bytes | bytearray, n: int, layout: tuple[int, int, int]) -> None:
         self.ci = ci
-        self.keys = keys
-        self.recs = recs
+        self.buf = buf
+        self.n = n
         self.ref = True
+        self.rl, self.ko, self.kl = layout
 
-    @classmethod
-    def lazy(cls, ci: int, recs: list[bytes], key_field: tuple[int, int]) -> DataCI:
-        obj = cls.__new__(cls)
-        obj.ci = ci
-        obj.recs = recs
-        obj.ref = True
-        obj.key_field = key_field
-        return obj
+    # --- reading: O(log n) search, O(1) slices -------------------------------------------------------------
 
-    def __getattr__(self, name: str) -> list[bytes]:
-        # only called while the ``keys`` slot is empty
-        if name != "keys":
-            raise AttributeError(name)
-        ko, kl = self.key_field
-        end = ko + kl
-        keys = [r[ko:end] for r in self.recs]
-        self.keys = keys
-        return keys
+    def find(self, key: bytes) -> int:
+        """The slot of the first record whose key is >= ``key`` (``n`` if none). O(log n) key slices."""
+        buf = self.buf
+        rl = self.rl
+        ko = self.ko
+        end = ko + self.kl
+        lo, hi = 0, self.n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            o = mid * rl
+            if buf[o + ko : o + end] < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def find_after(self, key: bytes) -> int:
+        """The slot of the first record whose key is > ``key`` (``n`` if none). O(log n)."""
+        buf = self.buf
+        rl = self.rl
+        ko = self.ko
+        end = ko + self.kl
+        lo, hi = 0, self.n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            o = mid * rl
+            if buf[o + ko : o + end] <= key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def key_at(self, j: int) -> bytes:
+        o = j * self.rl + self.ko
+        return bytes(self.buf[o : o + self.kl])
+
+    def record(self, j: int) -> bytes:
+        o = j * self.rl
+        return bytes(self.buf[o : o + self.rl])
+
+    def records(self, start: int = 0, end: int | None = None) -> list[bytes]:
+        """Records ``start`` to ``end`` (exclusive; default: the last), as new ``bytes``. O(records)."""
+        rl = self.rl
+        stop = self.n if end is None else end
+        data = self.buf[start * rl : stop * rl]
+        if type(data) is not bytes:
+            data = bytes(data)
+        return [data[o : o + rl] for o in range(0, len(data), rl)]
+
+    def body(self, start: int = 0, end: int | None = None) -> bytes:
+        """The bytes of records ``start`` to ``end`` (exclusive; default: the last). O(bytes)."""
+        stop = self.n if end is None else end
+        return bytes(self.buf[start * self.rl : stop * self.rl])
+
+    @property
+    def recs(self) -> list[bytes]:
+        """Every record (a new list: for tools and tests, not for hot paths)."""
+        return self.records()
+
+    @property
+    def keys(self) -> list[bytes]:
+        """Every key (a new list: for tools and tests, not for hot paths)."""
+        ko, kl, rl, buf = self.ko, self.kl, self.rl, self.buf
+        return [bytes(buf[o + ko : o + ko + kl]) for o in range(0, self.n * rl, rl)]
+
+    # --- changing: in place in a bytearray --------------------------------------------------------------------
+
+    def _editable(self) -> bytearray:
+        buf = self.buf
+        if type(buf) is not bytearray:
+            buf = self.buf = bytearray(buf)  # copy on write: the clean image may be shared with the log
+        return buf
+
+    def insert(self, j: int, record: bytes) -> None:
+        """Put ``record`` at slot ``j``, moving the records from ``j`` on up one slot. O(bytes moved)."""
+        buf = self._editable()
+        rl = self.rl
+        o = j * rl
+        end = self.n * rl
+        buf[o + rl : end + rl] = buf[o:end]
+        buf[o : o + rl] = record
+        self.n += 1
+
+    def delete(self, j: int) -> None:
+        """Remove the record at slot ``j`` (the slot left at the end is zeroed). O(bytes moved)."""
+        buf = self._editable()
+        rl = self.rl
+        o = j * rl
+        end = self.n * rl
+        buf[o : end - rl] = buf[o + rl : end]
+        buf[end - rl : end] = bytes(rl)
+        self.n -= 1
+
+    def replace(self, j: int, record: bytes) -> None:
+        """Replace the record at slot ``j``. O(record length)."""
+        o = j * self.rl
+        self._editable()[o : o + self.rl] = record
+
+    def assign(self, body: bytes, n: int) -> None:
+        """Make the CI hold the ``n`` records laid end to end in ``body`` (the rest of its record area zeroed)."""
+        buf = self._editable()
+        old, new = self.n * self.rl, len(body)
+        buf[:new] = body
+        if old > new:
+            buf[new:old] = bytes(old - new)
+        self.n = n
+
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` records (the rest of the record area is zeroed)."""
+        if n < self.n:
+            buf = self._editable()
+            rl = self.rl
+            buf[n * rl : self.n * rl] = bytes((self.n - n) * rl)
+            self.n = n
 
 
 class IndexCI:
@@ -118,7 +223,9 @@ class Codec:
         self._crc_off = self.ci_size - 4
         self._ptr_structs: dict[int, struct.Struct] = {}
         self._zeros = memoryview(bytes(self.ci_size))
-        self._key_field = (self.ko, self.kl)
+        #: (record length, key offset, key length): what every DataCI of this data set is cut by
+        self.layout = (self.rl, self.ko, self.kl)
+        self._data_end = self._trailer_off
 
     def _ptrs(self, n: int) -> struct.Struct:
         s = self._ptr_structs.get(n)
@@ -137,7 +244,7 @@ class Codec:
     def encode(self, obj: AnyCI, txn: int) -> bytes:
         """The CI's bytes, descriptor and CRC32C included. ``txn`` is recorded in data and index-set CIs."""
         if type(obj) is DataCI:
-            return self._seal(b"".join(obj.recs), CI_DATA, 0, len(obj.recs), obj.ci, txn)
+            return self.seal_data(obj, txn)
         if type(obj) is IndexCI:
             n = len(obj.keys)
             body = b"".join(obj.keys).ljust(self._ptr_off, b"\0") + self._ptrs(n).pack(*obj.ptrs)
@@ -146,6 +253,25 @@ class Codec:
             return self._seal(body, CI_INDEX_SET, obj.level, n, obj.ci, txn)
         assert type(obj) is FreeCI
         return self._seal(b"", obj.kind, 0, 0, obj.ci, obj.next)
+
+    def seal_data(self, obj: DataCI, txn: int) -> bytes:
+        """A data CI's image: its record area as it is (the bytes past the records are zeros), the descriptor and
+        one CRC32C. The image becomes the CI's clean ``buf`` (the next change copies it)."""
+        buf = obj.buf
+        if len(buf) != self.ci_size:  # a CI built from records (a split, a new CA): lay it out once
+            buf = bytearray(self.ci_size)
+            buf[: len(obj.buf)] = obj.buf
+        elif type(buf) is not bytearray:
+            buf = bytearray(buf)
+        TRAILER_NOCRC.pack_into(buf, self._trailer_off, CI_DATA, 0, obj.n, obj.ci, txn & 0xFFFFFFFF)
+        buf[self._crc_off :] = crc32c(memoryview(buf)[: self._crc_off]).to_bytes(4, "big")
+        image = bytes(buf)
+        obj.buf = image
+        return image
+
+    def new_data(self, ci: int, body: bytes | bytearray, n: int) -> DataCI:
+        """A data CI made of ``n`` records laid end to end in ``body`` (not yet sealed)."""
+        return DataCI(ci, bytearray(body), n, self.layout)
 
     # --- decode -------------------------------------------------------------------------------------------
 
@@ -169,11 +295,9 @@ class Codec:
         """Decode a CI read from disk. Raises :class:`DamagedCIError` naming the CI if anything is wrong."""
         kind, flags, count, aux = self.check(data, ci)
         if kind == CI_DATA:
-            rl = self.rl
-            end = count * rl
-            if end > self._trailer_off:
+            if count * self.rl > self._trailer_off:
                 raise self.damaged(ci, f"claims {count} records, more than fit")
-            return DataCI.lazy(ci, [data[i : i + rl] for i in range(0, end, rl)], self._key_field)
+            return DataCI(ci, data, count, self.layout)
         if kind in (CI_SEQUENCE_SET, CI_INDEX_SET):
             if count > self.index_cap or count == 0:
                 raise self.damaged(ci, f"is an index CI with {count} entries (1..{self.index_cap} allowed)")

@@ -21,7 +21,7 @@ import math
 import os
 import threading
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -46,9 +46,10 @@ from .errors import (
     show_key,
 )
 from .faults import crashpoint
-from .format import HEADER_SIZE, decode_header
-from .locks import OpenLocks, RecordLocks
+from .format import HEADER_SIZE, MAGIC, decode_header
+from .locks import RLS_AVAILABLE, OpenLocks, RecordLocks
 from .pager import Pager, Recovery, create, data_set_path, log_path, same_file
+from .portable_locks import rls_unavailable
 
 #: default buffer pool size (bytes of CIs kept in memory)
 DEFAULT_BUFFER_SPACE = 32 << 20
@@ -137,20 +138,31 @@ def delete(path: str) -> list[str]:
     except FileNotFoundError:
         raise DatasetNotFoundError(f"no data set at {path}") from None
     try:
-        decode_header(os.pread(fd, HEADER_SIZE, 0), path)  # NotADatasetError for anything else
+        if os.pread(fd, len(MAGIC), 0) != MAGIC:
+            decode_header(os.pread(fd, HEADER_SIZE, 0), path)  # NotADatasetError, before any lock on the file
         locks = OpenLocks(fd, path)
         try:
-            locks.latch(True, DELETE_WAIT)
-        except LatchTimeoutError as e:
-            raise DatasetInUseError(f"{path} is in use: {e}; not deleted") from None
-        if not same_file(fd, path):
-            raise DatasetNotFoundError(f"no data set at {path} any more (deleted or replaced meanwhile); not deleted")
-        if not locks.alone():
-            raise DatasetInUseError(f"{path} is in use: another process has it open; not deleted")
-        removed = [p for p in (path, log_path(path), path + ".lck") if os.path.exists(p)]
-        for p in removed:
-            os.unlink(p)
-        return removed
+            try:
+                locks.latch(True, DELETE_WAIT)
+            except LatchTimeoutError as e:
+                raise DatasetInUseError(f"{path} is in use: {e}; not deleted") from None
+            if not same_file(fd, path):
+                raise DatasetNotFoundError(
+                    f"no data set at {path} any more (deleted or replaced meanwhile); not deleted"
+                )
+            # under the latch: no closing opener is writing the header now
+            decode_header(os.pread(fd, HEADER_SIZE, 0), path)
+            if not locks.alone():
+                raise DatasetInUseError(f"{path} is in use: another process has it open; not deleted")
+            # the log and the lock file go first, the data file last: until it goes, nobody can open this data set
+            # (an open waits for the latch, then finds its file gone), and a data set defined at the path after it
+            # finds neither a log nor a lock file of this one
+            removed = [p for p in (path, log_path(path), path + ".lck") if os.path.exists(p)]
+            for p in reversed(removed):
+                os.unlink(p)
+            return removed + locks.remove_files()  # the portable locks' files, latch last (after the data file)
+        finally:
+            locks.close()
     finally:
         os.close(fd)
 
@@ -246,6 +258,7 @@ class Dataset:
             or not isinstance(lock_timeout, (int, float))
             or not math.isfinite(lock_timeout)
             or lock_timeout < 0
+            or lock_timeout > threading.TIMEOUT_MAX
         ):
             raise InvalidRequestError(
                 f"lock_timeout must be a finite number of seconds >= 0 (0 waits forever), not {lock_timeout!r}"
@@ -265,6 +278,10 @@ class Dataset:
         self.lock_timeout = float(lock_timeout)
         #: one request at a time (reentrant: a batch holds it while its requests take it again)
         self._mutex = threading.RLock()
+        #: records returned by browses that ended while another thread had the open (added to REC-RETRIEVED later)
+        self._uncounted: list[int] = []
+        if sharing == "rls" and not RLS_AVAILABLE:
+            raise KsdsError(rls_unavailable(path))
         pager = Pager(
             path,
             writable=mode == "rw",
@@ -463,12 +480,24 @@ class Dataset:
                 if type(node) is not IndexCI:
                     node = index.get_index(p, ptr)
             node.ref = True
-            keys = node.keys
-            i = bisect_left(keys, key)
-            if i < len(keys) and keys[i] == key:
+            # binary search of the CI's records in place (the same loop as DataCI.find, inlined)
+            buf = node.buf
+            rl = self._rl
+            ko = self._ko
+            end = ko + self._kl
+            lo, hi = 0, node.n
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                o = mid * rl
+                if buf[o + ko : o + end] < key:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            o = lo * rl
+            if lo < node.n and buf[o + ko : o + end] == key:
                 p.state.rec_retrieved += 1
-                rec: bytes = node.recs[i]
-                return rec
+                rec = buf[o : o + rl]
+                return rec if type(rec) is bytes else bytes(rec)
             raise RecordNotFoundError(f"{self.path}: no record with key {show_key(key)}")
         finally:
             m.release()
@@ -480,28 +509,25 @@ class Dataset:
         """READ EQUAL / GTEQ / GENERIC of a checked key."""
         if not gteq and not generic:
             _, _, ci = index.locate(p, key)
-            j = bisect_left(ci.keys, key)
-            if j < len(ci.keys) and ci.keys[j] == key:
+            j = ci.find(key)
+            if j < ci.n and ci.key_at(j) == key:
                 p.state.rec_retrieved += 1
-                rec: bytes = ci.recs[j]
-                return rec
+                return ci.record(j)
             raise RecordNotFoundError(f"{self.path}: no record with key {show_key(key)}")
         if generic:
             pos = self._seek_ge(p, key.ljust(self._kl, b"\0"))
             if pos is not None:
                 _, ci, i = pos
-                if gteq or ci.keys[i].startswith(key):
+                if gteq or ci.key_at(i).startswith(key):
                     p.state.rec_retrieved += 1
-                    rec = ci.recs[i]
-                    return rec
+                    return ci.record(i)
             raise RecordNotFoundError(f"{self.path}: no record with a key starting {show_key(key)}")
         pos = self._seek_ge(p, key)
         if pos is not None:
             _, ci, i = pos
-            if gteq or ci.keys[i] == key:
+            if gteq or ci.key_at(i) == key:
                 p.state.rec_retrieved += 1
-                rec = ci.recs[i]
-                return rec
+                return ci.record(i)
         raise RecordNotFoundError(
             f"{self.path}: no record with key {'>= ' if gteq else ''}{show_key(key)}"
         )
@@ -524,7 +550,7 @@ class Dataset:
             if target is None:  # find which record a GTEQ / GENERIC read lands on, then lock it
                 target = self.key_of(self._latched(p, False, self._lookup, p, key, gteq, generic))
             had = locks.holds(target, False)  # held in any mode before this read: never released by it
-            self._lock(locks, target, exclusive)
+            self._lock(p, locks, target, exclusive)
             try:
                 rec = self._latched(p, False, self._lookup, p, key, gteq, generic)
             except RecordNotFoundError:
@@ -541,14 +567,35 @@ class Dataset:
                 locks.unlock(target)  # CR: we waited for a committed record; nothing to keep
             return rec
 
-    def _lock(self, locks: RecordLocks, key: bytes, exclusive: bool) -> None:
-        try:
-            locks.lock(key, exclusive, self.lock_timeout, wait=not self._batch)
-        except DeadlockError:
-            locks.unlock_all()
-            raise
+    def _lock(self, p: Pager, locks: RecordLocks, key: bytes, exclusive: bool) -> None:
+        """Take a record lock for a request (called holding the open's mutex, once, and nothing changed yet).
+
+        Outside a batch the mutex is let go while the lock is taken, so that a wait for a record does not hold
+        the open: another thread (which may hold the record through another open, and need this one to end its
+        unit of work) goes on meanwhile. Inside a batch a busy record fails at once (the batch holds the latch).
+        """
         if self._batch:
+            try:
+                locks.lock(key, exclusive, self.lock_timeout, wait=False)
+            except DeadlockError:
+                locks.unlock_all()
+                raise
             self._batch_locks.add(key)
+            return
+        self._mutex.release()
+        try:
+            locks.lock(key, exclusive, self.lock_timeout)
+        except DeadlockError as e:
+            dead: DeadlockError | None = e
+        else:
+            dead = None
+        finally:
+            self._mutex.acquire()  # the caller releases it; a batch of another thread is ended by that thread
+        if self._pager is not p:  # closed by another thread meanwhile (close released every record lock)
+            raise DatasetClosedError(f"{self.path} is closed")
+        if dead is not None:
+            locks.unlock_all()
+            raise dead
 
     def _latched(self, p: Pager, exclusive: bool, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` under the latch, with a view caught up with other processes (shared mode)."""
@@ -570,7 +617,7 @@ class Dataset:
         locks = self._locks
         took = False
         if locks is not None and not locks.holds(key):
-            self._lock(locks, key, True)
+            self._lock(p, locks, key, True)
             took = True
         try:
             return self._latched(p, True, fn, *args)
@@ -638,9 +685,9 @@ class Dataset:
 
     def _put(self, p: Pager, key: bytes, record: bytes) -> bool:
         _, _, ci = index.locate(p, key)
-        j = bisect_left(ci.keys, key)
-        if j < len(ci.keys) and ci.keys[j] == key:
-            ci.recs[j] = record
+        j = ci.find(key)
+        if j < ci.n and ci.key_at(j) == key:
+            ci.replace(j, record)
             p.dirty_ci(ci)
             p.state.rec_updated += 1
             self._done(p)
@@ -700,10 +747,10 @@ class Dataset:
 
     def _rewrite(self, p: Pager, key: bytes, record: bytes) -> None:
         _, _, ci = index.locate(p, key)
-        j = bisect_left(ci.keys, key)
-        if j == len(ci.keys) or ci.keys[j] != key:
+        j = ci.find(key)
+        if j == ci.n or ci.key_at(j) != key:
             raise RecordNotFoundError(f"{self.path}: no record with key {show_key(key)} to rewrite")
-        ci.recs[j] = record
+        ci.replace(j, record)
         p.dirty_ci(ci)
         p.state.rec_updated += 1
         self._done(p)
@@ -728,14 +775,13 @@ class Dataset:
 
     def _erase(self, p: Pager, key: bytes) -> None:
         _, _, ci = index.locate(p, key)
-        j = bisect_left(ci.keys, key)
-        if j == len(ci.keys) or ci.keys[j] != key:
+        j = ci.find(key)
+        if j == ci.n or ci.key_at(j) != key:
             raise RecordNotFoundError(f"{self.path}: no record with key {show_key(key)} to erase")
         st = p.state
         try:
-            del ci.keys[j]
-            del ci.recs[j]
-            if ci.keys or st.data_cis == 1:
+            ci.delete(j)
+            if ci.n or st.data_cis == 1:
                 p.dirty_ci(ci)
             else:
                 p.dirty.pop(ci.ci, None)
@@ -755,18 +801,16 @@ class Dataset:
     def _insert(self, p: Pager, key: bytes, record: bytes) -> bool:
         """Put a new record in its CI, splitting as needed. Returns whether it went after every other record."""
         seq, i, ci = index.locate(p, key)
-        keys = ci.keys
-        pos = bisect_left(keys, key)
-        n = len(keys)
-        if pos < n and keys[pos] == key:
+        pos = ci.find(key)
+        n = ci.n
+        if pos < n and ci.key_at(pos) == key:
             raise DuplicateKeyError(f"{self.path}: a record with key {show_key(key)} exists")
         at_end = pos == n and seq.keys[i] == self._max
-        sequential = pos > 0 and keys[pos - 1] == self._last_write
+        sequential = pos > 0 and ci.key_at(pos - 1) == self._last_write
         limit = p.defn.load_records_per_ci if sequential and pos == n else self._cap
         if n < limit:
-            keys.insert(pos, key)
-            ci.recs.insert(pos, record)
-            p.dirty_ci(ci)
+            p.dirty_ci(ci)  # before the change: a failure after it must let rollback drop the CI
+            ci.insert(pos, record)
             return at_end
         self._split_ci(p, index.path_to(p, key), ci, pos, key, record, sequential)
         return at_end
@@ -782,7 +826,7 @@ class Dataset:
         self, p: Pager, path: index.Path, ci: DataCI, pos: int, key: bytes, record: bytes, sequential: bool
     ) -> None:
         seq, i = path[-1]
-        n = len(ci.keys)
+        n = ci.n
         d = p.defn
         st = p.state
         free = self._free_ci(p, seq)
@@ -795,20 +839,20 @@ class Dataset:
             self._split_ca(p, path, i if sequential else None)
             self._insert(p, key, record)
             return
-        keys = ci.keys[:]
-        keys.insert(pos, key)
-        recs = ci.recs[:]
-        recs.insert(pos, record)
         if sequential:
             s = pos + 1 if pos < n else n  # at the insertion point; appending: a new CI, no record moves
         else:
             s = (n + 1) // 2
-        new = DataCI(free, keys[s:], recs[s:])
-        ci.keys = keys[:s]
-        ci.recs = recs[:s]
+        # the n + 1 records laid end to end, cut at s: the first s stay, the rest go to the free CI
+        rl = self._rl
+        body = ci.body()
+        o = pos * rl
+        body = body[:o] + record + body[o:]
         p.dirty_ci(ci)
+        ci.assign(body[: s * rl], s)
+        new = p.codec.new_data(free, body[s * rl :], n + 1 - s)
         p.dirty_ci(new)
-        index.insert_after(p, path, len(path) - 1, _pred(new.keys[0]), seq.keys[i], free)
+        index.insert_after(p, path, len(path) - 1, _pred(new.key_at(0)), seq.keys[i], free)
         st.data_cis += 1
         if pos < n or not sequential:
             st.splits_ci += 1  # an append that starts a new CI moves no record: VSAM does not count it
@@ -821,7 +865,7 @@ class Dataset:
         base = p.alloc_ca()
         high = seq.keys[i]
         nseq = IndexCI(p.alloc_index_ci(), 1, base, [high], [base])
-        p.dirty_ci(DataCI(base, [key], [record]))
+        p.dirty_ci(p.codec.new_data(base, record, 1))
         p.dirty_ci(nseq)
         left_high = _pred(key)
         seq.keys[i] = left_high
@@ -842,7 +886,7 @@ class Dataset:
             src = index.get_data(p, old)
             p.dirty.pop(old, None)
             p.pool.drop(old)
-            p.dirty_ci(DataCI(base + j, src.keys, src.recs))
+            p.dirty_ci(p.codec.new_data(base + j, src.body(), src.n))
             ptrs.append(base + j)
         nseq = IndexCI(p.alloc_index_ci(), 1, base, seq.keys[s:], ptrs)
         del seq.keys[s:]
@@ -860,8 +904,8 @@ class Dataset:
         path = index.path_to(p, key)
         seq, i = path[-1]
         ci = index.get_data(p, seq.ptrs[i])
-        j = (bisect_right if strict else bisect_left)(ci.keys, key)
-        if j < len(ci.keys):
+        j = ci.find_after(key) if strict else ci.find(key)
+        if j < ci.n:
             return path, ci, j
         nxt = index.next_data(p, path)
         return None if nxt is None else (path, nxt, 0)
@@ -871,11 +915,11 @@ class Dataset:
         path = index.path_to(p, key)
         seq, i = path[-1]
         ci = index.get_data(p, seq.ptrs[i])
-        j = (bisect_left if strict else bisect_right)(ci.keys, key) - 1
+        j = (ci.find(key) if strict else ci.find_after(key)) - 1
         if j >= 0:
             return path, ci, j
         prv = index.prev_data(p, path)
-        return None if prv is None else (path, prv, len(prv.recs) - 1)
+        return None if prv is None else (path, prv, prv.n - 1)
 
     def _position(
         self, key: bytes | None, gteq: bool, generic: bool, backward: bool
@@ -890,11 +934,11 @@ class Dataset:
                 pos = self._seek_le(p, k.ljust(self._kl, b"\xff"))
             else:
                 pos = self._seek_ge(p, k.ljust(self._kl, b"\0"))
-            if not gteq and (pos is None or not pos[1].keys[pos[2]].startswith(k)):
+            if not gteq and (pos is None or not pos[1].key_at(pos[2]).startswith(k)):
                 raise RecordNotFoundError(f"{self.path}: no record with a key starting {show_key(k)}")
             return pos
         pos = self._seek_le(p, k) if backward else self._seek_ge(p, k)
-        if not gteq and (pos is None or pos[1].keys[pos[2]] != k):
+        if not gteq and (pos is None or pos[1].key_at(pos[2]) != k):
             raise RecordNotFoundError(f"{self.path}: no record with key {show_key(k)} to start a browse")
         return pos
 
@@ -954,8 +998,10 @@ class Dataset:
 
         The requests are acknowledged together when the block ends; if the block raises, none of them happened.
         A request that fails with a request error (duplicate key, not found, ...) changes nothing and the
-        batch goes on. Nested batches join the outermost one. While a batch is open its changed CIs stay in
-        memory, above the buffer pool budget.
+        batch goes on. Nested batches join the outermost one; an inner batch whose block raises undoes the whole
+        batch (the outer one then ends with an error even if it caught the exception). :meth:`close` inside the
+        block rolls the batch back, and the block's end says so (:class:`~ksds.DatasetClosedError`). While a
+        batch is open its changed CIs stay in memory, above the buffer pool budget.
 
         Threads: the batch holds this open from start to end; other threads' requests on it wait until it ends.
         Shared mode: the batch holds the exclusive latch from start to end (other processes wait), and with RLS
@@ -977,13 +1023,22 @@ class Dataset:
         try:
             try:
                 yield self
-            except BaseException:
+            except BaseException as e:
+                if self._pager is not p:
+                    raise  # closed inside the block: close() rolled the batch back
                 self._batch -= 1
                 if self._batch == 0:
                     p.rollback()
                     self._mod += 1
                     self._broken = None
+                elif self._broken is None:
+                    # an inner batch failed: its requests are undone now, and so is the outer batch when it ends
+                    p.rollback()
+                    self._mod += 1
+                    self._broken = e
                 raise
+            if self._pager is not p:
+                raise DatasetClosedError(f"{self.path} was closed inside the batch: its requests were rolled back")
             self._batch -= 1
             if self._batch == 0:
                 broken = self._broken
@@ -997,7 +1052,7 @@ class Dataset:
                     raise
         finally:
             try:
-                if outer:
+                if outer and self._pager is p:
                     # record locks first: a process waiting for one then finds the latch free soon after
                     if self._locks is not None:
                         for k in self._batch_locks:
@@ -1058,6 +1113,8 @@ class Dataset:
         if self._batch:
             p.rollback()
             self._batch = 0
+            self._broken = None
+            self._batch_locks.clear()  # released with every other record lock below
         self._pager = None
         self._mod += 1
         try:
@@ -1103,6 +1160,8 @@ class Dataset:
         if p.shared:
             self._latched(p, False, lambda: None)
         st = p.state
+        while self._uncounted:
+            st.rec_retrieved += self._uncounted.pop()
         d = p.defn
         data_bytes = st.ca_count * d.cis_per_ca * (d.ci_size - 16)
         return {

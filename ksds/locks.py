@@ -50,21 +50,40 @@ name the holder found there (only then; it costs a scan of ``/proc``).
 
 An open is not shared across ``fork()``: a child inherits the open file descriptions, and with them the parent's
 locks (:meth:`RecordLocks.close` unlocks everything before closing, so a child's copy does not keep them).
+
+**Other platforms.** :data:`OpenLocks` is the open-mode locks' class for this process, chosen once at import
+(:data:`IMPLEMENTATION`): :class:`OFDOpenLocks` (above) where the system has OFD locks, else
+:class:`~ksds.portable_locks.PortableOpenLocks` (``flock`` lock files in ``PATH.locks/`` through portalocker: macOS,
+the BSDs); ``KSDS_LOCKS=portable`` forces the latter on Linux, for testing. Both have the same interface
+(acquire, announce_power, power_users, alone, latch, unlatch, close, remove_files). Record locks stay OFD-only
+(:data:`RLS_AVAILABLE`). Importing this module on a system without ``fcntl`` or ``os.pread``/``os.pwritev``
+(Windows) raises one ``ImportError`` that says so.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import itertools
 import os
 import struct
+import sys
 import time
 import zlib
 from dataclasses import dataclass
 
 from .errors import DatasetInUseError, DeadlockError, KsdsError, LatchTimeoutError, RecordLockedError, show_key
+
+try:
+    import fcntl
+except ImportError:  # Windows: no fcntl, and no os.pread / os.pwrite / os.pwritev / os.fdatasync either
+    raise ImportError(
+        f"ksds does not run on {sys.platform}: it needs a POSIX system (Linux; macOS or a BSD with the portable "
+        f"locks) for os.pread/os.pwritev, fsync and file locks; on Windows use WSL 2 (Linux)"
+    ) from None
+_MISSING = [f"os.{f}" for f in ("pread", "pwrite", "pwritev", "fsync") if not hasattr(os, f)]
+if _MISSING:  # e.g. macOS before 11 (no pwritev)
+    raise ImportError(f"ksds does not run on this {sys.platform} system: Python has no {', '.join(_MISSING)} here")
 
 # --- byte offsets ------------------------------------------------------------------------------------------------
 
@@ -75,6 +94,7 @@ NONRLS_OUTPUT = LATCH + 3  # every non-RLS open for update holds it shared
 RLS_OPEN = LATCH + 4  # every RLS open holds it shared
 NONRLS_UNSHARED = LATCH + 5  # every non-RLS open without SHAREOPTIONS(2) holds it shared (RLS may not join it)
 POWER_OPEN = LATCH + 6  # every open with durability "power" holds it shared: checkpoints then sync the data
+PORTABLE_OPEN = LATCH + 7  # Linux: every open with the portable locks (KSDS_LOCKS=portable) holds it shared
 
 SLOT_BASE = 1 << 40  # lock file: slot k owned through byte SLOT_BASE + 2k, live through SLOT_BASE + 2k + 1
 RECORD_BASE = 1 << 41  # lock file: record locks
@@ -180,17 +200,61 @@ def describe_holders(pids: list[int]) -> str:
     return " and ".join(words)
 
 
+#: whether this system has open-file-description locks (Linux 3.15 and later)
+HAVE_OFD = hasattr(fcntl, "F_OFD_SETLK")
+
+
+def ofd_holds(fd: int, start: int) -> bool:
+    """Whether another open holds an OFD lock on byte ``start`` of ``fd``'s file (any mode)."""
+    return _holder(fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, start) is not None
+
+
+def ofd_share(fd: int, start: int) -> None:
+    """Take a shared OFD lock on byte ``start`` of ``fd``'s file (nothing exclusive is ever taken there)."""
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_RDLCK, start))
+
+
+def lock_dir(path: str) -> str:
+    """The folder of the portable locks' files (:mod:`ksds.portable_locks`)."""
+    return path + ".locks"
+
+
+def remove_lock_dir(path: str) -> list[str]:
+    """Remove the portable locks' folder and its files, the latch file last (``ksds.delete``, holding the latch,
+    after the data file: an open that still gets a latch on the deleted file sees that it is not the one at the
+    path any more). Returns the paths removed; a folder another open filled again meanwhile stays."""
+    d = lock_dir(path)
+    try:
+        names = sorted(os.listdir(d), key=lambda n: n == "latch")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    for n in names:
+        try:
+            os.unlink(os.path.join(d, n))
+            removed.append(os.path.join(d, n))
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(d)
+        removed.append(d)
+    except OSError:
+        pass
+    return removed
+
+
 # --- open-mode locks and the latch (data file) ---------------------------------------------------------------------
 
 _LATCH_X = _flock(fcntl.F_WRLCK, LATCH)
 _LATCH_S = _flock(fcntl.F_RDLCK, LATCH)
 _LATCH_U = _flock(fcntl.F_UNLCK, LATCH)
+_ANY_OPEN = _flock(fcntl.F_WRLCK, OPEN_ANY, PORTABLE_OPEN - OPEN_ANY + 1)
 _LATCH_FIRST_DELAY = 0.00005  # latch poll: the first sleep, doubled up to the cap
 _LATCH_MAX_DELAY = 0.002
 
 
-class OpenLocks:
-    """The open-time share checks and the latch, on one data-file descriptor."""
+class OFDOpenLocks:
+    """The open-time share checks and the latch, on one data-file descriptor (OFD byte-range locks, Linux)."""
 
     def __init__(self, fd: int, path: str, can_write: bool = True) -> None:
         self.fd = fd
@@ -218,6 +282,7 @@ class OpenLocks:
             if not _try(fd, set_, fcntl.F_RDLCK, OPEN_ANY):
                 raise self._in_use("another process has it open with SHAREOPTIONS(1) for update")
             _try(fd, set_, fcntl.F_RDLCK, RLS_OPEN)
+            self._no_portable_opens()
             return alone
         rls_open = _holder(fd, get, fcntl.F_WRLCK, RLS_OPEN) is not None
         if rls_open and (writable or share_region != 2):
@@ -235,7 +300,18 @@ class OpenLocks:
             _try(fd, set_, fcntl.F_RDLCK, NONRLS_OUTPUT)
         if share_region != 2:
             _try(fd, set_, fcntl.F_RDLCK, NONRLS_UNSHARED)
+        self._no_portable_opens()
         return alone
+
+    def _no_portable_opens(self) -> None:
+        """Refuse while opens with the portable locks use the data set (they cannot see ours). Tested after
+        OPEN_ANY is ours, as they set PORTABLE_OPEN before they test OPEN_ANY: of two racing opens, one sees the
+        other (see :mod:`ksds.portable_locks`)."""
+        if _holder(self.fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, PORTABLE_OPEN) is not None:
+            raise self._in_use(
+                "it is open by a process that uses the portable locks (KSDS_LOCKS=portable), which do not see "
+                "the OFD locks: every process of a data set must use the same locks"
+            )
 
     def announce_power(self) -> None:
         """This open promises power-safe requests: every process's checkpoints must sync the data file."""
@@ -246,8 +322,17 @@ class OpenLocks:
         return _holder(self.fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, POWER_OPEN) is not None
 
     def alone(self) -> bool:
-        """Whether no other open of the data set exists (ours aside)."""
-        return _holder(self.fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, OPEN_ANY) is None
+        """Whether no other open of the data set exists (ours aside): no other lock on OPEN_ANY ... PORTABLE_OPEN
+        (every OFD open holds OPEN_ANY, every portable one PORTABLE_OPEN); one ``F_OFD_GETLK`` over the range."""
+        out = fcntl.fcntl(self.fd, fcntl.F_OFD_GETLK, _ANY_OPEN)
+        return bool(_FLOCK.unpack_from(out, 0)[0] == fcntl.F_UNLCK)
+
+    def close(self) -> None:
+        """Nothing to do: closing the data file drops every lock of the open (the pager does)."""
+
+    def remove_files(self) -> list[str]:
+        """``ksds.delete``: remove the lock files of the portable locks, left by an earlier use (the paths removed)."""
+        return remove_lock_dir(self.path)
 
     def latch(self, exclusive: bool, timeout: float = 0.0) -> None:
         """Take the physical-update latch: at once if it is free (one system call), else wait for it, at most
@@ -530,3 +615,28 @@ class RecordLocks:
                     parent[nxt.slot] = w
                     stack.append(nxt)
         return None
+
+
+# --- the implementation of the open-mode locks, chosen once --------------------------------------------------------
+
+
+def _choose() -> str:
+    """"ofd" on Linux, "portable" where there are no OFD locks, or what ``KSDS_LOCKS`` says (for testing)."""
+    want = os.environ.get("KSDS_LOCKS", "")
+    if want not in ("", "ofd", "portable"):
+        raise ImportError(f"KSDS_LOCKS={want!r}: it may be 'portable' (flock lock files, for testing) or 'ofd'")
+    if want == "ofd" and not HAVE_OFD:
+        raise ImportError(f"KSDS_LOCKS=ofd: {sys.platform} has no open-file-description locks (F_OFD_SETLK)")
+    return want or ("ofd" if HAVE_OFD else "portable")
+
+
+#: "ofd" (Linux: byte-range OFD locks on the data file, RLS available) or "portable" (flock lock files in
+#: PATH.locks/ through portalocker; no RLS). Chosen at import: see the README ("Platforms").
+IMPLEMENTATION = _choose()
+
+from .portable_locks import PortableOpenLocks  # noqa: E402 - it uses the helpers above
+
+#: the open-mode locks and latch of this platform (one class for the whole process)
+OpenLocks: type[OFDOpenLocks] | type[PortableOpenLocks] = OFDOpenLocks if IMPLEMENTATION == "ofd" else PortableOpenLocks
+#: whether sharing="rls" is available (record locks need OFD locks)
+RLS_AVAILABLE = IMPLEMENTATION == "ofd"

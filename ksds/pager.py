@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from . import faults
 from .bufferpool import BufferPool, capacity_for
-from .ci import AnyCI, Codec, DataCI, FreeCI, IndexCI
+from .ci import AnyCI, Codec, FreeCI, IndexCI
 from .definition import Definition
 from .errors import (
     CorruptionError,
@@ -106,7 +106,10 @@ def data_set_path(path: object) -> str:
         raise InvalidRequestError(
             f"a data set path must be a str, bytes or os.PathLike, not {type(path).__name__} ({path!r})"
         )
-    text = os.fspath(path)
+    try:
+        text = os.fspath(path)
+    except TypeError as e:  # an os.PathLike whose __fspath__ gives neither str nor bytes
+        raise InvalidRequestError(f"a data set path must be text: {e}") from None
     if isinstance(text, bytes):
         text = os.fsdecode(text)
     if not isinstance(text, str):  # an os.PathLike whose __fspath__ returns something else
@@ -201,6 +204,8 @@ class Pager:
 
     def _close_fds(self) -> None:
         if self.fd >= 0:
+            if hasattr(self, "locks"):
+                self.locks.close()  # the portable locks' own descriptors (OFD locks go with the data file)
             os.close(self.fd)
             self.fd = -1
         journal = getattr(self, "journal", None)
@@ -307,7 +312,8 @@ class Pager:
             raise
 
     def end(self) -> None:
-        self.locks.unlatch()
+        if self.fd >= 0:  # after close the number may be another file's: never unlock through it
+            self.locks.unlatch()
 
     def _sync_view(self) -> None:
         """Read what other processes committed since we last looked (call under the latch)."""
@@ -587,6 +593,7 @@ class Pager:
         """Close the files without writing anything (what a crash leaves; for tests)."""
         if self.fd >= 0:
             self.journal.close(remove=False)
+            self.locks.close()
             os.close(self.fd)
             self.fd = -1
 
@@ -666,7 +673,7 @@ def create(path: str, defn: Definition, created: int) -> None:
     )
     high = b"\xff" * defn.key_length
     seq = IndexCI(1, 1, 2, [high], [2])
-    data = DataCI(2, [], [])
+    data = codec.new_data(2, b"", 0)
     # write it under a temporary name, then link it into place: nobody ever sees a half-written data set,
     # and the link fails if the name was taken meanwhile
     if os.path.exists(path):

@@ -370,3 +370,136 @@ def test_stale_log_kept_by_a_reader_is_replaced_by_an_updater(tmp_path: Path) ->
             assert [r[:KEY] for r in reader] == [key_of(1, 1)]  # the reader follows the new log
         assert [r[:KEY] for r in reader] == [key_of(1, 1)]
     assert ksds.examine(path).sound
+
+
+# --- found by review: close inside a batch, nested batches, a record wait that held the open -------------------------
+
+
+def test_close_inside_a_batch_rolls_it_back_and_never_touches_another_open(tmp_path: Path) -> None:
+    path = str(tmp_path / "t.ksds")
+    ksds.define(path, key_length=KEY, record_length=RECLEN, share_options=(3, 3))
+    keep = ksds.open(path, lock_timeout=2)  # keeps the log shared
+    ds = ksds.open(path, lock_timeout=2)
+    cm = ds.batch()
+    cm.__enter__()
+    ds.write(record(key_of(1, 0), 1))
+    ds.close()  # the batch is rolled back
+    ds2 = ksds.open(path, lock_timeout=2)  # likely gets the same descriptor number
+    with ds2.batch():
+        ds2.write(record(key_of(2, 0), 2))
+        with pytest.raises(ksds.DatasetClosedError, match="closed inside the batch"):
+            cm.__exit__(None, None, None)  # must not unlatch ds2's descriptor
+        result: list[object] = []
+
+        def other() -> None:
+            try:
+                with ksds.open(path, lock_timeout=0.5) as ds3:
+                    ds3.write(record(key_of(3, 0), 3))
+                result.append("wrote while ds2's batch held the latch")
+            except ksds.LatchTimeoutError:
+                result.append("waited")
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(10)
+        assert result == ["waited"]
+    ds2.close()
+    keep.close()
+    with ksds.open(path) as d:
+        assert [r[:KEY] for r in d] == [key_of(2, 0)]
+    assert ksds.examine(path).sound
+
+
+def test_an_inner_batch_that_raises_undoes_the_outer_one(tmp_path: Path) -> None:
+    path = str(tmp_path / "t.ksds")
+    ksds.define(path, key_length=KEY, record_length=RECLEN)
+    with ksds.open(path) as ds:
+        with pytest.raises(ksds.KsdsError, match="rolled back"):
+            with ds.batch():
+                ds.write(record(key_of(1, 0), 1))
+                try:
+                    with ds.batch():
+                        ds.write(record(key_of(2, 0), 2))
+                        raise RuntimeError("inner")
+                except RuntimeError:
+                    pass  # caught: the outer batch still must not commit half of it
+        assert len(ds) == 0
+        ds.write(record(key_of(3, 0), 3))  # the open goes on
+        assert len(ds) == 1
+
+
+def test_a_record_wait_does_not_hold_the_open(tmp_path: Path) -> None:
+    """T1 waits (through open A) for a record that open B holds; T2 must be able to use A meanwhile, to finish the
+    unit of work that releases the record. Before, T1 held A while it waited and both timed out."""
+    path = str(tmp_path / "t.ksds")
+    ksds.define(path, key_length=KEY, record_length=RECLEN)
+    with ksds.open(path) as ds:
+        for n in range(5):
+            ds.write(record(key_of(n, 0), n))
+    a = ksds.open(path, sharing="rls", lock_timeout=5)
+    b = ksds.open(path, sharing="rls", lock_timeout=5)
+    b.read(key_of(2, 0), update=True)
+    took: dict[str, float] = {}
+
+    def t1() -> None:
+        t0 = time.monotonic()
+        a.read(key_of(2, 0), update=True)
+        took["t1"] = time.monotonic() - t0
+        a.unlock()
+
+    def t2() -> None:
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        a.read(key_of(3, 0))  # through A, while T1 waits in A
+        took["t2"] = time.monotonic() - t0
+        b.unlock()
+
+    threads = [threading.Thread(target=t1), threading.Thread(target=t2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    a.close()
+    b.close()
+    assert took["t2"] < 1 and took["t1"] < 2, took
+
+
+def test_ending_a_browse_never_waits_for_the_open(tmp_path: Path) -> None:
+    path = str(tmp_path / "t.ksds")
+    ksds.define(path, key_length=KEY, record_length=RECLEN, ci_size=512)
+    with ksds.open(path, lock_timeout=0.5) as ds:
+        for n in range(100):
+            ds.write(record(key_of(n, 0), n))
+        b = ds.browse()
+        for _ in range(3):
+            next(b)
+        inside, leave = threading.Event(), threading.Event()
+
+        def batch() -> None:
+            with ds.batch():
+                inside.set()
+                leave.wait(10)
+
+        t = threading.Thread(target=batch)
+        t.start()
+        assert inside.wait(10)
+        t0 = time.monotonic()
+        b.close()  # ENDBR while another thread's batch has the open
+        assert time.monotonic() - t0 < 0.2
+        leave.set()
+        t.join()
+        assert ds.stats()["REC-RETRIEVED"] >= 3  # the records it returned are still counted
+
+
+def test_timeouts_beyond_what_threads_can_wait_are_refused(tmp_path: Path) -> None:
+    p = str(tmp_path / "p.ksds")
+    ksds.define(p, key_length=4, record_length=10)
+    with pytest.raises(ksds.InvalidRequestError, match="lock_timeout"):
+        ksds.open(p, lock_timeout=threading.TIMEOUT_MAX * 2)
+
+    class BadPath:
+        def __fspath__(self) -> int:
+            return 3
+
+    with pytest.raises(ksds.InvalidRequestError):
+        ksds.open(BadPath())  # type: ignore[arg-type]
