@@ -1,7 +1,7 @@
 """EXAMINE: the full integrity check of a data set, without opening it (so it works on damaged ones).
 
 It reads the file CI by CI (and, if the data set was not closed cleanly, the committed transactions of its log,
-as recovery would replay them) and reports each finding with the CI it is about:
+as recovery would replay them: :class:`ksds.wal_view.View`) and reports each finding with the CI it is about:
 
 * INDEXTEST -- every index CI's checksum, level, keys in order and inside the range its parent gives it, every
   pointer inside the data set and used once, sequence-set pointers inside their CA, the level count;
@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .ci import Codec, DataCI, FreeCI, IndexCI
-from .errors import CorruptionError, DamagedCIError, JournalCorruptError, KsdsError
-from .format import CI_FREE_CA, CI_FREE_INDEX, HEADER_SIZE, State, decode_header
-from .journal import Journal
-from .pager import data_set_path, log_path
+from .errors import CorruptionError, DamagedCIError, KsdsError
+from .format import CI_FREE_CA, CI_FREE_INDEX, State
+from .pager import data_set_path
+from .wal_view import View
 
 
 @dataclass(frozen=True)
@@ -76,57 +76,44 @@ def examine(
         from .errors import DatasetNotFoundError
 
         raise DatasetNotFoundError(f"no data set at {path}")
-    with open(path, "rb") as f:
-        head = f.read(HEADER_SIZE)
-        try:
-            defn, created, state = decode_header(head, path)
-        except KsdsError as e:
-            report.add("error", "IDC11701I", 0, str(e))
-            return report
+    try:
+        view = View(path)
+    except KsdsError as e:  # no ksds header, or one that fails its check
+        report.add("error", "IDC11701I", 0, str(e))
+        return report
+    with view:
+        defn, state, replay = view.definition, view.state, view.replay
         cisz = defn.ci_size
-        size = os.fstat(f.fileno()).st_size
-        durable = state.hurba  # what must be in the file (with a log: what its last checkpoint made durable)
-        overlay: dict[int, bytes] = {}
-        if os.path.exists(log_path(path)):
-            journal = Journal(log_path(path), cisz, created)
-            try:
-                replay = journal.read()
-            except JournalCorruptError as e:
-                report.add("error", "IDC11768I", None, str(e))
-                replay = None
-            if replay is not None and not replay.stale and replay.durable_cis >= 0:
-                durable = replay.durable_cis
-            if replay is not None and not replay.stale and replay.transactions:
-                for _, images, _ in replay.transactions:
-                    for ci, image in images:
-                        if ci:
-                            overlay[ci] = image
-                state = State.unpack(replay.transactions[-1][2])
-                report.needs_recovery = True
-                report.log_transactions = len(replay.transactions)
-                report.add(
-                    "warning",
-                    "IDC11768I",
-                    None,
-                    f"not closed cleanly: {len(replay.transactions)} committed transactions in the log to "
-                    f"replay (opening it, or ksds verify --recover, does); checked as they will be",
-                )
-            if replay is not None and (replay.discarded_frames or replay.discarded_bytes or replay.damaged_at):
-                report.needs_recovery = True
-                report.add(
-                    "warning",
-                    "IDC11768I",
-                    None,
-                    "an unfinished request was cut off by a crash (it was never acknowledged; recovery drops it)",
-                )
-            elif replay is not None and not replay.stale and not replay.transactions:
-                report.needs_recovery = True
-                report.add(
-                    "warning",
-                    "IDC11768I",
-                    None,
-                    "not closed cleanly (or open now): its log is there, with nothing to replay",
-                )
+        size = view.file_size
+        durable = view.durable_cis  # what must be in the file (with a log: what its last checkpoint made durable)
+        if view.log_error is not None:
+            report.add("error", "IDC11768I", None, str(view.log_error))
+        if replay is not None and view.transactions:
+            report.needs_recovery = True
+            report.log_transactions = view.transactions
+            report.add(
+                "warning",
+                "IDC11768I",
+                None,
+                f"not closed cleanly: {view.transactions} committed transactions in the log to "
+                f"replay (opening it, or ksds verify --recover, does); checked as they will be",
+            )
+        if replay is not None and (replay.discarded_frames or replay.discarded_bytes or replay.damaged_at):
+            report.needs_recovery = True
+            report.add(
+                "warning",
+                "IDC11768I",
+                None,
+                "an unfinished request was cut off by a crash (it was never acknowledged; recovery drops it)",
+            )
+        elif replay is not None and not replay.transactions:
+            report.needs_recovery = True
+            report.add(
+                "warning",
+                "IDC11768I",
+                None,
+                "not closed cleanly (or open now): its log is there, with nothing to replay",
+            )
         if size < durable * cisz:  # CIs the last checkpoint made durable are gone (open refuses this too)
             report.add(
                 "error",
@@ -135,15 +122,7 @@ def examine(
                 f"file truncated: HI-U-RBA {durable * cisz} but the file has {size} bytes "
                 f"(CIs {size // cisz} to {durable - 1} missing)",
             )
-        codec = Codec(defn, path)
-
-        def read(ci: int) -> bytes:
-            if ci in overlay:
-                return overlay[ci]
-            f.seek(ci * cisz)
-            return f.read(cisz)
-
-        _Checker(report, codec, state, defn.cis_per_ca, read, indextest, datatest, progress).run()
+        _Checker(report, view.codec, state, defn.cis_per_ca, view.ci, indextest, datatest, progress).run()
     return report
 
 

@@ -282,3 +282,83 @@ def test_an_empty_data_set_in_still_has_its_keys(tmp_path: Path, empty: bool) ->
     p = run("repro", str(ds), str(tmp_path / "out.csv"))
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "out.csv").read_text().splitlines()[0] == "key,record"
+
+
+# --- real unloads: EBCDIC fixed-length, --pad, --rdw-adjust -------------------------------------------------------
+
+
+def ebcdic(i: int, length: int) -> bytes:
+    """An EBCDIC record: a key CUSTnnnn, then text of a length that varies with ``i``, no longer than ``length``."""
+    text = f"CUST{i:04d} {'ACME CORP' if i % 2 else 'SMITH & SONS'} {'X' * (i % 23)}"
+    return text[:length].encode("cp037")
+
+
+def test_an_ebcdic_fixed_length_file_loads_and_unloads_byte_for_byte(tmp_path: Path) -> None:
+    fixed = tmp_path / "fixed.bin"
+    fixed.write_bytes(b"".join(ebcdic(i, 60).ljust(60, b"\x40") for i in range(200)))
+    ds = tmp_path / "d.ksds"
+    define(ds, 60)
+    p = run("repro", str(fixed), str(ds))
+    assert p.returncode == 0 and "200 records processed, 200 written" in p.stdout, p.stderr
+    out = tmp_path / "out.bin"
+    p = run("repro", str(ds), str(out))
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == fixed.read_bytes()
+    # a shorter fixed-length file goes in with --pad (EBCDIC spaces), and out the same as the 60-byte one
+    short = tmp_path / "short.bin"
+    short.write_bytes(b"".join(ebcdic(i, 50).ljust(50, b"\x40") for i in range(200)))
+    ds2 = tmp_path / "d2.ksds"
+    before = define(ds2, 60)
+    line = refused(run("repro", str(short), str(ds2), "--lrecl", "50"))
+    assert "50-byte records (--lrecl 50)" in line and "--pad X'40'" in line and "pads them to 60 bytes" in line
+    assert digest(ds2) == before
+    p = run("repro", str(short), str(ds2), "--lrecl", "50", "--pad", "X'40'")
+    assert p.returncode == 0 and "200 records processed, 200 written" in p.stdout, p.stderr
+    assert contents(ds2) == [ebcdic(i, 50).ljust(60, b"\x40") for i in range(200)]
+
+
+def test_variable_length_records_with_pad_and_rdws_that_leave_out_their_header(tmp_path: Path) -> None:
+    records = [ebcdic(i, 60) for i in range(120)]
+    ibm = tmp_path / "ibm.bin"  # RDW lengths count the 4-byte RDW (IBM's)
+    ibm.write_bytes(rdw(records))
+    tool = tmp_path / "tool.bin"  # RDW lengths that leave the RDW out, as several transfer tools write them
+    tool.write_bytes(b"".join(len(r).to_bytes(2, "big") + b"\0\0" + r for r in records))
+    long = tmp_path / "long.bin"
+    long.write_bytes(rdw(records[:5] + [ebcdic(5, 60).ljust(80, b"\x40")] + records[6:]))
+    empty, short_ds = tmp_path / "empty.ksds", tmp_path / "short.ksds"
+    others = [tmp_path / f"empty{n}.ksds" for n in range(2)]  # (two loads at once into one data set: in use)
+    before = {empty: define(empty, 60), short_ds: define(short_ds, 20), **{d: define(d, 60) for d in others}}
+    p_plain, p_tool, p_tool_flat, p_long, p_bad_pad, p_adjust_alone = run_all(
+        ("repro", str(ibm), str(empty), "--rdw"),
+        ("repro", str(tool), str(others[0]), "--rdw", "--pad", "40"),
+        ("repro", str(tool), str(tmp_path / "t.jsonl"), "--rdw"),
+        ("repro", str(long), str(others[1]), "--rdw", "--pad", "40"),
+        ("repro", str(ibm), str(empty), "--rdw", "--pad", "X'4'"),
+        ("repro", str(ibm), str(empty), "--rdw-adjust", "4"),
+    )
+    # records shorter than the data set's: refused before anything is written, naming --pad
+    n = len(records[0])
+    line = refused(p_plain)
+    assert f"record 1 (byte 0) is {n} bytes (its RDW says {n + 4})" in line and "--pad X'40'" in line, line
+    # RDWs without the header: the chain breaks at the second record; the message names --rdw-adjust 4
+    assert p_tool.returncode == 8 and "0 written" in p_tool.stdout, p_tool.stdout
+    assert "record 2 " in p_tool.stderr and "is not an RDW" in p_tool.stderr and "--rdw-adjust 4" in p_tool.stderr
+    assert "--rdw-adjust 4" in p_tool_flat.stderr and not (tmp_path / "t.jsonl").read_text()
+    # a record longer than the data set's is refused, naming it and both lengths
+    line = refused(p_long)
+    assert "record 6 (byte " in line and "is 80 bytes" in line and "are 60 bytes" in line and "not cut" in line
+    assert "--pad takes one byte in hex" in refused(p_bad_pad)
+    assert "--rdw-adjust" in refused(p_adjust_alone, 2)
+    assert all(digest(d) == before[d] for d in (empty, *others))
+
+    # --rdw-adjust 4 reads them; --pad X'40' pads them; out again with the same RDWs, byte for byte
+    p = run("repro", str(tool), str(empty), "--rdw", "--rdw-adjust", "4", "--pad", "X'40'")
+    assert p.returncode == 0 and "120 records processed, 120 written" in p.stdout, p.stderr
+    assert contents(empty) == [r.ljust(60, b"\x40") for r in records]
+    p = run("repro", str(empty), str(tmp_path / "back.bin"), "--rdw", "--rdw-adjust", "4")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "back.bin").read_bytes() == b"".join(b"\0\x3c\0\0" + r.ljust(60, b"\x40") for r in records)
+    # too long for a data set of 20-byte records even with --pad: nothing written
+    line = refused(run("repro", str(ibm), str(short_ds), "--rdw", "--pad", "40"))
+    assert f"record 1 (byte 0) is {n} bytes" in line and "are 20 bytes" in line
+    assert digest(short_ds) == before[short_ds]

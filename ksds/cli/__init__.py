@@ -14,14 +14,16 @@ rejected); 12 the verb could not be done (one line on stderr says why); 2 wrong 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
-from ..errors import KsdsError
+from .. import __version__
+from ..errors import DefinitionError, KsdsError
 from . import alter, define, delete, examine, listcat, map, print_, repro, serve, verify, zowe_records
-from ._common import FAILED, USAGE, ArgumentParser, CliError, UsageError, one_line
+from ._common import FAILED, USAGE, ArgumentParser, CliError, UsageError, one_line, option_names
 
 __all__ = ["main", "build_parser"]
 
@@ -35,10 +37,19 @@ def build_parser() -> ArgumentParser:
         epilog=(__doc__ or "").split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"ksds {version()}", help="show the version and exit")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=ArgumentParser)
     for verb in VERBS:
         verb.register(sub)
     return parser
+
+
+def version() -> str:
+    """The installed package's version (its metadata), else the one ``ksds.__version__`` says."""
+    try:
+        return importlib.metadata.version("ksds")
+    except importlib.metadata.PackageNotFoundError:
+        return __version__
 
 
 def _message(e: BaseException) -> str:
@@ -47,6 +58,8 @@ def _message(e: BaseException) -> str:
         return f"{where}: {e.strerror}" if where else e.strerror
     if isinstance(e, UnicodeError):
         return f"text that the code page cannot hold: {e}"
+    if isinstance(e, DefinitionError):
+        return option_names(str(e))  # the command's option names, not the engine's parameter names
     return str(e) or type(e).__name__
 
 

@@ -82,8 +82,53 @@ def whole_number(prog: str, option: str, minimum: int, maximum: int | None = Non
     return parse
 
 
+def add_freespace_shareoptions(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """--freespace CI CA and --shareoptions R S (define, with their defaults; alter, without)."""
+    p.add_argument(
+        "--freespace",
+        nargs=2,
+        type=whole_number(p.prog, "--freespace", 0, 100),
+        default=(0, 0) if defaults else None,
+        metavar=("CI", "CA"),
+        help="FREESPACE(ci%% ca%%)" + (" (default 0 0)" if defaults else ""),
+    )
+    p.add_argument(
+        "--shareoptions",
+        nargs=2,
+        type=whole_number(p.prog, "--shareoptions", 1, 4),
+        default=(1, 3) if defaults else None,
+        metavar=("R", "S"),
+        help="SHAREOPTIONS(cross-region cross-system)" + (" (default 1 3)" if defaults else ""),
+    )
+
+
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+#: the engine's parameter names (in DefinitionError messages) and the options of ``ksds define`` / ``alter`` that
+#: give them, longest first so that "freespace ci%" is replaced before "freespace"
+OPTION_NAMES = (
+    ("share_options cross-region", "--shareoptions R"),
+    ("share_options cross-system", "--shareoptions S"),
+    ("freespace ci%", "--freespace CI"),
+    ("freespace ca%", "--freespace CA"),
+    ("record_length", "--recordsize"),
+    ("share_options", "--shareoptions"),
+    ("key_length", "--keys LENGTH"),
+    ("key_offset", "--keys OFFSET"),
+    ("cis_per_ca", "--cis-per-ca"),
+    ("freespace", "--freespace"),
+    ("ci_size", "--cisize"),
+)
+_OPTION_NAME = re.compile("|".join(rf"(?<![\w-]){re.escape(name)}(?![\w%])" for name, _ in OPTION_NAMES))
+_OPTION_OF = dict(OPTION_NAMES)
+
+
+def option_names(message: str) -> str:
+    """An engine message (a :class:`~ksds.DefinitionError`'s) with the parameters it names given as the command's
+    options: "ci_size 40000 is above ..." -> "--cisize 40000 is above ..."."""
+    return _OPTION_NAME.sub(lambda m: _OPTION_OF[m.group(0)], message)
 
 
 # --- code pages -------------------------------------------------------------------------------------------------
@@ -131,12 +176,58 @@ def parse_key(text: str, encoding: str) -> bytes:
         ) from None
 
 
-def check_key(key: bytes, key_length: int, what: str) -> bytes:
+def check_key(key: bytes, key_length: int, what: str, encoding: str | None = None) -> bytes:
     if not key:
         raise CliError(f"{what} is empty", USAGE)
     if len(key) > key_length:
-        raise CliError(f"{what} X'{key.hex().upper()}' has {len(key)} bytes; the keys have {key_length}", USAGE)
+        raise CliError(f"{what} {show_key(key, encoding)} has {len(key)} bytes; the keys have {key_length}", USAGE)
     return key
+
+
+#: code pages that say nothing about the keys' text (the default, and ASCII): keys are shown as ASCII text when they
+#: are, else as EBCDIC (cp037) text when they are that
+_UNTOLD = ("latin-1", "iso8859-1", "ascii")
+_EBCDIC = "cp037"
+
+
+def key_text(key: bytes, encoding: str | None = None) -> tuple[str, str | None] | None:
+    """The key as printable text and the code page it is in (None: ASCII), or None if it is not text.
+
+    With a code page given (``--encoding cp1047``) the key is read in it; with none (or the default latin-1, or
+    ascii) it is text if every byte is printable ASCII, else if every byte is a printable character of cp037
+    that is also in ASCII (an EBCDIC key such as X'C1C2C3', 'ABC')."""
+    if not key:
+        return None
+    name = codecs.lookup(encoding).name if encoding else None
+    if name is not None and name not in _UNTOLD:
+        try:
+            text = key.decode(name)
+        except UnicodeDecodeError:
+            return None
+        return (text, name) if text.isprintable() else None
+    if all(0x20 <= b < 0x7F for b in key):
+        return key.decode("ascii"), None
+    text = key.decode(_EBCDIC)
+    if all(" " <= ch < "\x7f" for ch in text):
+        return text, _EBCDIC
+    return None
+
+
+def show_key(key: bytes, encoding: str | None = None) -> str:
+    """A key in a message: ``X'C1C2C3' ('ABC' in cp037)``, ``X'414243' ('ABC')``, or ``X'00FF'`` (not text)."""
+    hx = f"X'{key.hex().upper()}'"
+    t = key_text(key, encoding)
+    if t is None:
+        return hx
+    text, page = t
+    return f"{hx} ('{text}' in {page})" if page else f"{hx} ('{text}')"
+
+
+def short_key(key: bytes, encoding: str | None = None, limit: int = 24) -> str:
+    """A key in a label (``ksds map``): its text when it is text, else ``X'...'``; cut to ``limit`` characters."""
+    t = key_text(key, encoding)
+    s = t[0] if t is not None else f"X'{key.hex().upper()}'"
+    return s if len(s) <= limit else s[: limit - 1] + "~"
 
 
 # --- files ---------------------------------------------------------------------------------------------------------

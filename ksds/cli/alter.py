@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import dataset
-from ._common import OK, USAGE, CliError, Subparsers, add_verb
+from ._common import OK, USAGE, CliError, Subparsers, add_freespace_shareoptions, add_verb
 
 EXAMPLES = """
   ksds alter cust.ksds --freespace 20 10
@@ -23,10 +23,7 @@ def register(sub: Subparsers) -> None:
         EXAMPLES,
     )
     p.add_argument("path", metavar="PATH")
-    p.add_argument("--freespace", nargs=2, type=int, metavar=("CI", "CA"), help="FREESPACE(ci%% ca%%)")
-    p.add_argument(
-        "--shareoptions", nargs=2, type=int, metavar=("R", "S"), help="SHAREOPTIONS(cross-region cross-system)"
-    )
+    add_freespace_shareoptions(p, defaults=False)
     p.set_defaults(func=run)
 
 

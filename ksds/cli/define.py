@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from .. import dataset
-from ._common import OK, USAGE, CliError, Subparsers, add_verb
+from ..definition import MAX_CI_SIZE
+from ._common import OK, USAGE, CliError, Subparsers, add_freespace_shareoptions, add_verb, whole_number
 
 EXAMPLES = """
   ksds define cust.ksds --keys 8 0 --recordsize 80
@@ -23,22 +24,38 @@ def register(sub: Subparsers) -> None:
         "LENGTH bytes at OFFSET. The CI size is rounded up the way VSAM does (512..8192 by 512, then by 2048).",
         EXAMPLES,
     )
+    prog = p.prog
     p.add_argument("path", metavar="PATH")
-    p.add_argument("--keys", nargs=2, type=int, required=True, metavar=("LENGTH", "OFFSET"), help="KEYS(length offset)")
+    p.add_argument(
+        "--keys",
+        nargs=2,
+        type=whole_number(prog, "--keys", 0, MAX_CI_SIZE),
+        required=True,
+        metavar=("LENGTH", "OFFSET"),
+        help="KEYS(length offset)",
+    )
     p.add_argument(
         "--recordsize",
         nargs="+",
-        type=int,
+        type=whole_number(prog, "--recordsize", 1, MAX_CI_SIZE),
         required=True,
         metavar="LENGTH",
         help="the record length (RECORDSIZE(avg max) may be given as two equal numbers)",
     )
-    p.add_argument("--cisize", type=int, default=4096, metavar="N", help="control interval size (default 4096)")
-    p.add_argument("--cis-per-ca", type=int, metavar="N", help="CIs per control area (default: up to 1 MiB a CA)")
-    p.add_argument("--freespace", nargs=2, type=int, default=(0, 0), metavar=("CI", "CA"), help="FREESPACE(ci%% ca%%)")
     p.add_argument(
-        "--shareoptions", nargs=2, type=int, default=(1, 3), metavar=("R", "S"), help="SHAREOPTIONS (default 1 3)"
+        "--cisize",
+        type=whole_number(prog, "--cisize", 1, MAX_CI_SIZE),
+        default=4096,
+        metavar="N",
+        help="control interval size (default 4096)",
     )
+    p.add_argument(
+        "--cis-per-ca",
+        type=whole_number(prog, "--cis-per-ca", 2, 65535),
+        metavar="N",
+        help="CIs per control area (default: up to 1 MiB a CA)",
+    )
+    add_freespace_shareoptions(p, defaults=True)
     p.set_defaults(func=run)
 
 

@@ -6,7 +6,7 @@ import argparse
 
 from .. import examine as _examine
 from ..examine import ExamineReport
-from ._common import ERROR, OK, WARNING, Progress, Subparsers, add_verb, require_file
+from ._common import ERROR, OK, WARNING, CliError, Progress, Subparsers, add_verb, is_dataset, require_file
 
 EXAMPLES = """
   ksds examine cust.ksds                 (both tests)
@@ -41,8 +41,11 @@ def condition_code(report: ExamineReport) -> int:
 
 
 def check(path: str, indextest: bool = True, datatest: bool = True, label: str = "ksds examine") -> ExamineReport:
-    """Run EXAMINE with a progress bar on a terminal."""
+    """Run EXAMINE with a progress bar on a terminal. A file that does not start as a data set does (a text file,
+    an empty file, a picture) is one line saying so, not damage to restore from a backup."""
     require_file(path)
+    if not is_dataset(path):
+        raise CliError(f"{path} is not a ksds data set (no ksds header)")
     with Progress(label) as bar:
         return _examine(
             path, indextest=indextest, datatest=datatest, progress=lambda d, t: bar.update(d, t, "data CIs")

@@ -6,8 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from .. import dataset
 from ._common import OK, Subparsers, add_verb
+from ._reader import open_reader
 
 EXAMPLES = """
   ksds listcat cust.ksds
@@ -82,10 +82,11 @@ def field(name: str, value: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    with dataset.open(args.path, "r") as ds:
+    with open_reader(args.path) as ds:
         stats = ds.stats()
         d = ds.definition
         recovery = ds.recovery
+        note = ds.note
     groups = grouped(stats)
     if args.json:
         doc: dict[str, Any] = {
@@ -105,9 +106,13 @@ def run(args: argparse.Namespace) -> int:
         }
         if recovery is not None:
             doc["recovered"] = str(recovery)
+        if note is not None:
+            doc["note"] = note
         print(json.dumps(doc, indent=2))
         return OK
     lines = [f"CLUSTER ------- {args.path}"]
+    if note is not None:
+        lines.append(f"  NOTE: {note}")
     for group, fields in groups.items():
         lines.append(f"  {group}")
         items = [field(k, v) for k, v in fields.items()]

@@ -12,18 +12,30 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
 
-from ..ci import Codec, DataCI, FreeCI, IndexCI
+from ..ci import DataCI, FreeCI, IndexCI
 from ..definition import Definition
-from ..errors import DamagedCIError, JournalCorruptError
-from ..format import CI_FREE_INDEX, HEADER_SIZE, State, decode_header
-from ..journal import Journal
-from ..pager import log_path
-from ._common import OK, USAGE, CliError, Progress, Subparsers, add_verb, require_file
+from ..errors import DamagedCIError
+from ..format import CI_FREE_INDEX, State
+from ..wal_view import View, in_use
+from ._common import (
+    DEFAULT_ENCODING,
+    OK,
+    USAGE,
+    CliError,
+    Progress,
+    Subparsers,
+    add_verb,
+    check_encoding,
+    require_file,
+    short_key,
+    whole_number,
+)
 
 EXAMPLES = """
   ksds map cust.ksds                        (the text form, one character per CI)
@@ -44,6 +56,8 @@ class Cell:
     fill: float = 0.0  # data: records / records per CI
     level: int = 0  # index CIs
     note: str = ""
+    low: bytes = b""  # data CIs with records: the first and last record's key
+    high: bytes = b""
 
 
 @dataclass
@@ -52,6 +66,8 @@ class Row:
     kind: str  # index | ca | free-ca | free-index | other
     cells: list[Cell]
     lead: Cell | None = None  # a CA's sequence-set CI
+    low: bytes | None = None  # a CA: the first and last key of its records (None: it has none)
+    high: bytes | None = None
 
     @property
     def records(self) -> int:
@@ -68,6 +84,7 @@ class Model:
     records: int = 0
     data_cis: int = 0
     damaged: int = 0
+    encoding: str = DEFAULT_ENCODING  # the code page keys are shown in (latin-1: ASCII or EBCDIC text, else hex)
 
     @property
     def width(self) -> int:
@@ -82,45 +99,44 @@ class _Info:
     level: int = 0
     ca: int = 0
     ptrs: tuple[int, ...] = ()
-    high: bytes = b""
+    high: bytes = b""  # data: the last record's key; seq: the CA's high key in the index
     next: int = 0
     note: str = ""
+    low: bytes = b""  # data: the first record's key
 
 
 def _read(
     path: str, progress: Callable[[int, int], None] | None
 ) -> tuple[Definition, State, dict[int, _Info], list[str]]:
     notes = []
-    with open(path, "rb") as f:
-        defn, created, state = decode_header(f.read(HEADER_SIZE), path)
+    # a data set not closed cleanly: show it as recovery will leave it (the log's committed CIs laid over the file);
+    # one open elsewhere: as of its last committed transaction (a live view: no CI torn by a checkpoint)
+    try:
+        busy = in_use(path)
+    except OSError:
+        busy = False  # View says what is wrong
+    with View(path, live=busy) as view:
+        defn, state = view.definition, view.state
         cisz = defn.ci_size
-        size = os.fstat(f.fileno()).st_size
-        codec = Codec(defn, path)
+        size = view.file_size
+        codec = view.codec
         infos: dict[int, _Info] = {}
-        # a data set not closed cleanly: show it as recovery will leave it (the log's committed CIs applied)
-        overlay: dict[int, bytes] = {}
-        lp = log_path(path)
-        if os.path.exists(lp):
-            try:
-                replay = Journal(lp, cisz, created).read()
-            except JournalCorruptError as e:
-                notes.append(f"its log is damaged and not applied here ({e}); see ksds verify --recover")
-                replay = None
-            if replay is not None and not replay.stale and replay.transactions:
-                for _, images, _ in replay.transactions:
-                    overlay.update((ci, image) for ci, image in images if ci)
-                state = State.unpack(replay.transactions[-1][2])
-                notes.append(
-                    f"not closed cleanly: shown with the {len(replay.transactions)} committed transactions of its "
-                    "log applied, as recovery (ksds verify, or any open) will leave it"
-                )
+        if view.log_error is not None:
+            notes.append(f"its log is damaged and not applied here ({view.log_error}); see ksds verify --recover")
+        if busy:
+            notes.append(
+                f"open in another process: shown as of its transaction {view.state.txn} (the committed "
+                "transactions of its log laid over the file)"
+            )
+        elif view.transactions:
+            notes.append(
+                f"not closed cleanly: shown with the {view.transactions} committed transactions of its "
+                "log applied, as recovery (ksds verify, or any open) will leave it"
+            )
         if size < state.hurba * cisz:
             notes.append(f"the file is truncated: CIs {size // cisz} to {state.hurba - 1} are missing")
         for ci in range(1, state.hurba):
-            data = overlay.get(ci)
-            if data is None:
-                f.seek(ci * cisz)
-                data = f.read(cisz)
+            data = view.ci(ci)
             if progress is not None and ci % 512 == 0:
                 progress(ci, state.hurba)
             if len(data) < cisz:
@@ -135,7 +151,9 @@ def _read(
                 infos[ci] = _Info("damaged", note=str(e).split(") ", 1)[-1])
                 continue
             if isinstance(obj, DataCI):
-                infos[ci] = _Info("data", records=len(obj.recs))
+                keys = obj.keys
+                low, high = (keys[0], keys[-1]) if keys else (b"", b"")
+                infos[ci] = _Info("data", records=len(keys), low=low, high=high)
             elif isinstance(obj, IndexCI):
                 kind = "seq" if obj.level == 1 else "index"
                 infos[ci] = _Info(kind, level=obj.level, ca=obj.ca, ptrs=tuple(obj.ptrs), high=obj.keys[-1])
@@ -144,10 +162,12 @@ def _read(
     return defn, state, infos, notes
 
 
-def build(path: str, progress: Callable[[int, int], None] | None = None) -> Model:
-    """Read the data set at ``path`` and lay out its CIs in rows."""
+def build(
+    path: str, progress: Callable[[int, int], None] | None = None, encoding: str = DEFAULT_ENCODING
+) -> Model:
+    """Read the data set at ``path`` and lay out its CIs in rows (keys shown in ``encoding``)."""
     defn, state, infos, notes = _read(path, progress)
-    m = Model(path, defn, state, notes=notes)
+    m = Model(path, defn, state, notes=notes, encoding=encoding)
     rpc = defn.records_per_ci
     cpa = defn.cis_per_ca
     placed: set[int] = set()
@@ -180,7 +200,7 @@ def build(path: str, progress: Callable[[int, int], None] | None = None) -> Mode
         if k == "data":
             m.records += info.records
             m.data_cis += 1
-            return Cell(ci, "data", info.records, info.records / rpc if rpc else 0.0)
+            return Cell(ci, "data", info.records, info.records / rpc if rpc else 0.0, low=info.low, high=info.high)
         if k == "damaged":
             m.damaged += 1
             return Cell(ci, "damaged", note=info.note)
@@ -209,7 +229,10 @@ def build(path: str, progress: Callable[[int, int], None] | None = None) -> Mode
                 cells.append(Cell(ci, "free"))
             placed.add(ci)
         label = f"CA {n}" if seq in seen else "CA unreached"
-        m.rows.append(Row(label, "ca", cells, lead=cell(seq)))
+        full = [infos[p] for p in info.ptrs if infos.get(p, _Info("")).kind == "data" and infos[p].records]
+        low = full[0].low if full else None
+        high = full[-1].high if full else None
+        m.rows.append(Row(label, "ca", cells, lead=cell(seq), low=low, high=high))
         placed.add(seq)
     # free CAs
     ca = state.free_ca
@@ -266,14 +289,38 @@ def title(m: Model) -> list[str]:
     ]
 
 
-def text(m: Model) -> str:
+KEY_LABEL = 20  # characters of a key in a CA's label (longer ones are cut, ending in ~)
+
+
+def key_range(r: Row, encoding: str, limit: int = KEY_LABEL) -> str:
+    """A CA's keys: ``00000010..00000019`` (its first and last record's), or ``(no records)``."""
+    if r.low is None or r.high is None:
+        return "(no records)" if r.kind == "ca" else ""
+    return f"{short_key(r.low, encoding, limit)}..{short_key(r.high, encoding, limit)}"
+
+
+def text(m: Model, width: int = 100) -> str:
+    """The text form: a line per row (``CA 3  00000010..00000019  CI 42 S ####...  37 records``). A row that does
+    not fit in ``width`` columns takes several: its label, keys and record count, then its CIs, wrapped."""
     lines = title(m) + [f"note: {n}" for n in m.notes] + [""]
-    for r in m.rows:
+    ranges = [key_range(r, m.encoding) for r in m.rows]
+    kw = max((len(k) for k in ranges), default=0)
+    for r, keys in zip(m.rows, ranges, strict=True):
         lead = char(r.lead) if r.lead is not None else " "
         cells = "".join(char(c) for c in r.cells)
         first = r.cells[0].ci if r.cells else 0
         tail = f"  {r.records} records" if r.kind == "ca" else ""
-        lines.append(f"{r.label:<12} CI {first:>7} {lead} {cells.ljust(m.width if r.kind == 'ca' else 0)}{tail}")
+        head = f"{r.label:<12} {keys:<{kw}} " if kw else f"{r.label:<12} "
+        line = f"{head}CI {first:>7} {lead} {cells.ljust(m.width if r.kind == 'ca' else 0)}{tail}"
+        if len(line) <= width:
+            lines.append(line)
+            continue
+        lines.append(f"{r.label} {keys}{tail}".rstrip())
+        per_line = max(8, width - 18)  # "    CI 1234567 S " then the cells
+        for i in range(0, max(1, len(r.cells)), per_line):
+            chunk = r.cells[i : i + per_line]
+            ci = chunk[0].ci if chunk else first
+            lines.append(f"    CI {ci:>7} {lead if i == 0 else ' '} {''.join(char(c) for c in chunk)}")
     lines += ["", LEGEND]
     return "\n".join(lines)
 
@@ -321,6 +368,7 @@ class Rect:
     stroke: str | None = None
     tip: str = ""
     cross: bool = False  # a damaged CI: an X over it
+    hover: bool = False  # not drawn: only its tip, in the SVG (a CA row's keys)
 
 
 @dataclass
@@ -342,9 +390,11 @@ class Picture:
     texts: list[Text] = field(default_factory=list)
 
 
-def tip(c: Cell, rpc: int) -> str:
+def tip(c: Cell, rpc: int, encoding: str = DEFAULT_ENCODING) -> str:
     if c.kind == "data":
         s = f"CI {c.ci}: data, {c.records}/{rpc} records"
+        if c.records:
+            s += f", keys {short_key(c.low, encoding, 64)}..{short_key(c.high, encoding, 64)}"
     elif c.kind in ("seq", "index"):
         s = f"CI {c.ci}: {'sequence set' if c.kind == 'seq' else 'index set'}, level {c.level}"
     else:
@@ -363,6 +413,8 @@ def layout(m: Model) -> Picture:
     wrap = min(WRAP, cpa)
     margin = 16
     t = title(m)
+    keys = [key_range(r, m.encoding, 16) for r in rows]
+    key_chars = max((len(k) + 2 for k in keys), default=0)
     text_w = max(
         [len(f"ksds map  {t[0]}") * 14 * 0.66, len(t[1]) * 12 * 0.62, LEGEND_WIDTH]
         + [len(f"note: {n}") * 12 * 0.62 for n in m.notes]
@@ -378,7 +430,7 @@ def layout(m: Model) -> Picture:
         labels = s >= 8
         font = min(12.0, max(10.0, s * 0.75))
         label_w = int(font * 7.5) if labels else 0
-        tail_w = int(font * 6.5) if labels else 0
+        tail_w = int(font * 6.5 + font * 0.62 * key_chars) if labels else 0
         col_w = label_w + (wrap + 1) * pitch + s // 2 + 4 + tail_w + 16
         heights = [max(1, math.ceil(len(r.cells) / wrap)) * pitch + (2 * gap if cpa > wrap else 0) for r in rows]
         total = sum(heights)
@@ -408,9 +460,13 @@ def layout(m: Model) -> Picture:
         pic.texts.append(Text(margin, margin + 52 + 16 * i, f"note: {note}", 12, colour="#b00000"))
     top = margin + head_h
     rpc = m.defn.records_per_ci
-    for r, (col, dy) in zip(rows, places, strict=True):
+    for r, (col, dy), h, span in zip(rows, places, heights, keys, strict=True):
         x0 = margin + col * col_w
         y = top + dy
+        if r.kind == "ca":  # hovering anywhere on the row shows its keys (in the SVG; behind the cells)
+            tip_keys = key_range(r, m.encoding, 64)
+            row_tip = f"{r.label}: keys {tip_keys}, {r.records} records"
+            pic.rects.append(Rect(x0, y, col_w - 16, h - gap, "#ffffff", tip=row_tip, hover=True))
         if labels:
             pic.texts.append(Text(x0, y + s * 0.8, r.label, font))
         x: float = x0 + label_w
@@ -420,11 +476,12 @@ def layout(m: Model) -> Picture:
         for j, c in enumerate(r.cells):
             line, k = divmod(j, wrap)
             cx, cy = x + k * pitch, y + line * pitch
-            pic.rects.append(_rect(c, cx, cy, s, rpc))
+            pic.rects.append(_rect(c, cx, cy, s, rpc, m.encoding))
             if c.kind == "index" and s >= 12:
                 pic.texts.append(Text(cx + s / 2, cy + s * 0.78, str(c.level), s * 0.7, "#ffffff", "middle"))
         if labels and r.kind == "ca":
             pic.texts.append(Text(x + wrap * pitch + 6, y + s * 0.8, f"{r.records} rec", font, "#555555"))
+            pic.texts.append(Text(x + wrap * pitch + 6 + font * 5.5, y + s * 0.8, span, font, "#555555"))
     # the legend
     ly = height - margin - legend_h + 12
     x = float(margin)
@@ -453,8 +510,8 @@ def layout(m: Model) -> Picture:
     return pic
 
 
-def _rect(c: Cell, x: float, y: float, s: float, rpc: int) -> Rect:
-    return Rect(x, y, s, s, colour(c), STROKES.get(c.kind), tip(c, rpc), c.kind == "damaged")
+def _rect(c: Cell, x: float, y: float, s: float, rpc: int, encoding: str = DEFAULT_ENCODING) -> Rect:
+    return Rect(x, y, s, s, colour(c), STROKES.get(c.kind), tip(c, rpc, encoding), c.kind == "damaged")
 
 
 def svg(pic: Picture) -> str:
@@ -465,6 +522,12 @@ def svg(pic: Picture) -> str:
         f'<rect x="0" y="0" width="{pic.width}" height="{pic.height}" fill="#ffffff"/>',
     ]
     for r in pic.rects:
+        if r.hover:
+            out.append(
+                f'<rect x="{r.x:g}" y="{r.y:g}" width="{r.w:g}" height="{r.h:g}" fill="#ffffff" fill-opacity="0">'
+                f"<title>{escape(r.tip)}</title></rect>"
+            )
+            continue
         stroke = f' stroke="{r.stroke}" stroke-width="1"' if r.stroke else ""
         body = f"<title>{escape(r.tip)}</title>" if r.tip else ""
         out.append(
@@ -507,12 +570,13 @@ def png(pic: Picture, path: str) -> None:
     ax.set_xlim(0, pic.width)
     ax.set_ylim(pic.height, 0)
     ax.axis("off")
-    patches = [Rectangle((r.x, r.y), r.w - 0.5, r.h - 0.5) for r in pic.rects]
+    drawn = [r for r in pic.rects if not r.hover]
+    patches = [Rectangle((r.x, r.y), r.w - 0.5, r.h - 0.5) for r in drawn]
     ax.add_collection(
         PatchCollection(
             patches,
-            facecolors=[r.fill for r in pic.rects],
-            edgecolors=[r.stroke or r.fill for r in pic.rects],
+            facecolors=[r.fill for r in drawn],
+            edgecolors=[r.stroke or r.fill for r in drawn],
             linewidths=0.6,
         )
     )
@@ -556,6 +620,18 @@ def register(sub: Subparsers) -> None:
     p.add_argument("path", metavar="PATH")
     p.add_argument("--output", "-o", metavar="FILE", help="write the picture to FILE.png or FILE.svg")
     p.add_argument("--text", action="store_true", help="print the text form (also with --output)")
+    p.add_argument(
+        "--width",
+        type=whole_number(p.prog, "--width", 40, 10000),
+        metavar="N",
+        help="the text form's columns: a CA wider than that wraps (default: the terminal's, else 100)",
+    )
+    p.add_argument(
+        "--encoding",
+        default=DEFAULT_ENCODING,
+        metavar="CODEPAGE",
+        help="code page of the keys in the CA labels (default: ASCII or EBCDIC text where they are, else hex)",
+    )
     p.set_defaults(func=run)
 
 
@@ -566,10 +642,12 @@ def run(args: argparse.Namespace) -> int:
         kind = os.path.splitext(args.output)[1].lower()
         if kind not in (".png", ".svg"):
             raise CliError(f"--output {args.output}: the name must end in .png or .svg", USAGE)
+    encoding = check_encoding(args.encoding)
     with Progress("ksds map") as bar:
-        m = build(args.path, lambda d, t: bar.update(d, t, "CIs"))
+        m = build(args.path, lambda d, t: bar.update(d, t, "CIs"), encoding)
     if args.text or args.output is None:
-        sys.stdout.write(text(m) + "\n")
+        width = args.width if args.width is not None else shutil.get_terminal_size((100, 24)).columns
+        sys.stdout.write(text(m, width) + "\n")
     if args.output is not None:
         pic = layout(m)
         if kind == ".svg":

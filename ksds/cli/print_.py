@@ -6,20 +6,18 @@ import argparse
 import sys
 from collections.abc import Iterator
 
-from .. import dataset
-from ..dataset import Dataset
 from ._common import (
     DEFAULT_ENCODING,
     OK,
-    USAGE,
-    CliError,
     Subparsers,
     add_verb,
     char_table,
     check_encoding,
     check_key,
     parse_key,
+    whole_number,
 )
+from ._reader import Reader, open_reader
 
 EXAMPLES = """
   ksds print cust.ksds                                   (DUMP: offset, hex and characters)
@@ -60,25 +58,25 @@ def register(sub: Subparsers) -> None:
 def add_range_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fromkey", metavar="K", help="start at the first key >= K")
     p.add_argument("--tokey", metavar="K", help="stop after the last key <= K (or starting with K)")
-    p.add_argument("--skip", type=int, default=0, metavar="N", help="skip the first N records")
-    p.add_argument("--count", type=int, metavar="N", help="at most N records")
+    p.add_argument(
+        "--skip", type=whole_number(p.prog, "--skip", 0), default=0, metavar="N", help="skip the first N records"
+    )
+    p.add_argument("--count", type=whole_number(p.prog, "--count", 0), metavar="N", help="at most N records")
 
 
-def key_range(ds: Dataset, args: argparse.Namespace, encoding: str) -> tuple[bytes | None, bytes | None]:
+def key_range(ds: Reader, args: argparse.Namespace, encoding: str) -> tuple[bytes | None, bytes | None]:
     kl = ds.key_length
-    lo = check_key(parse_key(args.fromkey, encoding), kl, "--fromkey") if args.fromkey is not None else None
-    hi = check_key(parse_key(args.tokey, encoding), kl, "--tokey") if args.tokey is not None else None
-    if args.skip < 0 or (args.count is not None and args.count < 0):
-        raise CliError("--skip and --count take a number >= 0", USAGE)
+    lo = check_key(parse_key(args.fromkey, encoding), kl, "--fromkey", encoding) if args.fromkey is not None else None
+    hi = check_key(parse_key(args.tokey, encoding), kl, "--tokey", encoding) if args.tokey is not None else None
     return lo, hi
 
 
-def records(ds: Dataset, lo: bytes | None, hi: bytes | None, skip: int, count: int | None) -> Iterator[bytes]:
+def records(ds: Reader, lo: bytes | None, hi: bytes | None, skip: int, count: int | None) -> Iterator[bytes]:
     """The records in key order from ``lo`` (generic, at or after) to ``hi`` (generic, inclusive), after ``skip``
     of them, at most ``count``."""
     if count == 0:
         return
-    it = ds.browse(lo, gteq=True, generic=True) if lo is not None else ds.browse()
+    it = ds.browse(lo)
     ko = ds.key_offset
     n = len(hi) if hi is not None else 0
     out = 0
@@ -116,7 +114,10 @@ def run(args: argparse.Namespace) -> int:
     table = char_table(encoding)
     n = 0
     out = sys.stdout
-    with dataset.open(args.path, "r") as ds:
+    with open_reader(args.path) as ds:
+        if ds.note is not None:
+            note = f"{ds.note} (records changed while it is read may or may not be shown)"
+            print(f"ksds print: note: {note}", file=sys.stderr)
         lo, hi = key_range(ds, args, encoding)
         ko, kl = ds.key_offset, ds.key_length
         for rec in records(ds, lo, hi, args.skip, args.count):

@@ -8,8 +8,10 @@ import binascii
 import contextlib
 import csv
 import io
+import itertools
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -30,13 +32,16 @@ from ._common import (
     CliError,
     Progress,
     Subparsers,
+    UsageError,
     add_verb,
     check_encoding,
     check_key,
     is_dataset,
     parse_key,
+    show_key,
     whole_number,
 )
+from ._reader import Reader, open_reader
 from .print_ import records
 
 EXAMPLES = """
@@ -45,6 +50,8 @@ EXAMPLES = """
   ksds repro cust.ksds cust.csv --fields text --encoding cp037
   ksds repro unload.bin cust.ksds --rdw            (a z/OS variable-blocked unload: RDW before each record)
   ksds repro fixed.bin out.jsonl --lrecl 80        (a fixed-length binary file of 80-byte records)
+  ksds repro vb.bin cust.ksds --rdw --pad X'40'    (variable-length records padded with EBCDIC spaces)
+  ksds repro vb.bin cust.ksds --rdw --rdw-adjust 4 (RDW lengths that leave out the 4-byte RDW itself)
   ksds repro cust.ksds - --outformat jsonl --fromkey X'F0F1' --count 100 | head
 flat files, chosen by extension or --informat/--outformat:
   jsonl (.jsonl .ndjson .json)  one object a line: {"key": "...", "record": "..."}
@@ -55,9 +62,11 @@ flat files, chosen by extension or --informat/--outformat:
 The key and record fields of jsonl and csv are hex (the default), base64, or text in --encoding (--fields).
 On input the key field is optional; when it is there it must match the record's key.
 A bin IN is checked before anything is written: a fixed-length file must be a whole number of records (--lrecl,
-or OUT's record length), and every record loaded into a data set must have its record length (ksds repro does
-not pad or cut records); a file cut at OUT's record length (no --lrecl) whose records repeat a key is refused
-as probably misaligned (give --lrecl to say the length is right).
+or OUT's record length), and every record loaded into a data set must have its record length, or be shorter
+with --pad (which pads it with a fill byte; records are never cut); a file cut at OUT's record length (no
+--lrecl) whose records repeat a key is refused as probably misaligned (give --lrecl to say the length is right).
+An RDW's length counts the 4-byte RDW itself (IBM's); some transfer tools write it without: --rdw-adjust 4.
+jsonl and csv fields that are not in --fields (e.g. text read as hex) are found at the first record.
 Loading into an empty data set: records are sorted by key first (in memory) and written in key order, so the
 CIs and CAs fill up to FREESPACE as an IDCAMS load does. Into a data set that has records they are merged in the
 order they come (inserts, with CI and CA splits as needed).
@@ -109,6 +118,21 @@ def register(sub: Subparsers) -> None:
         "--encoding", default=DEFAULT_ENCODING, metavar="CODEPAGE", help="code page of text (txt, --fields text)"
     )
     p.add_argument("--rdw", action="store_true", help="bin: a 4-byte RDW before each record (variable-blocked unload)")
+    p.add_argument(
+        "--rdw-adjust",
+        type=whole_number(prog, "--rdw-adjust", -4, 4),
+        default=0,
+        metavar="N",
+        help="with --rdw: N is added to each RDW's length to get IBM's, which counts the 4-byte RDW (4 for RDWs "
+        "that leave it out); on output, RDWs are written the same way",
+    )
+    p.add_argument(
+        "--pad",
+        type=pad_byte(prog),
+        metavar="X'hh'",
+        help="pad records shorter than OUT's record length with this byte (X'40' EBCDIC space, X'20' ASCII "
+        "space, X'00'; or 2 hex digits); longer records are refused",
+    )
     p.add_argument(
         "--lrecl",
         type=whole_number(prog, "--lrecl", 1, MAX_CI_SIZE),
@@ -174,7 +198,19 @@ class Fields:
                 return base64.b64decode(text, validate=True)
             return text.encode(self.encoding)
         except (ValueError, binascii.Error) as e:
+            alphabet = _HEX if self.kind == "hex" else _BASE64
+            if self.kind != "text" and alphabet.search(text):
+                raise TextFieldError(f"the {what} field is not {self.kind} ({e})") from None
             raise ValueError(f"the {what} field is not {self.kind} ({e})") from None
+
+
+#: characters that are not in a hex or base64 field (spaces between hex digits are allowed)
+_HEX = re.compile(r"[^0-9A-Fa-f\s]")
+_BASE64 = re.compile(r"[^A-Za-z0-9+/=\s]")
+
+
+class TextFieldError(ValueError):
+    """A jsonl or csv field that is not in the ``--fields`` encoding and has characters no such field has: text."""
 
 
 @dataclass(frozen=True)
@@ -193,6 +229,7 @@ class Item:
     where: str
     record: bytes | None
     error: str | None = None
+    text: bool = False  # the error is a field that reads as text (TextFieldError)
 
 
 # --- sources ---------------------------------------------------------------------------------------------------
@@ -246,8 +283,12 @@ def jsonl_items(f: IO[bytes], fields: Fields, keys: KeyPlace | None) -> Iterator
                 key = fields.decode(obj["key"], "key")
                 if key != keys.of(rec):
                     raise ValueError(
-                        f"the key field X'{key.hex().upper()}' is not the record's key X'{keys.of(rec).hex().upper()}'"
+                        f"the key field {show_key(key, fields.encoding)} is not the record's key "
+                        f"{show_key(keys.of(rec), fields.encoding)}"
                     )
+        except TextFieldError as e:
+            yield Item(where, None, str(e), text=True)
+            continue
         except ValueError as e:
             yield Item(where, None, str(e))
             continue
@@ -278,15 +319,21 @@ def csv_items(f: IO[bytes], fields: Fields, keys: KeyPlace | None) -> Iterator[I
                 key = fields.decode(row[key_col], "key")
                 if key != keys.of(rec):
                     raise ValueError(
-                        f"the key field X'{key.hex().upper()}' is not the record's key X'{keys.of(rec).hex().upper()}'"
+                        f"the key field {show_key(key, fields.encoding)} is not the record's key "
+                        f"{show_key(keys.of(rec), fields.encoding)}"
                     )
+        except TextFieldError as e:
+            yield Item(where, None, str(e), text=True)
+            continue
         except ValueError as e:
             yield Item(where, None, str(e))
             continue
         yield Item(where, rec)
 
 
-def bin_items(f: IO[bytes], lrecl: int | None, rdw: bool) -> Iterator[Item]:
+def bin_items(f: IO[bytes], lrecl: int | None, rdw: bool, adjust: int = 0) -> Iterator[Item]:
+    """Records of a bin file: ``lrecl`` bytes each, or each after an RDW (whose length plus ``adjust`` counts the
+    record and the 4-byte RDW)."""
     n = 0
     offset = 0
     while True:
@@ -299,12 +346,13 @@ def bin_items(f: IO[bytes], lrecl: int | None, rdw: bool) -> Iterator[Item]:
             if len(head) < 4:
                 yield Item(where, None, f"the file ends inside an RDW ({len(head)} of 4 bytes)")
                 return
-            length = int.from_bytes(head[:2], "big")
+            length = int.from_bytes(head[:2], "big") + adjust
             if head[2:] != b"\0\0" or length < 4:
+                counted = "including itself" if adjust == 0 else f"plus {adjust} (--rdw-adjust {adjust})"
                 yield Item(
                     where,
                     None,
-                    f"X'{head.hex().upper()}' is not an RDW (2-byte length including itself, then X'0000'); "
+                    f"X'{head.hex().upper()}' is not an RDW (2-byte length {counted}, then X'0000'); "
                     "is this a variable-blocked unload? (without RDWs, leave out --rdw)",
                 )
                 return
@@ -338,7 +386,7 @@ def seekable(f: IO[bytes], stack: contextlib.ExitStack) -> IO[bytes]:
     return tmp
 
 
-def check_fixed(f: IO[bytes], name: str, lrecl: int, given: bool, ds: Dataset | None) -> None:
+def check_fixed(f: IO[bytes], name: str, lrecl: int, given: bool, ds: Dataset | None, encoding: str) -> None:
     """A fixed-length bin IN: a whole number of ``lrecl``-byte records, and (cut at OUT's record length, not at a
     ``--lrecl`` given) no key twice, which is what a file of records of another length cut at ``lrecl`` shows."""
     start = f.tell()
@@ -366,34 +414,66 @@ def check_fixed(f: IO[bytes], name: str, lrecl: int, given: bool, ds: Dataset | 
             if first != n:
                 raise CliError(
                     f"{name}: cut into {lrecl}-byte records ({where}), records {first} and {n} have the same key "
-                    f"X'{key.hex().upper()}': are its records {lrecl} bytes long? Refused, nothing written (if they "
+                    f"{show_key(key, encoding)}: are its records {lrecl} bytes long? Refused, nothing written (if they "
                     f"are, give --lrecl {lrecl}; if not, the file needs a data set of its record length)"
                 )
     finally:
         f.seek(start)
 
 
-def check_rdw(f: IO[bytes], name: str, ds: Dataset | None) -> Item | None:
+def check_rdw(f: IO[bytes], name: str, ds: Dataset | None, adjust: int, pad: int | None) -> Item | None:
     """An IN with RDWs: the first RDW that is not one (returned: reported as the only record error, nothing
-    written), or a CliError for a record whose length is not OUT's record length."""
+    written), or a CliError for a record whose length is not OUT's record length (shorter is allowed with
+    ``pad``). Either names ``--rdw-adjust`` when the file reads cleanly with another one."""
     start = f.tell()
     try:
-        for item in bin_items(f, None, True):
+        for item in bin_items(f, None, True, adjust):
             if item.record is None:
+                item.error = f"{item.error}{rdw_hint(f, start, adjust, ds, pad is not None)}"
                 return item
-            if ds is not None and len(item.record) != ds.record_length:
+            n = len(item.record)
+            if ds is not None and (n > ds.record_length or (n < ds.record_length and pad is None)):
+                rl = ds.record_length
+                if n > rl:
+                    convert = "records are not cut"
+                else:
+                    convert = f"--pad X'40' (or another fill byte) pads shorter records to {rl} bytes"
+                hint = rdw_hint(f, start, adjust, ds, pad is not None)
                 raise CliError(
-                    f"{name}: {item.where} is {len(item.record)} bytes (its RDW says {len(item.record) + 4}); the "
-                    f"records of {ds.path} are {ds.record_length} bytes: refused, nothing written (ksds repro does "
-                    "not pad or cut records)"
+                    f"{name}: {item.where} is {n} bytes (its RDW says {n + 4 - adjust}); the records of {ds.path} "
+                    f"are {rl} bytes: refused, nothing written ({convert}){hint}"
                 )
     finally:
         f.seek(start)
     return None
 
 
-def txt_items(f: IO[bytes], encoding: str, lrecl: int | None) -> Iterator[Item]:
-    pad = " ".encode(encoding)
+def rdw_hint(f: IO[bytes], start: int, adjust: int, ds: Dataset | None, pad: bool) -> str:
+    """"; ... give --rdw-adjust 4" when the file from ``start`` reads as whole RDW records with the other usual
+    adjustment (0: IBM's RDWs, which count themselves; 4: RDWs that leave themselves out), each of OUT's record
+    length (or, ``pad``, no longer) when OUT is a data set; else ""."""
+    other = 4 if adjust != 4 else 0
+    here = f.tell()
+    f.seek(start)
+    n = 0
+    try:
+        for item in bin_items(f, None, True, other):
+            if item.record is None:
+                return ""
+            n_bytes = len(item.record)
+            if ds is not None and (n_bytes > ds.record_length or (n_bytes < ds.record_length and not pad)):
+                return ""
+            n += 1
+    finally:
+        f.seek(here)
+    if n == 0:
+        return ""
+    what = "leave out the 4-byte RDW itself" if other == 4 else "count the 4-byte RDW itself, as IBM's do"
+    return f"; read as RDWs whose lengths {what}, the file is {n} whole records: give --rdw-adjust {other}"
+
+
+def txt_items(f: IO[bytes], encoding: str, lrecl: int | None, fill: int | None = None) -> Iterator[Item]:
+    pad = " ".encode(encoding) if fill is None else bytes([fill])
     for n, line in _lines(f):
         where = f"line {n}"
         if line == "\x00bad":
@@ -411,6 +491,56 @@ def txt_items(f: IO[bytes], encoding: str, lrecl: int | None) -> Iterator[Item]:
                 continue
             rec += pad * ((lrecl - len(rec)) // max(1, len(pad)))
         yield Item(where, rec)
+
+
+# --- padding ---------------------------------------------------------------------------------------------------
+
+_PAD = re.compile(r"[xX]'([0-9A-Fa-f]{2})'|([0-9A-Fa-f]{2})")
+
+
+def pad_byte(prog: str) -> Callable[[str], int]:
+    """The argparse ``type`` of ``--pad``: X'hh' or hh; anything else is one line, exit status 12."""
+
+    def parse(text: str) -> int:
+        m = _PAD.fullmatch(text.strip())
+        if m is None:
+            raise UsageError(
+                prog, f"--pad takes one byte in hex, as X'40' or 40, not {text!r} (see '{prog} --help')", FAILED
+            )
+        return int(m.group(1) or m.group(2), 16)
+
+    return parse
+
+
+def padded(items: Iterable[Item], length: int, fill: int, out: str) -> Iterator[Item]:
+    """Records shorter than ``length`` padded with ``fill``; a longer one is a record error naming both lengths."""
+    pad = bytes([fill])
+    for item in items:
+        rec = item.record
+        if rec is not None and len(rec) != length:
+            if len(rec) > length:
+                item = Item(
+                    item.where,
+                    None,
+                    f"{len(rec)} bytes, longer than the {length}-byte records of {out} (--pad does not cut records)",
+                )
+            else:
+                item = Item(item.where, rec + pad * (length - len(rec)))
+        yield item
+
+
+def first_checked(items: Iterator[Item], fields: Fields, name: str) -> Iterator[Item]:
+    """jsonl and csv: the first record read now; if its field is not in ``--fields`` but reads as text, that is
+    the whole file's encoding, not one bad record: one CliError naming --fields text, before anything is written."""
+    first = next(items, None)
+    if first is None:
+        return items
+    if first.text:
+        raise CliError(
+            f"{name}: {first.where}: {first.error}: its fields look like text, not {fields.kind}: give --fields text "
+            f"(and --encoding CODEPAGE for the code page of the records); refused, nothing written"
+        )
+    return itertools.chain([first], items)
 
 
 # --- selection -------------------------------------------------------------------------------------------------
@@ -453,10 +583,11 @@ class Counts:
 
 
 class DatasetSink:
-    def __init__(self, ds: Dataset, replace: bool, counts: Counts) -> None:
+    def __init__(self, ds: Dataset, replace: bool, counts: Counts, encoding: str) -> None:
         self.ds = ds
         self.replace = replace
         self.counts = counts
+        self.encoding = encoding
 
     def batch(self) -> contextlib.AbstractContextManager[Any]:
         return self.ds.batch()
@@ -468,15 +599,15 @@ class DatasetSink:
             self.counts.written += 1
             return None
         except DuplicateKeyError:
-            key = ds.key_of(rec).hex().upper()
+            key = show_key(ds.key_of(rec), self.encoding)
             if not self.replace:
-                return f"duplicate key X'{key}' (NOREPLACE: not written; --replace rewrites it)"
+                return f"duplicate key {key} (NOREPLACE: not written; --replace rewrites it)"
         except RecordLengthError:
             return f"{len(rec)} bytes; the records of {ds.path} have {ds.record_length}"
         try:
             ds.rewrite(rec)
         except RecordNotFoundError:  # pragma: no cover - the key was there a moment ago
-            return f"key X'{key}' vanished before it could be replaced"
+            return f"key {key} vanished before it could be replaced"
         self.counts.replaced += 1
         return None
 
@@ -486,9 +617,18 @@ class DatasetSink:
 
 class FileSink:
     def __init__(
-        self, f: IO[bytes], fmt: str, fields: Fields, keys: KeyPlace | None, rdw: bool, encoding: str, counts: Counts
+        self,
+        f: IO[bytes],
+        fmt: str,
+        fields: Fields,
+        keys: KeyPlace | None,
+        rdw: bool,
+        encoding: str,
+        counts: Counts,
+        rdw_adjust: int = 0,
     ) -> None:
         self.f = f
+        self.rdw_adjust = rdw_adjust
         self.fmt = fmt
         self.fields = fields
         self.keys = keys
@@ -510,9 +650,10 @@ class FileSink:
         try:
             if self.fmt == "bin":
                 if self.rdw:
-                    if len(rec) > 0xFFFF - 4:
+                    length = len(rec) + 4 - self.rdw_adjust
+                    if not 0 <= length <= 0xFFFF:
                         return f"{len(rec)} bytes: too long for an RDW"
-                    self.f.write((len(rec) + 4).to_bytes(2, "big") + b"\0\0")
+                    self.f.write(length.to_bytes(2, "big") + b"\0\0")
                 self.f.write(rec)
             elif self.fmt == "txt":
                 text = rec.decode(self.encoding)
@@ -564,19 +705,26 @@ def run(args: argparse.Namespace) -> int:
             raise CliError("--lrecl and --rdw: with --rdw each record's RDW gives its length; leave out --lrecl", USAGE)
         what = "a data set" if infmt == "ksds" else f"{infmt}, not bin or txt"
         raise CliError(f"--lrecl is the record length of a bin or txt IN, and IN ({args.input}) is {what}", USAGE)
+    if args.rdw_adjust and not args.rdw:
+        raise CliError("--rdw-adjust is for the RDWs of --rdw: give --rdw too", USAGE)
+    if args.pad is not None and outfmt != "ksds":
+        raise CliError(f"--pad pads records to the record length of a data set OUT, and OUT is {outfmt}", USAGE)
     if args.keys is not None and args.keys[0] < 1:
         raise CliError(f"--keys LENGTH takes a whole number from 1 to {MAX_CI_SIZE}, not {args.keys[0]}")
     fields = Fields(args.fields, encoding)
     counts = Counts()
     summary_to = sys.stderr if args.output == "-" else sys.stdout
     with contextlib.ExitStack() as stack:
-        ds_in: Dataset | None = None
+        ds_in: Reader | None = None
         ds_out: Dataset | None = None
         if infmt == "ksds":
-            ds_in = stack.enter_context(dataset.open(args.input, "r"))
+            ds_in = stack.enter_context(open_reader(args.input))
+            if ds_in.note is not None:
+                said = f"{ds_in.note} (records changed while it is read may or may not be copied)"
+                print(f"ksds repro: note: {said}", file=sys.stderr)
         if outfmt == "ksds":
             ds_out = stack.enter_context(dataset.open(args.output, "rw"))
-        ref = ds_in if ds_in is not None else ds_out  # (not "or": an empty data set is falsy)
+        ref: Reader | Dataset | None = ds_in if ds_in is not None else ds_out  # (not "or": empty ones are falsy)
         keys: KeyPlace | None
         if ref is not None:
             keys = KeyPlace(ref.key_offset, ref.key_length)
@@ -599,13 +747,18 @@ def run(args: argparse.Namespace) -> int:
         if lrecl is None and ds_out is not None:
             lrecl = ds_out.record_length
         name = "standard input" if args.input == "-" else args.input
-        if ds_out is not None and lrecl is not None and lrecl != ds_out.record_length:
+        padding = args.pad is not None and lrecl is not None and ds_out is not None and lrecl < ds_out.record_length
+        if ds_out is not None and lrecl is not None and lrecl != ds_out.record_length and not padding:
             rl = ds_out.record_length
             if infmt == "txt":
                 found, convert = f"lines padded to {lrecl} bytes", f"leave out --lrecl to pad the lines to {rl}"
+            elif lrecl < rl:
+                found = f"{lrecl}-byte records"
+                convert = f"--pad X'40' (or another fill byte) pads them to {rl} bytes; or load them into a data set "
+                convert += f"with --recordsize {lrecl}"
             else:
                 found = f"{lrecl}-byte records"
-                convert = f"ksds repro does not pad or cut records: load it into a data set with --recordsize {lrecl}"
+                convert = f"records are not cut: load them into a data set with --recordsize {lrecl}"
             raise CliError(
                 f"{name}: {found} (--lrecl {lrecl}), but the records of {ds_out.path} are {rl} bytes: refused, nothing "
                 f"written ({convert})"
@@ -618,8 +771,16 @@ def run(args: argparse.Namespace) -> int:
         if ds_in is None and keys is None and (args.fromkey is not None or args.tokey is not None):
             raise CliError("--fromkey/--tokey on a flat file need the key's place: give --keys LENGTH OFFSET", USAGE)
         kl = keys.length if keys is not None else 255
-        lo = check_key(parse_key(args.fromkey, encoding), kl, "--fromkey") if args.fromkey is not None else None
-        hi = check_key(parse_key(args.tokey, encoding), kl, "--tokey") if args.tokey is not None else None
+        lo = hi = None
+        if args.fromkey is not None:
+            lo = check_key(parse_key(args.fromkey, encoding), kl, "--fromkey", encoding)
+        if args.tokey is not None:
+            hi = check_key(parse_key(args.tokey, encoding), kl, "--tokey", encoding)
+
+        def pad(items: Iterator[Item]) -> Iterator[Item]:
+            if args.pad is None or ds_out is None:
+                return items
+            return padded(items, ds_out.record_length, args.pad, ds_out.path)
 
         # the source
         if ds_in is not None:
@@ -627,30 +788,30 @@ def run(args: argparse.Namespace) -> int:
             total = len(ds_in)
             selected = records(src_ds, lo, hi, args.skip, args.count)
             source = Source(
-                (Item(f"key X'{src_ds.key_of(r).hex().upper()}'", r) for r in selected),
+                pad(Item(f"key {show_key(src_ds.key_of(r), encoding)}", r) for r in selected),
                 lambda: (counts.processed, total),
             )
         else:
             f: IO[bytes] = sys.stdin.buffer if args.input == "-" else stack.enter_context(open(args.input, "rb"))
             if infmt == "jsonl":
-                items = jsonl_items(f, fields, keys)
+                items = first_checked(jsonl_items(f, fields, keys), fields, name)
             elif infmt == "csv":
-                items = csv_items(f, fields, keys)
+                items = first_checked(csv_items(f, fields, keys), fields, name)
             elif infmt == "txt":
-                items = txt_items(f, encoding, lrecl)
+                items = txt_items(f, encoding, lrecl, args.pad)
             elif args.rdw:
                 f = seekable(f, stack)
-                bad = check_rdw(f, name, ds_out)
-                items = iter([bad]) if bad is not None else bin_items(f, None, True)
+                bad = check_rdw(f, name, ds_out, args.rdw_adjust, args.pad)
+                items = iter([bad]) if bad is not None else bin_items(f, None, True, args.rdw_adjust)
             else:
                 if lrecl is None:
                     raise CliError(
                         "a fixed-length binary file needs the record length: give --lrecl N (or --rdw)", USAGE
                     )
                 f = seekable(f, stack)
-                check_fixed(f, name, lrecl, args.lrecl is not None, ds_out)
+                check_fixed(f, name, lrecl, args.lrecl is not None, ds_out, encoding)
                 items = bin_items(f, lrecl, False)
-            source = Source(select(items, keys, lo, hi, args.skip, args.count), _file_progress(f))
+            source = Source(select(pad(items), keys, lo, hi, args.skip, args.count), _file_progress(f))
 
         # into an empty data set: load in key order
         note = ""
@@ -669,10 +830,10 @@ def run(args: argparse.Namespace) -> int:
         # the sink
         sink: DatasetSink | FileSink
         if ds_out is not None:
-            sink = DatasetSink(ds_out, args.replace, counts)
+            sink = DatasetSink(ds_out, args.replace, counts, encoding)
         else:
             out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")
-            sink = FileSink(out, outfmt, fields, keys, args.rdw, encoding, counts)
+            sink = FileSink(out, outfmt, fields, keys, args.rdw, encoding, counts, args.rdw_adjust)
             stack.callback(sink.close)
 
         status = _copy(source, sink, counts, args.errorlimit)
@@ -686,7 +847,7 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def _keys(ds: Dataset) -> tuple[int, int]:
+def _keys(ds: Dataset | Reader) -> tuple[int, int]:
     return ds.key_length, ds.key_offset
 
 

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from .. import dataset, zowe
-from ._common import ERROR, OK, WARNING, CliError, Subparsers, add_verb, check_encoding
+from ._common import ERROR, OK, WARNING, CliError, Subparsers, add_verb, check_encoding, show_key
 
 EXAMPLES = """
   ksds zowe-records cache.ksds
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 r = zowe.decode(rec, key_length=kl, encoding=encoding)
             except zowe.ZoweLayoutError as err:
                 bad += 1
-                print(f"ksds zowe-records: record X'{vkey.hex().upper()}': {err}", file=sys.stderr)
+                print(f"ksds zowe-records: record {show_key(vkey, encoding)}: {err}", file=sys.stderr)
                 continue
             if not r.consistent:
                 mismatched += 1
