@@ -1,6 +1,10 @@
 """A tour of ksds on a real data set: define, load 100,000 records, keyed reads, browses, a crash, LISTCAT.
 
     python examples/quickstart.py [DIRECTORY]
+
+Without DIRECTORY it works in a temporary directory (about 60 MB) that it removes at the end, even after an
+error; with one, the data set ``DIRECTORY/customers.ksds`` is left there for you to look at (``ksds listcat``,
+``ksds map``) and replaced by the next run.
 """
 
 from __future__ import annotations
@@ -16,11 +20,17 @@ import ksds
 
 
 def main() -> None:
-    where = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="ksds-quickstart-")
+    if len(sys.argv) > 1:
+        tour(sys.argv[1])
+    else:
+        with tempfile.TemporaryDirectory(prefix="ksds-quickstart-") as where:  # removed at the end, even on error
+            tour(where)
+
+
+def tour(where: str) -> None:
     path = os.path.join(where, "customers.ksds")
-    for f in (path, path + "-wal"):
-        if os.path.exists(f):
-            os.unlink(f)
+    if os.path.exists(path):
+        ksds.delete(path)  # the data set of an earlier run, with its log and lock files
     # DEFINE CLUSTER INDEXED KEYS(10 0) RECORDSIZE(200 200) FREESPACE(20 10)
     ksds.define(path, key_length=10, record_length=200, freespace=(20, 10))
     print(f"defined {path}")
