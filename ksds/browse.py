@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from . import index
+from . import btree
 from .errors import DatasetClosedError
 
 if TYPE_CHECKING:
@@ -108,8 +108,8 @@ class Browse:
             except KeyError:
                 return None
         if self.backward:
-            return ds._seek_le(p, after, strict=True)
-        return ds._seek_ge(p, after, strict=True)
+            return btree.seek_le(p, after, strict=True)
+        return btree.seek_ge(p, after, strict=True)
 
     def _shared(
         self, pos: Position | None, start: tuple[bytes | None, bool, bool], mod: int
@@ -134,7 +134,7 @@ class Browse:
             path, ci, i = pos
             if backward:
                 if i < 0:
-                    prv = index.prev_data(p, path)
+                    prv = btree.prev_data(p, path)
                     if prv is None:
                         pos = None
                         return None
@@ -142,7 +142,7 @@ class Browse:
                 pos = (path, ci, i - 1)
             else:
                 if i >= ci.n:
-                    nxt = index.next_data(p, path)
+                    nxt = btree.next_data(p, path)
                     if nxt is None:
                         pos = None
                         return None
@@ -183,7 +183,7 @@ class Browse:
         kl = ds._kl
         last: bytes | None = None
         counted = 0  # records returned and not yet added to REC-RETRIEVED
-        path: index.Path = []
+        path: btree.Path = []
         more = False  # the records of the CI at ``pos`` were all returned: go on with the next CI
         try:
             while True:
@@ -198,7 +198,7 @@ class Browse:
                         mod = ds._mod
                         pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
                     elif more:
-                        nxt = index.next_data(p, path, cache=False)
+                        nxt = btree.next_data(p, path, cache=False)
                         pos = None if nxt is None else (path, nxt, 0)
                     if pos is None:
                         return
@@ -240,7 +240,7 @@ class Browse:
         kl = ds._kl
         last: bytes | None = None
         counted = 0
-        path: index.Path = []
+        path: btree.Path = []
         more = False
         try:
             while True:
@@ -255,7 +255,7 @@ class Browse:
                         mod = ds._mod
                         pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
                     elif more:
-                        prv = index.prev_data(p, path, cache=False)
+                        prv = btree.prev_data(p, path, cache=False)
                         pos = None if prv is None else (path, prv, prv.n - 1)
                     if pos is None:
                         return

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from . import index
+from . import btree
 from .browse import Browse
 from .ci import DataCI, IndexCI
 from .definition import Definition, check_freespace, check_share_options, make_definition
@@ -45,7 +45,6 @@ from .errors import (
     RecordNotFoundError,
     show_key,
 )
-from .faults import crashpoint
 from .format import HEADER_SIZE, MAGIC, decode_header
 from .locks import RLS_AVAILABLE, OpenLocks, RecordLocks
 from .pager import Pager, Recovery, create, data_set_path, log_path, same_file
@@ -55,7 +54,7 @@ from .portable_locks import rls_unavailable
 DEFAULT_BUFFER_SPACE = 32 << 20
 #: how long ``delete`` waits for the latch before it calls the data set in use
 DELETE_WAIT = 10.0
-Position = tuple[index.Path, DataCI, int]
+Position = btree.Position
 T = TypeVar("T")
 P = ParamSpec("P")
 
@@ -199,16 +198,11 @@ def _prefix_end(prefix: bytes, length: int, backward: bool) -> bytes | None:
     """The exclusive end key of the records whose keys start with ``prefix`` (None: they run to the end)."""
     if backward:
         low = prefix.ljust(length, b"\0")
-        return None if not any(low) else _pred(low)
+        return None if not any(low) else btree.pred(low)
     stripped = prefix.rstrip(b"\xff")
     if not stripped:
         return None  # all X'FF': nothing follows
     return (stripped[:-1] + bytes([stripped[-1] + 1])).ljust(length, b"\0")
-
-
-def _pred(key: bytes) -> bytes:
-    """The key just below ``key`` (same length; ``key`` is not all zeros)."""
-    return (int.from_bytes(key, "big") - 1).to_bytes(len(key), "big")
 
 
 def _serialised(method: Callable[Concatenate[Dataset, P], T]) -> Callable[Concatenate[Dataset, P], T]:
@@ -466,7 +460,7 @@ class Dataset:
             get = p.pool.map.get
             node: Any = get(p.state.root)
             if node is None:
-                node = index.get_index(p, p.state.root)
+                node = btree.get_index(p, p.state.root)
             while True:
                 node.ref = True
                 keys = node.keys
@@ -475,10 +469,10 @@ class Dataset:
                 node = get(ptr)
                 if level == 1:
                     if type(node) is not DataCI:
-                        node = index.get_data(p, ptr)
+                        node = btree.get_data(p, ptr)
                     break
                 if type(node) is not IndexCI:
-                    node = index.get_index(p, ptr)
+                    node = btree.get_index(p, ptr)
             node.ref = True
             # binary search of the CI's records in place (the same loop as DataCI.find, inlined)
             buf = node.buf
@@ -508,21 +502,21 @@ class Dataset:
     def _lookup(self, p: Pager, key: bytes, gteq: bool, generic: bool) -> bytes:
         """READ EQUAL / GTEQ / GENERIC of a checked key."""
         if not gteq and not generic:
-            _, _, ci = index.locate(p, key)
+            _, _, ci = btree.locate(p, key)
             j = ci.find(key)
             if j < ci.n and ci.key_at(j) == key:
                 p.state.rec_retrieved += 1
                 return ci.record(j)
             raise RecordNotFoundError(f"{self.path}: no record with key {show_key(key)}")
         if generic:
-            pos = self._seek_ge(p, key.ljust(self._kl, b"\0"))
+            pos = btree.seek_ge(p, key.ljust(self._kl, b"\0"))
             if pos is not None:
                 _, ci, i = pos
                 if gteq or ci.key_at(i).startswith(key):
                     p.state.rec_retrieved += 1
                     return ci.record(i)
             raise RecordNotFoundError(f"{self.path}: no record with a key starting {show_key(key)}")
-        pos = self._seek_ge(p, key)
+        pos = btree.seek_ge(p, key)
         if pos is not None:
             _, ci, i = pos
             if gteq or ci.key_at(i) == key:
@@ -684,16 +678,15 @@ class Dataset:
             m.release()
 
     def _put(self, p: Pager, key: bytes, record: bytes) -> bool:
-        _, _, ci = index.locate(p, key)
-        j = ci.find(key)
-        if j < ci.n and ci.key_at(j) == key:
-            ci.replace(j, record)
-            p.dirty_ci(ci)
-            p.state.rec_updated += 1
-            self._done(p)
-            return False
-        self._write(p, key, record)
-        return True
+        at = btree.replace(p, key)
+        if at is None:
+            self._write(p, key, record)
+            return True
+        ci, j = at
+        ci.replace(j, record)
+        p.state.rec_updated += 1
+        self._done(p)
+        return False
 
     def write(self, record: bytes) -> None:
         """WRITE a new record (its key is the key field). Raises :class:`~ksds.DuplicateKeyError`.
@@ -716,7 +709,7 @@ class Dataset:
 
     def _write(self, p: Pager, key: bytes, record: bytes) -> None:
         try:
-            at_end = self._insert(p, key, record)
+            at_end = btree.insert(p, key, record, self._last_write)
         except DuplicateKeyError:
             raise
         except BaseException as e:
@@ -746,12 +739,11 @@ class Dataset:
             m.release()
 
     def _rewrite(self, p: Pager, key: bytes, record: bytes) -> None:
-        _, _, ci = index.locate(p, key)
-        j = ci.find(key)
-        if j == ci.n or ci.key_at(j) != key:
+        at = btree.replace(p, key)
+        if at is None:
             raise RecordNotFoundError(f"{self.path}: no record with key {show_key(key)} to rewrite")
+        ci, j = at
         ci.replace(j, record)
-        p.dirty_ci(ci)
         p.state.rec_updated += 1
         self._done(p)
 
@@ -774,152 +766,17 @@ class Dataset:
             m.release()
 
     def _erase(self, p: Pager, key: bytes) -> None:
-        _, _, ci = index.locate(p, key)
-        j = ci.find(key)
-        if j == ci.n or ci.key_at(j) != key:
-            raise RecordNotFoundError(f"{self.path}: no record with key {show_key(key)} to erase")
-        st = p.state
         try:
-            ci.delete(j)
-            if ci.n or st.data_cis == 1:
-                p.dirty_ci(ci)
-            else:
-                p.dirty.pop(ci.ci, None)
-                p.pool.drop(ci.ci)
-                st.data_cis -= 1
-                path = index.path_to(p, key)
-                index.remove_entry(p, path, len(path) - 1)
+            btree.delete(p, key)
+        except RecordNotFoundError:
+            raise  # found before anything changed
         except BaseException as e:
             self._fail(p, e)
             raise
+        st = p.state
         st.rec_total -= 1
         st.rec_deleted += 1
         self._done(p)
-
-    # --- inserts and splits ------------------------------------------------------------------------------------
-
-    def _insert(self, p: Pager, key: bytes, record: bytes) -> bool:
-        """Put a new record in its CI, splitting as needed. Returns whether it went after every other record."""
-        seq, i, ci = index.locate(p, key)
-        pos = ci.find(key)
-        n = ci.n
-        if pos < n and ci.key_at(pos) == key:
-            raise DuplicateKeyError(f"{self.path}: a record with key {show_key(key)} exists")
-        at_end = pos == n and seq.keys[i] == self._max
-        sequential = pos > 0 and ci.key_at(pos - 1) == self._last_write
-        limit = p.defn.load_records_per_ci if sequential and pos == n else self._cap
-        if n < limit:
-            p.dirty_ci(ci)  # before the change: a failure after it must let rollback drop the CI
-            ci.insert(pos, record)
-            return at_end
-        self._split_ci(p, index.path_to(p, key), ci, pos, key, record, sequential)
-        return at_end
-
-    def _free_ci(self, p: Pager, seq: IndexCI) -> int | None:
-        used = set(seq.ptrs)
-        for c in range(seq.ca, seq.ca + p.defn.cis_per_ca):
-            if c not in used:
-                return c
-        return None
-
-    def _split_ci(
-        self, p: Pager, path: index.Path, ci: DataCI, pos: int, key: bytes, record: bytes, sequential: bool
-    ) -> None:
-        seq, i = path[-1]
-        n = ci.n
-        d = p.defn
-        st = p.state
-        free = self._free_ci(p, seq)
-        if sequential and pos == n and i == len(seq.keys) - 1:
-            # appending past the last record of the last CI of a CA
-            if free is None or len(seq.keys) >= d.load_cis_per_ca:
-                self._new_ca(p, path, key, record)
-                return
-        if free is None:
-            self._split_ca(p, path, i if sequential else None)
-            self._insert(p, key, record)
-            return
-        if sequential:
-            s = pos + 1 if pos < n else n  # at the insertion point; appending: a new CI, no record moves
-        else:
-            s = (n + 1) // 2
-        # the n + 1 records laid end to end, cut at s: the first s stay, the rest go to the free CI
-        rl = self._rl
-        body = ci.body()
-        o = pos * rl
-        body = body[:o] + record + body[o:]
-        p.dirty_ci(ci)
-        ci.assign(body[: s * rl], s)
-        new = p.codec.new_data(free, body[s * rl :], n + 1 - s)
-        p.dirty_ci(new)
-        index.insert_after(p, path, len(path) - 1, _pred(new.key_at(0)), seq.keys[i], free)
-        st.data_cis += 1
-        if pos < n or not sequential:
-            st.splits_ci += 1  # an append that starts a new CI moves no record: VSAM does not count it
-        crashpoint("split-ci")
-
-    def _new_ca(self, p: Pager, path: index.Path, key: bytes, record: bytes) -> None:
-        """Sequential insert past the end of a full CA: the record starts a new CA (nothing moves)."""
-        seq, i = path[-1]
-        st = p.state
-        base = p.alloc_ca()
-        high = seq.keys[i]
-        nseq = IndexCI(p.alloc_index_ci(), 1, base, [high], [base])
-        p.dirty_ci(p.codec.new_data(base, record, 1))
-        p.dirty_ci(nseq)
-        left_high = _pred(key)
-        seq.keys[i] = left_high
-        p.dirty_ci(seq)
-        index.add_sibling(p, path, len(path) - 1, left_high, nseq)
-        st.data_cis += 1
-        st.splits_ca += 1
-        crashpoint("split-ca")
-
-    def _split_ca(self, p: Pager, path: index.Path, at: int | None) -> None:
-        """Move the CIs from entry ``at`` on (about half, if None) of a full CA into a new CA."""
-        seq, _ = path[-1]
-        n = len(seq.keys)
-        s = n // 2 if at is None else min(max(at, 1), n - 1)
-        base = p.alloc_ca()
-        ptrs = []
-        for j, old in enumerate(seq.ptrs[s:]):
-            src = index.get_data(p, old)
-            p.dirty.pop(old, None)
-            p.pool.drop(old)
-            p.dirty_ci(p.codec.new_data(base + j, src.body(), src.n))
-            ptrs.append(base + j)
-        nseq = IndexCI(p.alloc_index_ci(), 1, base, seq.keys[s:], ptrs)
-        del seq.keys[s:]
-        del seq.ptrs[s:]
-        p.dirty_ci(seq)
-        p.dirty_ci(nseq)
-        index.add_sibling(p, path, len(path) - 1, seq.keys[-1], nseq)
-        p.state.splits_ca += 1
-        crashpoint("split-ca")
-
-    # --- positioning (browse and READ GTEQ) ----------------------------------------------------------------------
-
-    def _seek_ge(self, p: Pager, key: bytes, strict: bool = False) -> Position | None:
-        """The first record with a key >= ``key`` (> ``key`` if ``strict``), or None."""
-        path = index.path_to(p, key)
-        seq, i = path[-1]
-        ci = index.get_data(p, seq.ptrs[i])
-        j = ci.find_after(key) if strict else ci.find(key)
-        if j < ci.n:
-            return path, ci, j
-        nxt = index.next_data(p, path)
-        return None if nxt is None else (path, nxt, 0)
-
-    def _seek_le(self, p: Pager, key: bytes, strict: bool = False) -> Position | None:
-        """The last record with a key <= ``key`` (< ``key`` if ``strict``), or None."""
-        path = index.path_to(p, key)
-        seq, i = path[-1]
-        ci = index.get_data(p, seq.ptrs[i])
-        j = (ci.find(key) if strict else ci.find_after(key)) - 1
-        if j >= 0:
-            return path, ci, j
-        prv = index.prev_data(p, path)
-        return None if prv is None else (path, prv, prv.n - 1)
 
     def _position(
         self, key: bytes | None, gteq: bool, generic: bool, backward: bool
@@ -927,17 +784,17 @@ class Dataset:
         """Where a browse starts; raises RecordNotFoundError for an EQUAL or GENERIC start that is not there."""
         p = self._open()
         if key is None:
-            return self._seek_le(p, self._max) if backward else self._seek_ge(p, self._min)
+            return btree.seek_le(p, self._max) if backward else btree.seek_ge(p, self._min)
         k = self._key(key, generic)
         if generic:
             if backward:
-                pos = self._seek_le(p, k.ljust(self._kl, b"\xff"))
+                pos = btree.seek_le(p, k.ljust(self._kl, b"\xff"))
             else:
-                pos = self._seek_ge(p, k.ljust(self._kl, b"\0"))
+                pos = btree.seek_ge(p, k.ljust(self._kl, b"\0"))
             if not gteq and (pos is None or not pos[1].key_at(pos[2]).startswith(k)):
                 raise RecordNotFoundError(f"{self.path}: no record with a key starting {show_key(k)}")
             return pos
-        pos = self._seek_le(p, k) if backward else self._seek_ge(p, k)
+        pos = btree.seek_le(p, k) if backward else btree.seek_ge(p, k)
         if not gteq and (pos is None or pos[1].key_at(pos[2]) != k):
             raise RecordNotFoundError(f"{self.path}: no record with key {show_key(k)} to start a browse")
         return pos

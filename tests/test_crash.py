@@ -70,7 +70,7 @@ def test_torn_ci_write_repaired_from_log(path: str) -> None:
     for k in range(200):
         ds.write(rec(k))
     assert ds._pager is not None
-    seq, i = ksds.index.path_to(ds._pager, b"%08d" % 100)[-1]
+    seq, i = ksds.btree.path_to(ds._pager, b"%08d" % 100)[-1]
     ci = seq.ptrs[i]
     ds._abandon()
     # tear a data CI in place: its second half is garbage, as a torn write would leave it
@@ -86,7 +86,7 @@ def test_torn_ci_write_repaired_from_log(path: str) -> None:
 def test_torn_ci_without_log_is_named(path: str) -> None:
     load(path, range(200), abandon=False)  # clean close: the log is gone, nothing to repair from
     with ksds.open(path, "r") as probe:
-        seq, i = ksds.index.path_to(probe._pager, b"%08d" % 100)[-1]
+        seq, i = ksds.btree.path_to(probe._pager, b"%08d" % 100)[-1]
         ci = seq.ptrs[i]
     with open(path, "r+b") as f:
         f.seek(ci * 512 + 300)

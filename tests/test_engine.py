@@ -1,8 +1,8 @@
 """Focused tests of the engine: splits and their statistics, FREESPACE, space reuse, LISTCAT statistics, damaged
 CIs, bad input and error codes, browses, the cost of opening, and exclusive use.
 
-Layout checks look inside through ``ds._pager``: the sequence set is walked with ``ksds.index.path_to`` and
-``ksds.index.next_data``, giving each data CI with its CA.
+Layout checks look inside through ``ds._pager``: the sequence set is walked with ``ksds.btree.path_to`` and
+``ksds.btree.next_data``, giving each data CI with its CA.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 import ksds
 import ksds.pager
-from ksds import index
+from ksds import btree as index
 
 # --- helpers ------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,408 @@
+"""The B+-tree of a data set: the index CIs over the data CIs, and every change to its shape.
+
+The whole tree lives here, and nothing else changes its shape: finding a key (:func:`locate`, :func:`path_to`),
+positioning a cursor (:func:`seek_ge`, :func:`seek_le`, :func:`next_data`, :func:`prev_data`), and the changes
+(:func:`insert` with its CI split, CA split and new CA; :func:`delete` with CI and CA reclaim; :func:`replace`).
+:class:`~ksds.Dataset` validates requests and keeps the record statistics; :mod:`ksds.browse` steps a cursor.
+
+* Level 1 is the **sequence set**: one index CI per CA, one entry per data CI of that CA (its high key and CI
+  number). The CA's free CIs are the CIs of its range that no entry points at.
+* Levels 2 and up are the **index set**: one entry per index CI of the level below.
+
+Every entry holds the *highest key its subtree may hold*: entry ``i`` covers ``(keys[i-1], keys[i]]`` and the last
+entry of each level is all X'FF', so every key has exactly one CI to go to, even one that is not stored yet
+(VSAM's "highest possible key"). Levels grow when the top CI splits and shrink when it is left with one entry.
+
+Inserts follow VSAM's two strategies, chosen per request (the caller says whether the key follows its previous
+WRITE): *direct* inserts split a full CI at its middle; *sequential* ones fill a CI up to FREESPACE ci% and then
+split at the insertion point, and an append past a CI's last record starts a new CI (past the end of a CA filled up
+to FREESPACE ca%, a new CA) without moving records. A CI split with no free CI in its CA first moves about half the
+CA's CIs to a new CA (a CA split).
+
+A *path* is the list of ``(IndexCI, entry)`` pairs from the top CI down to the sequence set; a *position* (the
+cursor) is a path, a data CI and a slot in it. Costs are in the functions' docstrings (L = index levels, n =
+records in a CI).
+
+Every change marks each CI it is about to change dirty *before* changing it (:meth:`Pager.dirty_ci`), so that a
+failure part way lets the pager's rollback drop them all.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from .ci import DataCI, IndexCI
+from .errors import DuplicateKeyError, RecordNotFoundError, show_key
+from .faults import crashpoint
+from .pager import Pager
+
+Path = list[tuple[IndexCI, int]]
+#: a cursor: the path to a data CI, the CI, and a slot in it
+Position = tuple[Path, DataCI, int]
+
+
+def get_index(pager: Pager, ci: int) -> IndexCI:
+    """The index CI numbered ``ci`` (an error naming the CI if it is anything else). O(1) when pooled."""
+    obj = pager.get(ci)
+    if type(obj) is not IndexCI:
+        raise pager.codec.damaged(ci, f"is a {type(obj).__name__} where the index expects an index CI")
+    return obj
+
+
+def get_data(pager: Pager, ci: int) -> DataCI:
+    """The data CI numbered ``ci`` (an error naming the CI if it is anything else). O(1) when pooled."""
+    obj = pager.get(ci)
+    if type(obj) is not DataCI:
+        raise pager.codec.damaged(ci, f"is a {type(obj).__name__} where the index expects a data CI")
+    return obj
+
+
+def path_to(pager: Pager, key: bytes) -> Path:
+    """The path to the data CI that holds (or would hold) ``key``. O(L log n)."""
+    node = get_index(pager, pager.state.root)
+    path: Path = []
+    while True:
+        i = bisect_left(node.keys, key)
+        path.append((node, i))
+        if node.level == 1:
+            return path
+        node = get_index(pager, node.ptrs[i])
+
+
+def locate(pager: Pager, key: bytes) -> tuple[IndexCI, int, DataCI]:
+    """The sequence-set CI, its entry and the data CI for ``key``, without building a path. O(L log n).
+
+    The hot path of every update: pool hits are inlined (a dict get and a reference bit per level).
+    """
+    get = pager.pool.map.get
+    ptr = pager.state.root
+    node = get(ptr)
+    if type(node) is not IndexCI:
+        node = get_index(pager, ptr)
+    while True:
+        node.ref = True
+        i = bisect_left(node.keys, key)
+        ptr = node.ptrs[i]
+        nxt = get(ptr)
+        if node.level == 1:
+            if type(nxt) is not DataCI:
+                nxt = get_data(pager, ptr)
+            nxt.ref = True
+            return node, i, nxt
+        if type(nxt) is not IndexCI:
+            nxt = get_index(pager, ptr)
+        node = nxt
+
+
+def _peek_data(pager: Pager, ci: int) -> DataCI:
+    obj = pager.peek(ci)
+    if type(obj) is not DataCI:
+        raise pager.codec.damaged(ci, f"is a {type(obj).__name__} where the index expects a data CI")
+    return obj
+
+
+def next_data(pager: Pager, path: Path, cache: bool = True) -> DataCI | None:
+    """Move ``path`` to the next data CI in key order and return it (None past the last). Amortised O(1).
+
+    ``cache`` False (browses): a data CI read from disk is not added to the pool."""
+    d = len(path) - 1
+    while d >= 0:
+        node, i = path[d]
+        if i + 1 < len(node.ptrs):
+            path[d] = (node, i + 1)
+            break
+        d -= 1
+    else:
+        return None
+    node, i = path[d]
+    for dd in range(d + 1, len(path)):
+        node = get_index(pager, node.ptrs[i])
+        i = 0
+        path[dd] = (node, 0)
+    return get_data(pager, node.ptrs[i]) if cache else _peek_data(pager, node.ptrs[i])
+
+
+def prev_data(pager: Pager, path: Path, cache: bool = True) -> DataCI | None:
+    """Move ``path`` to the previous data CI in key order and return it (None before the first)."""
+    d = len(path) - 1
+    while d >= 0:
+        node, i = path[d]
+        if i > 0:
+            path[d] = (node, i - 1)
+            break
+        d -= 1
+    else:
+        return None
+    node, i = path[d]
+    for dd in range(d + 1, len(path)):
+        node = get_index(pager, node.ptrs[i])
+        i = len(node.ptrs) - 1
+        path[dd] = (node, i)
+    return get_data(pager, node.ptrs[i]) if cache else _peek_data(pager, node.ptrs[i])
+
+
+def add_sibling(pager: Pager, path: Path, depth: int, left_high: bytes, right: IndexCI) -> None:
+    """The index CI at ``path[depth]`` was split: it now ends at ``left_high`` and ``right`` follows it.
+
+    Adds ``right`` to the parent (splitting it if full), or makes a new top CI if ``depth`` is the top.
+    """
+    st = pager.state
+    if depth == 0:
+        node = path[0][0]
+        top = IndexCI(pager.alloc_index_ci(), node.level + 1, 0, [left_high, right.keys[-1]], [node.ci, right.ci])
+        pager.dirty_ci(top)
+        st.root = top.ci
+        st.levels += 1
+        return
+    insert_after(pager, path, depth - 1, left_high, right.keys[-1], right.ci)
+
+
+def insert_after(pager: Pager, path: Path, depth: int, left_high: bytes, high: bytes, ptr: int) -> None:
+    """In the index CI at ``path[depth]``, end entry ``i`` at ``left_high`` and insert ``(high, ptr)`` after it.
+
+    An index-set CI that overflows splits in two, and the split goes up the path. O(L) CIs changed at most.
+    """
+    node, i = path[depth]
+    node.keys[i] = left_high
+    node.keys.insert(i + 1, high)
+    node.ptrs.insert(i + 1, ptr)
+    pager.dirty_ci(node)
+    if len(node.keys) <= pager.codec.index_cap:
+        return
+    assert node.level > 1, "a sequence-set CI never holds more entries than its CA has CIs"
+    m = len(node.keys) // 2
+    right = IndexCI(pager.alloc_index_ci(), node.level, 0, node.keys[m:], node.ptrs[m:])
+    del node.keys[m:]
+    del node.ptrs[m:]
+    pager.dirty_ci(right)
+    add_sibling(pager, path, depth, node.keys[-1], right)
+
+
+def remove_entry(pager: Pager, path: Path, depth: int) -> None:
+    """Remove entry ``path[depth]`` (its CI was emptied). Its key range goes to a neighbour.
+
+    An index CI left with no entry is freed (with its CA, for a sequence-set CI) and removed from its parent in
+    turn; then the top shrinks while it has a single entry.
+    """
+    node, i = path[depth]
+    if len(node.keys) == 1:
+        assert depth > 0, "the last data CI of a data set is never removed"
+        if node.level == 1:
+            pager.free_ca(node.ca)
+        pager.free_index_ci(node.ci)
+        remove_entry(pager, path, depth - 1)
+        return
+    pager.dirty_ci(node)  # before any change: a failure below must let rollback drop it
+    if i == len(node.keys) - 1:
+        # the previous entry takes over up to this entry's high key, and so does its subtree's right edge
+        high = node.keys[i]
+        node.keys[i - 1] = high
+        if node.level > 1:
+            _widen_right_edge(pager, node.ptrs[i - 1], high)
+    del node.keys[i]
+    del node.ptrs[i]
+    pager.dirty_ci(node)
+    if depth == 0:
+        shrink(pager)
+
+
+def _widen_right_edge(pager: Pager, ci: int, high: bytes) -> None:
+    """Set the last high key of index CI ``ci`` and of the last CI under it, down to the sequence set. O(L)."""
+    while True:
+        node = get_index(pager, ci)
+        node.keys[-1] = high
+        pager.dirty_ci(node)
+        if node.level == 1:
+            return
+        ci = node.ptrs[-1]
+
+
+def shrink(pager: Pager) -> None:
+    """Remove top levels that have a single entry (the index loses a level each time)."""
+    st = pager.state
+    while st.levels > 1:
+        top = get_index(pager, st.root)
+        if len(top.keys) > 1:
+            return
+        st.root = top.ptrs[0]
+        st.levels -= 1
+        pager.free_index_ci(top.ci)
+
+
+
+# --- positioning --------------------------------------------------------------------------------------------------
+
+
+def seek_ge(pager: Pager, key: bytes, strict: bool = False) -> Position | None:
+    """The first record with a key >= ``key`` (> ``key`` if ``strict``), or None. O(L log n)."""
+    path = path_to(pager, key)
+    seq, i = path[-1]
+    ci = get_data(pager, seq.ptrs[i])
+    j = ci.find_after(key) if strict else ci.find(key)
+    if j < ci.n:
+        return path, ci, j
+    nxt = next_data(pager, path)
+    return None if nxt is None else (path, nxt, 0)
+
+
+def seek_le(pager: Pager, key: bytes, strict: bool = False) -> Position | None:
+    """The last record with a key <= ``key`` (< ``key`` if ``strict``), or None. O(L log n)."""
+    path = path_to(pager, key)
+    seq, i = path[-1]
+    ci = get_data(pager, seq.ptrs[i])
+    j = (ci.find(key) if strict else ci.find_after(key)) - 1
+    if j >= 0:
+        return path, ci, j
+    prv = prev_data(pager, path)
+    return None if prv is None else (path, prv, prv.n - 1)
+
+
+# --- changes ------------------------------------------------------------------------------------------------------
+
+
+def pred(key: bytes) -> bytes:
+    """The key just below ``key`` (same length; ``key`` is not all zeros)."""
+    return (int.from_bytes(key, "big") - 1).to_bytes(len(key), "big")
+
+
+def replace(pager: Pager, key: bytes) -> tuple[DataCI, int] | None:
+    """Where the record with key ``key`` is (its data CI, marked dirty, and slot), for a caller about to replace
+    it; None if there is none (nothing is marked). O(L log n)."""
+    _, _, ci = locate(pager, key)
+    j = ci.find(key)
+    if j == ci.n or ci.key_at(j) != key:
+        return None
+    pager.dirty_ci(ci)
+    return ci, j
+
+
+def insert(pager: Pager, key: bytes, record: bytes, after: bytes | None) -> bool:
+    """Put a new record in its CI, splitting as needed; :class:`~ksds.DuplicateKeyError` if the key exists.
+
+    ``after``: the key of the previous WRITE (the insert is sequential if the new key follows it in its CI).
+    Returns whether the record went after every other record (an append). O(L log n), plus O(n) for a CI split
+    or O(CIs of a CA) for a CA split.
+    """
+    seq, i, ci = locate(pager, key)
+    pos = ci.find(key)
+    n = ci.n
+    if pos < n and ci.key_at(pos) == key:
+        raise DuplicateKeyError(f"{pager.path}: a record with key {show_key(key)} exists")
+    at_end = pos == n and seq.keys[i] == b"\xff" * len(key)
+    sequential = after is not None and pos > 0 and ci.key_at(pos - 1) == after
+    d = pager.defn
+    limit = d.load_records_per_ci if sequential and pos == n else d.records_per_ci
+    if n < limit:
+        pager.dirty_ci(ci)
+        ci.insert(pos, record)
+        return at_end
+    _split_ci(pager, path_to(pager, key), ci, pos, key, record, sequential, after)
+    return at_end
+
+
+def _free_ci(pager: Pager, seq: IndexCI) -> int | None:
+    """A CI of the sequence-set CI's CA that no entry points at (None: the CA is full). O(CIs of a CA)."""
+    used = set(seq.ptrs)
+    for c in range(seq.ca, seq.ca + pager.defn.cis_per_ca):
+        if c not in used:
+            return c
+    return None
+
+
+def _split_ci(
+    pager: Pager, path: Path, ci: DataCI, pos: int, key: bytes, record: bytes, sequential: bool, after: bytes | None
+) -> None:
+    seq, i = path[-1]
+    n = ci.n
+    d = pager.defn
+    st = pager.state
+    free = _free_ci(pager, seq)
+    if sequential and pos == n and i == len(seq.keys) - 1:
+        # appending past the last record of the last CI of a CA
+        if free is None or len(seq.keys) >= d.load_cis_per_ca:
+            _new_ca(pager, path, key, record)
+            return
+    if free is None:
+        _split_ca(pager, path, i if sequential else None)
+        insert(pager, key, record, after)
+        return
+    if sequential:
+        s = pos + 1 if pos < n else n  # at the insertion point; appending: a new CI, no record moves
+    else:
+        s = (n + 1) // 2
+    # the n + 1 records laid end to end, cut at s: the first s stay, the rest go to the free CI
+    rl = d.record_length
+    body = ci.body()
+    o = pos * rl
+    body = body[:o] + record + body[o:]
+    pager.dirty_ci(ci)
+    ci.assign(body[: s * rl], s)
+    new = pager.codec.new_data(free, body[s * rl :], n + 1 - s)
+    pager.dirty_ci(new)
+    insert_after(pager, path, len(path) - 1, pred(new.key_at(0)), seq.keys[i], free)
+    st.data_cis += 1
+    if pos < n or not sequential:
+        st.splits_ci += 1  # an append that starts a new CI moves no record: VSAM does not count it
+    crashpoint("split-ci")
+
+
+def _new_ca(pager: Pager, path: Path, key: bytes, record: bytes) -> None:
+    """Sequential insert past the end of a full CA: the record starts a new CA (nothing moves)."""
+    seq, i = path[-1]
+    st = pager.state
+    base = pager.alloc_ca()
+    high = seq.keys[i]
+    nseq = IndexCI(pager.alloc_index_ci(), 1, base, [high], [base])
+    pager.dirty_ci(pager.codec.new_data(base, record, 1))
+    pager.dirty_ci(nseq)
+    left_high = pred(key)
+    pager.dirty_ci(seq)
+    seq.keys[i] = left_high
+    add_sibling(pager, path, len(path) - 1, left_high, nseq)
+    st.data_cis += 1
+    st.splits_ca += 1
+    crashpoint("split-ca")
+
+
+def _split_ca(pager: Pager, path: Path, at: int | None) -> None:
+    """Move the CIs from entry ``at`` on (about half, if None) of a full CA into a new CA."""
+    seq, _ = path[-1]
+    n = len(seq.keys)
+    s = n // 2 if at is None else min(max(at, 1), n - 1)
+    base = pager.alloc_ca()
+    ptrs = []
+    for j, old in enumerate(seq.ptrs[s:]):
+        src = get_data(pager, old)
+        pager.dirty.pop(old, None)
+        pager.pool.drop(old)
+        pager.dirty_ci(pager.codec.new_data(base + j, src.body(), src.n))
+        ptrs.append(base + j)
+    nseq = IndexCI(pager.alloc_index_ci(), 1, base, seq.keys[s:], ptrs)
+    pager.dirty_ci(seq)
+    del seq.keys[s:]
+    del seq.ptrs[s:]
+    pager.dirty_ci(nseq)
+    add_sibling(pager, path, len(path) - 1, seq.keys[-1], nseq)
+    pager.state.splits_ca += 1
+    crashpoint("split-ca")
+
+
+def delete(pager: Pager, key: bytes) -> None:
+    """Remove the record with key ``key`` (:class:`~ksds.RecordNotFoundError` if there is none).
+
+    A CI left empty goes back to its CA's free CIs and leaves the index; a CA left empty is freed (CA reclaim);
+    the index shrinks. O(L log n) plus O(n) to close the gap.
+    """
+    _, _, ci = locate(pager, key)
+    j = ci.find(key)
+    if j == ci.n or ci.key_at(j) != key:
+        raise RecordNotFoundError(f"{pager.path}: no record with key {show_key(key)} to erase")
+    st = pager.state
+    pager.dirty_ci(ci)
+    ci.delete(j)
+    if ci.n == 0 and st.data_cis > 1:
+        pager.dirty.pop(ci.ci, None)
+        pager.pool.drop(ci.ci)
+        st.data_cis -= 1
+        path = path_to(pager, key)
+        remove_entry(pager, path, len(path) - 1)
