@@ -1,7 +1,10 @@
 """Fault injection for the crash tests: named crash points, torn writes and an I/O trace.
 
-Off unless the environment variable ``KSDS_FAULTS`` is set when ksds is imported, so production code pays one
-``is None`` test per I/O. ``KSDS_FAULTS`` is a ``;``-separated list of settings:
+Off unless the environment variable ``KSDS_FAULTS`` is set when ksds is imported; then :class:`Plan`, a
+:class:`~ksds.fileio.FileIO`, becomes :data:`ksds.fileio.IO`: every write and sync of the engine is one of its
+events, and what it lets through goes down the production path unchanged (the same ``pwritev`` of the same pieces,
+the same ``fdatasync``). Production code pays one ``is None`` test per crash point. ``KSDS_FAULTS`` is a
+``;``-separated list of settings:
 
 ``crash=N``
     kill this process with SIGKILL at the N-th fault event (a crash point, a write or a sync; counted from 1);
@@ -22,13 +25,15 @@ import os
 import signal
 import struct
 
+from . import fileio
+
 OP_WRITE = 1
 OP_SYNC = 2
 OP_TRUNCATE = 3
 OP_UNLINK = 4
 OP_ACK = 5
-FILE_DATA = 0
-FILE_LOG = 1
+FILE_DATA = fileio.DATA
+FILE_LOG = fileio.LOG
 ENTRY = struct.Struct(">BBQI")
 
 #: named crash points inside the engine, for ``point=NAME``
@@ -43,8 +48,8 @@ POINTS = (
 )
 
 
-class Plan:
-    """What to do at each fault event, parsed from ``KSDS_FAULTS``."""
+class Plan(fileio.FileIO):
+    """What to do at each fault event, parsed from ``KSDS_FAULTS``; the I/O path while it is active."""
 
     def __init__(self, spec: str) -> None:
         self.crash_at = -1
@@ -84,30 +89,56 @@ class Plan:
         if self.trace_fd >= 0:
             os.write(self.trace_fd, ENTRY.pack(op, file, offset, length or len(data)) + data)
 
-    def pwrite(self, fd: int, file: int, data: bytes, offset: int) -> None:
-        if self.point is None and self._event(None):
-            # a torn write: the first sectors of it, as a power cut or a kill in the middle of it leaves it
-            # (a write of one sector or less is never torn)
-            cut = (len(data) // 2) // 512 * 512
-            if self.torn and cut:
-                os.pwrite(fd, data[:cut], offset)
-                self._trace(OP_WRITE, file, offset, data[:cut])
-            self._die()
-        os.pwrite(fd, data, offset)
-        self._trace(OP_WRITE, file, offset, data)
+    def _cut(self, size: int) -> int:
+        """How much of a write a kill in its middle leaves: whole sectors of its first half (0 if not torn)."""
+        return (size // 2) // 512 * 512 if self.torn else 0
 
-    def sync(self, fd: int, file: int) -> None:
+    def pwrite(self, fd: int, file: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+        if self.point is None and self._event(None):
+            cut = self._cut(len(data))  # a write of one sector or less is never torn
+            if cut:
+                super().pwrite(fd, file, data[:cut], offset)
+                self._trace(OP_WRITE, file, offset, bytes(data[:cut]))
+            self._die()
+        super().pwrite(fd, file, data, offset)
+        self._trace(OP_WRITE, file, offset, bytes(data))
+
+    def pwritev(self, fd: int, file: int, parts: list[bytes], offset: int) -> int:
+        if self.point is None and self._event(None):
+            cut = self._cut(sum(len(p) for p in parts))
+            if cut:  # the iovec list torn after ``cut`` bytes, through the production call
+                kept: list[bytes] = []
+                left = cut
+                for piece in parts:
+                    if left <= 0:
+                        break
+                    kept.append(piece[:left])
+                    left -= len(kept[-1])
+                super().pwritev(fd, file, kept, offset)
+                self._trace(OP_WRITE, file, offset, b"".join(kept))
+            self._die()
+        n = super().pwritev(fd, file, parts, offset)
+        self._trace(OP_WRITE, file, offset, b"".join(parts))
+        return n
+
+    def datasync(self, fd: int, file: int) -> None:
         if self.point is None and self._event(None):
             self._die()
-        os.fsync(fd)
+        super().datasync(fd, file)
+        self._trace(OP_SYNC, file, 0)
+
+    def fullsync(self, fd: int, file: int) -> None:
+        if self.point is None and self._event(None):
+            self._die()
+        super().fullsync(fd, file)
         self._trace(OP_SYNC, file, 0)
 
     def truncate(self, fd: int, file: int, size: int) -> None:
-        os.ftruncate(fd, size)
+        super().truncate(fd, file, size)
         self._trace(OP_TRUNCATE, file, size)
 
     def unlink(self, path: str, file: int) -> None:
-        os.unlink(path)
+        super().unlink(path, file)
         self._trace(OP_UNLINK, file, 0)
 
     def ack(self, number: int) -> None:
@@ -115,6 +146,8 @@ class Plan:
 
 
 ACTIVE: Plan | None = Plan(os.environ["KSDS_FAULTS"]) if os.environ.get("KSDS_FAULTS") else None
+if ACTIVE is not None:
+    fileio.IO = ACTIVE  # every write and sync of the engine goes through the plan
 
 
 def crashpoint(name: str) -> None:

@@ -19,8 +19,9 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from . import faults
+from . import fileio
 from .errors import JournalCorruptError
+from .fileio import LOG
 from .format import STATE_SIZE, crc32c
 
 LOG_MAGIC = b"KSDSWAL\x00"
@@ -34,20 +35,6 @@ LOG_HEADER_SIZE = 2 * LOG_SLOT
 FRAME_HEADER = struct.Struct(f">IIQHH{STATE_SIZE}s")  # salt, ci, txn, index-in-txn, flags, state
 FLAG_COMMIT = 1
 _ZERO_STATE = bytes(STATE_SIZE)
-_IOV_MAX = 1020  # pieces per pwritev (a multiple of 3: header, image, crc); Linux allows 1024
-
-
-def _pwritev_all(fd: int, parts: list[bytes], offset: int) -> int:
-    """Write every piece at ``offset`` (retrying after a short write); return the bytes written."""
-    total = sum(len(p) for p in parts)
-    done = os.pwritev(fd, parts, offset)
-    if done < total:
-        rest = b"".join(parts)[done:]
-        while rest:
-            n = os.pwrite(fd, rest, offset + done)
-            done += n
-            rest = rest[n:]
-    return total
 
 
 @dataclass
@@ -77,6 +64,7 @@ class Journal:
         self._last_head = b""  # the header bytes last parsed by header(), and what they said
         self._last_parsed: tuple[int, int] | None = None
         self.size = 0  # bytes in the file
+        self.io = fileio.IO  # every write and sync goes through the one I/O path
 
     # --- writing ------------------------------------------------------------------------------------------
 
@@ -93,9 +81,10 @@ class Journal:
             zeros = bytes(1 << 20)
             pos = max(self.size, LOG_HEADER_SIZE)  # after the header reset() just wrote
             while pos < preallocate:
-                n = os.pwrite(self.fd, zeros[: min(len(zeros), preallocate - pos)], pos)
+                n = min(len(zeros), preallocate - pos)
+                self.io.pwrite(self.fd, LOG, zeros[:n], pos)
                 pos += n
-            os.fsync(self.fd)
+            self.io.fullsync(self.fd, LOG)
             self.size = pos
         if sync:
             dirfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
@@ -204,11 +193,11 @@ class Journal:
         One ``pwritev`` of (header, image, crc) pieces: the images are not copied.
         """
         salt = self.salt
-        if len(images) == 1 and faults.ACTIVE is None:  # most requests change one CI
+        if len(images) == 1:  # most requests change one CI
             ci, image = images[0]
             head = FRAME_HEADER.pack(salt, ci, txn, 0, FLAG_COMMIT, state)
             crc = crc32c(image, crc32c(head)).to_bytes(4, "big")
-            _pwritev_all(self.fd, [head, image, crc], self.offset)
+            self.io.pwritev(self.fd, LOG, [head, image, crc], self.offset)
             self.offset += self.frame_size
             if self.offset > self.size:
                 self.size = self.offset
@@ -224,29 +213,16 @@ class Journal:
             parts.append(head)
             parts.append(image)
             parts.append(crc32c(image, crc32c(head)).to_bytes(4, "big"))
-        size = len(images) * self.frame_size
-        if faults.ACTIVE is not None:
-            faults.ACTIVE.pwrite(self.fd, faults.FILE_LOG, b"".join(parts), self.offset)
-        else:
-            offset = self.offset
-            for start in range(0, len(parts), _IOV_MAX):
-                chunk = parts[start : start + _IOV_MAX]
-                offset += _pwritev_all(self.fd, chunk, offset)
+        size = self.io.pwritev(self.fd, LOG, parts, self.offset)
         self.offset += size
         if self.offset > self.size:
             self.size = self.offset
 
     def _write(self, data: bytes, offset: int) -> None:
-        if faults.ACTIVE is not None:
-            faults.ACTIVE.pwrite(self.fd, faults.FILE_LOG, data, offset)
-        else:
-            os.pwrite(self.fd, data, offset)
+        self.io.pwrite(self.fd, LOG, data, offset)
 
     def sync(self) -> None:
-        if faults.ACTIVE is not None:
-            faults.ACTIVE.sync(self.fd, faults.FILE_LOG)
-        else:
-            os.fdatasync(self.fd)
+        self.io.datasync(self.fd, LOG)
 
     def close(self, remove: bool) -> None:
         if self.fd >= 0:
@@ -254,10 +230,7 @@ class Journal:
             self.fd = -1
         if remove:
             try:
-                if faults.ACTIVE is not None:
-                    faults.ACTIVE.unlink(self.path, faults.FILE_LOG)
-                else:
-                    os.unlink(self.path)
+                self.io.unlink(self.path, LOG)
             except FileNotFoundError:
                 pass
 

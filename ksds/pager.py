@@ -31,7 +31,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from . import faults
+from . import faults, fileio
 from .bufferpool import BufferPool, capacity_for
 from .ci import AnyCI, Codec, FreeCI, IndexCI
 from .definition import Definition
@@ -45,6 +45,7 @@ from .errors import (
     NoSpaceError,
     NotADatasetError,
 )
+from .fileio import DATA
 from .format import (
     CI_FREE_CA,
     CI_FREE_INDEX,
@@ -87,13 +88,6 @@ class Recovery:
                 + ")"
             )
         return s
-
-
-def pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    """``os.pwrite`` until every byte is written (a regular file may take a short write)."""
-    done = os.pwrite(fd, data, offset)
-    while done < len(data):
-        done += os.pwrite(fd, data[done:], offset + done)
 
 
 def data_set_path(path: object) -> str:
@@ -155,6 +149,8 @@ class Pager:
         self.path = path
         self.writable = writable
         self.power = power
+        #: every write and sync goes through the one I/O path (the crash tests' when they run)
+        self.io = fileio.IO
         #: seconds a latch wait may take before LatchTimeoutError (0: forever)
         self.lock_timeout = lock_timeout
         self.fd = -1
@@ -453,8 +449,7 @@ class Pager:
             if need > self.file_size:
                 self._truncate(need)
             self.journal.append(images, txn, blob)
-            if faults.ACTIVE is not None:
-                faults.ACTIVE.crashpoint("log-written")
+            faults.crashpoint("log-written")
             if self.power:
                 self.journal.sync()
             walmap = self.walmap
@@ -469,8 +464,7 @@ class Pager:
             if self.journal.offset != appended:
                 self.failed = e  # the commit frame may be in the log: no further transaction may follow it
             self._io_failed(e)
-        if faults.ACTIVE is not None:
-            faults.ACTIVE.crashpoint("request-done")
+        faults.crashpoint("request-done")
         dirty.clear()
         self.state_dirty = False
         self.committed = blob
@@ -487,17 +481,14 @@ class Pager:
         jfd = self.journal.fd
         cisz = self.ci_size
         hs = FRAME_HEADER.size
-        active = faults.ACTIVE
+        io = self.io
         images = self.images
         for ci in sorted(self.walmap):
             image = images.get(ci)
             if image is None:
                 image = os.pread(jfd, cisz, self.walmap[ci] + hs)
-            if active is None:
-                pwrite_all(fd, image, ci * cisz)
-            else:
-                active.pwrite(fd, faults.FILE_DATA, image, ci * cisz)
-                active.crashpoint("ci-written")
+            io.pwrite(fd, DATA, image, ci * cisz)
+            faults.crashpoint("ci-written")
 
     def rollback(self) -> None:
         """Forget every change since the last commit (the pool drops the changed CIs; the state goes back)."""
@@ -520,24 +511,14 @@ class Pager:
         raise KsdsError(f"{self.path}: I/O error: {e}") from e
 
     def _truncate(self, size: int) -> None:
-        if faults.ACTIVE is not None:
-            faults.ACTIVE.truncate(self.fd, faults.FILE_DATA, size)
-        else:
-            os.ftruncate(self.fd, size)
+        self.io.truncate(self.fd, DATA, size)
         self.file_size = size
 
     def _write_header(self) -> None:
-        data = encode_header(self.defn, self.created, self.state, self.ci_size)
-        if faults.ACTIVE is not None:
-            faults.ACTIVE.pwrite(self.fd, faults.FILE_DATA, data, 0)
-        else:
-            pwrite_all(self.fd, data, 0)
+        self.io.pwrite(self.fd, DATA, encode_header(self.defn, self.created, self.state, self.ci_size), 0)
 
     def _sync_data(self) -> None:
-        if faults.ACTIVE is not None:
-            faults.ACTIVE.sync(self.fd, faults.FILE_DATA)
-        else:
-            os.fsync(self.fd)
+        self.io.datasync(self.fd, DATA)  # the data and the file's size
 
     def checkpoint(self) -> None:
         """Write the logged CIs in place and the header; sync the data file (in power mode, or when another
@@ -615,7 +596,7 @@ class Pager:
             if self.file_size < self.state.hurba * self.ci_size:
                 raise self._truncated()
             if self.writable:
-                os.unlink(self.journal.path)
+                self.io.unlink(self.journal.path, fileio.LOG)
             return None
         durable = replay.durable_cis if replay.durable_cis >= 0 else self.state.hurba
         if self.file_size < durable * self.ci_size:
@@ -640,19 +621,20 @@ class Pager:
 
     def _replay(self, fd: int, replay: Replay) -> None:
         cisz = self.ci_size
+        io = self.io
         for _, images, _state in replay.transactions:
             for ci, image in images:
                 if ci:
-                    pwrite_all(fd, image, ci * cisz)
+                    io.pwrite(fd, DATA, image, ci * cisz)
         if replay.transactions:
             self.state = State.unpack(replay.transactions[-1][2])
         need = self.state.hurba * cisz
         if os.fstat(fd).st_size < need:
-            os.ftruncate(fd, need)  # CIs allocated after the last checkpoint and never written
+            io.truncate(fd, DATA, need)  # CIs allocated after the last checkpoint and never written
         self.file_size = os.fstat(fd).st_size
-        pwrite_all(fd, encode_header(self.defn, self.created, self.state, cisz), 0)
-        os.fsync(fd)
-        os.unlink(self.journal.path)
+        io.pwrite(fd, DATA, encode_header(self.defn, self.created, self.state, cisz), 0)
+        io.fullsync(fd, DATA)
+        io.unlink(self.journal.path, fileio.LOG)
 
 
 def create(path: str, defn: Definition, created: int) -> None:
@@ -686,11 +668,12 @@ def create(path: str, defn: Definition, created: int) -> None:
     except OSError as e:
         raise KsdsError(f"cannot create data set {path}: {e.strerror}") from None
     try:
-        os.ftruncate(fd, st.hurba * cisz)
-        pwrite_all(fd, encode_header(defn, created, st, cisz), 0)
-        pwrite_all(fd, codec.encode(seq, 0), cisz)
-        pwrite_all(fd, codec.encode(data, 0), 2 * cisz)
-        os.fsync(fd)
+        io = fileio.IO
+        io.truncate(fd, DATA, st.hurba * cisz)
+        io.pwrite(fd, DATA, encode_header(defn, created, st, cisz), 0)
+        io.pwrite(fd, DATA, codec.encode(seq, 0), cisz)
+        io.pwrite(fd, DATA, codec.encode(data, 0), 2 * cisz)
+        io.fullsync(fd, DATA)
     finally:
         os.close(fd)
     try:

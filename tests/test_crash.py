@@ -237,3 +237,34 @@ def test_torn_log_header_falls_back_to_the_previous_generation(path: str) -> Non
         assert ds.recovery is not None
         assert [int(ds.key_of(r)) for r in ds] == list(range(30))
     assert ksds.examine(path).sound
+
+
+def test_the_fault_plan_runs_the_production_io_path(tmp_path, monkeypatch) -> None:
+    """With faults on, a multi-CI commit is still one pwritev of all its pieces and a power-mode sync is still one
+    fdatasync: the plan counts and traces events, then calls the production FileIO methods."""
+    from ksds import faults, fileio
+
+    calls = {"pwritev": 0, "fdatasync": 0, "fsync": 0, "pwrite": 0}
+    real = {name: getattr(os, name) for name in calls}
+
+    def counting(name):
+        def call(*args):
+            calls[name] += 1
+            return real[name](*args)
+
+        return call
+
+    plan = faults.Plan(f"trace={tmp_path / 'trace'}")
+    monkeypatch.setattr(fileio, "IO", plan)
+    path = str(tmp_path / "p.ksds")
+    ksds.define(path, key_length=8, record_length=100, ci_size=512, cis_per_ca=4)
+    with ksds.open(path, durability="power") as ds:
+        for name in calls:
+            monkeypatch.setattr(os, name, counting(name))
+        with ds.batch():
+            for n in range(40):  # several CIs, CI and CA splits: one transaction of many frames
+                ds.write(b"%08d" % (n * 7919 % 1000) + bytes(92))
+        assert calls["pwritev"] == 1 and calls["fdatasync"] == 1 and calls["fsync"] == 0, calls
+        monkeypatch.undo()
+    assert plan.counts["io"] >= 2  # the plan saw the write and the sync as events
+    assert os.path.getsize(tmp_path / "trace") > 0
