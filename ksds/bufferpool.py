@@ -1,4 +1,4 @@
-"""The buffer pool: a bounded cache of decoded CIs with CLOCK (second-chance) replacement.
+"""The buffer pool: a bounded cache of CIs with CLOCK (second-chance) replacement.
 
 A hit costs one ``OrderedDict.get`` and one attribute store (the reference bit), so the hot path of a read stays
 a few dictionary lookups. CIs changed by the transaction in progress are pinned: they are never evicted before
@@ -12,9 +12,10 @@ from collections.abc import Collection
 
 from .ci import AnyCI
 
-#: memory a decoded CI takes, as a multiple of its size on disk (tracemalloc: 1.21x for a pool of 4 KiB CIs
-#: of 512-byte records with 64-byte keys; smaller records and index CIs take more per byte), with a margin
-DECODED_OVERHEAD = 1.5
+#: memory a pooled CI takes, as a multiple of its size on disk: a data CI is its bytes plus a small object; index
+#: CIs are decoded into lists and take more (tracemalloc: 1.07x over a pool of 4 KiB CIs of 512-byte records with
+#: 64-byte keys, index CIs included), with a margin
+DECODED_OVERHEAD = 1.1
 
 
 def capacity_for(buffer_space: int, ci_size: int) -> int:
@@ -25,8 +26,8 @@ def capacity_for(buffer_space: int, ci_size: int) -> int:
 class BufferPool:
     """``capacity`` CIs at most (plus pinned ones). ``get`` is O(1); ``put`` is amortised O(1).
 
-    :func:`capacity_for` turns a memory budget into a number of CIs: a decoded CI takes more memory than its
-    bytes on disk (a ``bytes`` object per record and per key, the lists), so the pool counts that.
+    :func:`capacity_for` turns a memory budget into a number of CIs: a data CI takes its bytes and a small object,
+    an index CI its decoded lists, so the pool counts a margin over the CI size.
     """
 
     def __init__(self, capacity: int, pinned: Collection[int]) -> None:
