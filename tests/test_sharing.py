@@ -322,7 +322,7 @@ def test_shareoptions_2_one_updater_many_readers(ds_path: str) -> None:
     """, ds_path)
     for k in range(200):
         w.write(rec(k, k))  # the reader sees each as soon as it is committed
-    assert finish(reader).split() == ["200", "%032d" % 199]
+    assert finish(reader).split() == ["200", f"{199:032d}"]
     w.close()
 
 

@@ -104,7 +104,9 @@ def worker(ds: ksds.Dataset, tid: int, seed: int, model: dict[bytes, bytes], err
     "seed,ci_size,cis_per_ca,share",
     [(1, 512, 4, (1, 3)), (2, 1024, 3, (1, 3)), (3, 512, 2, (3, 3))],
 )
-def test_threads_share_one_open(tmp_path: Path, seed: int, ci_size: int, cis_per_ca: int, share: tuple[int, int]) -> None:
+def test_threads_share_one_open(
+    tmp_path: Path, seed: int, ci_size: int, cis_per_ca: int, share: tuple[int, int]
+) -> None:
     path = str(tmp_path / "t.ksds")
     ksds.define(path, key_length=KEY, record_length=RECLEN, ci_size=ci_size, cis_per_ca=cis_per_ca,
                 share_options=share)
