@@ -119,13 +119,16 @@ def test_errors_carry_zowe_messages(make: Make) -> None:
         s.create("svc", KeyValue("k", "other"))
     assert (e.value.status, e.value.message.number) == (409, "ZWECS133E")
     assert "'k'" in str(e.value)
-    assert e.value.body() == {"messages": [{
+    body = e.value.body()
+    assert body == {"messages": [{  # Zowe's caching-log-messages.yml, in ApiMessage's field order
         "messageType": "ERROR", "messageNumber": "ZWECS133E",
         "messageContent": "Adding key 'k' resulted in a collision in the cache.",
-        "messageReason": "The key already exists for the service.",
-        "messageAction": "Use PUT to change the value, or another key.",
+        "messageAction": "Update or delete the key, or add a different key.",
+        "messageReason": "Key is already in the cache.",
         "messageKey": "org.zowe.apiml.cache.keyCollision",
     }]}
+    assert list(body["messages"][0]) == [  # type: ignore[index]
+        "messageType", "messageNumber", "messageContent", "messageAction", "messageReason", "messageKey"]
     assert s.read("svc", "k").value == "v"  # the failed create changed nothing
     calls: list[Callable[[], object]] = [
         lambda: s.read("svc", "nope"),
@@ -322,14 +325,15 @@ def test_list_maps(make: Make) -> None:
     s.store_map_item("svc", "invalidTokens", KeyValue("t1", "x1"))
     s.store_map_item("svc", "invalidTokens", KeyValue("t2", "x2"))
     s.store_map_item("svc", "invalidTokens", KeyValue("t1", "replaced"))
-    s.store_map_item("svc", "invalidUsers", KeyValue("user", "123"))
+    rule = str(time.time_ns() // 1_000_000)  # a rule of now (one 90 days old expires: test_map_item_expiry)
+    s.store_map_item("svc", "invalidUsers", KeyValue("user", rule))
     s.store_map_item("other", "invalidTokens", KeyValue("t9", "x9"))
     s.store_map_item("Aa", "m", KeyValue("k", "of Aa"))
     s.store_map_item("BB", "m", KeyValue("k", "of BB"))
     s.store_map_item("svc", "", KeyValue("", ""))
     assert s.get_all_map_items("svc", "invalidTokens") == {"t1": "replaced", "t2": "x2"}
     assert s.get_all_maps("svc") == {
-        "invalidTokens": {"t1": "replaced", "t2": "x2"}, "invalidUsers": {"user": "123"}, "": {"": ""},
+        "invalidTokens": {"t1": "replaced", "t2": "x2"}, "invalidUsers": {"user": rule}, "": {"": ""},
     }
     assert s.get_all_maps("other") == {"invalidTokens": {"t9": "x9"}}
     assert s.get_all_maps("Aa") == {"m": {"k": "of Aa"}} and s.get_all_maps("BB") == {"m": {"k": "of BB"}}
@@ -344,15 +348,17 @@ def test_remove_non_relevant_rules(make: Make) -> None:
     now = time.time_ns() // 1_000_000
     day = 24 * 3600 * 1000
     items = {"old": now - 91 * day, "edge": now - 89 * day, "new": now, "future": now + day}
+    # a map whose items do not expire by themselves (in invalidUsers "old" would expire on store: Zowe 3.6)
+    rules = "invalidTokenRules"
     for k, v in items.items():
-        s.store_map_item("svc", "invalidUsers", KeyValue(k, str(v)))
-    s.store_map_item("svc", "invalidUsers", KeyValue("junk", "not a number"))
+        s.store_map_item("svc", rules, KeyValue(k, str(v)))
+    s.store_map_item("svc", rules, KeyValue("junk", "not a number"))
     s.store_map_item("svc", "other", KeyValue("old", str(now - 91 * day)))
-    s.store_map_item("other", "invalidUsers", KeyValue("old", str(now - 91 * day)))
-    s.remove_non_relevant_rules("svc", "invalidUsers")
-    assert set(s.get_all_map_items("svc", "invalidUsers")) == {"edge", "new", "future", "junk"}
+    s.store_map_item("other", rules, KeyValue("old", str(now - 91 * day)))
+    s.remove_non_relevant_rules("svc", rules)
+    assert set(s.get_all_map_items("svc", rules)) == {"edge", "new", "future", "junk"}
     assert set(s.get_all_map_items("svc", "other")) == {"old"}
-    assert set(s.get_all_map_items("other", "invalidUsers")) == {"old"}
+    assert set(s.get_all_map_items("other", rules)) == {"old"}
     s.remove_non_relevant_rules("svc", "no such map")
 
 
@@ -887,8 +893,10 @@ def test_a_stuck_process_delays_changes_not_reads(tmp_path: Path) -> None:
             assert holder.poll() is None, holder.communicate()
             time.sleep(0.01)
         t0 = time.monotonic()
-        with pytest.raises(ksds.RecordLockedError):
-            s.create("svc", KeyValue("k2", "v"))  # the REST layer answers 500
+        with pytest.raises(StorageError) as e:
+            s.create("svc", KeyValue("k2", "v"))  # 503 ZWECS703W: not ready to write at the moment
+        assert (e.value.status, e.value.message.number) == (503, "ZWECS703W")
+        assert "RecordLockedError" in str(e.value)
         assert 0.4 < time.monotonic() - t0 < 3
         assert s.read("svc", "k").value == "v" and set(s.read_for_service("svc")) == {"k"} and s.count() == 1
         s.store_map_item("svc", "m", KeyValue("j", "v"))  # maps do not need the counter

@@ -330,7 +330,7 @@ def test_a_service_id_cannot_forge_a_certificate_dn(kind: str, pki: Path, server
     """``--tls-client-auth optional --no-trust-dn-header``: the holder of client-a's certificate stores entries and
     map items (alone, and with service ``gw``); a client without a certificate that names client-a's DN as its
     service id (``CN=...`` or ``CN=..., SERVICE=gw``) neither sees nor deletes them: in the native layouts it is
-    a partition of its own, in the zowe layout (Zowe's partition strings) it is refused with 401 ZWECS703E."""
+    a partition of its own, in the zowe layout (Zowe's partition strings) it is refused with 401 ZWECS800E."""
     tls = ["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"), "--tls-ca", str(pki / "ca.pem"),
            "--tls-client-auth", "optional", "--no-trust-dn-header"]
     s = servers.start(*storage_args(kind, servers.workdir, f"forge-{kind}", request, db=7), *tls, name=kind)
@@ -348,7 +348,7 @@ def test_a_service_id_cannot_forge_a_certificate_dn(kind: str, pki: Path, server
                                    ("delete", "/cache/secret"), ("get", "/cache-list"),
                                    ("delete", "/cache-list/evict/tokens/tokens")):
                     r = anonymous.request(verb, path, headers=h)
-                    assert r.status_code == 401 and number(r) == "ZWECS703E", (h, verb, path, r.text)
+                    assert r.status_code == 401 and number(r) == "ZWECS800E", (h, verb, path, r.text)
                 r = anonymous.post("/cache", json={"key": "secret", "value": "forged"}, headers=h)
                 assert r.status_code == 401
                 continue

@@ -12,11 +12,14 @@
   timestamps on (Jackson's default), as an array ``[2024,10,25,12,30,15,123000000]``. Both are read, as local
   time unless the string carries an offset; so are epoch milliseconds (a number or a string of digits). A value
   that is not JSON, or has no readable ``expiresAt``, is kept (as Zowe keeps a value it cannot parse).
+* :func:`entry_expiry` and :func:`item_expiry` -- when an entry or a map item expires (Zowe's ``ttlSeconds``,
+  since 3.6: ``InfinispanStorage.resolveTtlSeconds``), in epoch milliseconds, None for never.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from datetime import datetime
@@ -26,6 +29,10 @@ from .model import KeyValue
 
 #: removeNonRelevantRules keeps items at most this old (milliseconds)
 RULE_MAX_AGE_MS = 90 * 24 * 3600 * 1000
+#: the longest time to live (Zowe's maxTtlSeconds: 90 days, as long as a personal access token lives)
+MAX_TTL_SECONDS = 90 * 24 * 3600
+#: the maps of the personal access token revocations, whose items expire by themselves (Zowe's PatRevocationStore)
+INVALID_TOKENS, INVALID_USERS, INVALID_SCOPES = "invalidTokens", "invalidUsers", "invalidScopes"
 _LONG = re.compile(r"[+-]?[0-9]+\Z")
 _JAVA_LONG_MIN = -(1 << 63)
 _JAVA_LONG_MAX = (1 << 63) - 1
@@ -104,3 +111,45 @@ def token_is_expired(value: str, now: float | None = None) -> bool:
     if at is None:
         return False
     return at < (time.time() if now is None else now)
+
+
+def entry_expiry(kv: KeyValue, now_ms: int) -> int | None:
+    """When an entry (or any item given ``ttlSeconds``) expires: ``now + min(ttlSeconds, 90 days)``, epoch
+    milliseconds; None without ``ttlSeconds`` (never). At or before ``now_ms``: it is removed, not stored."""
+    if kv.ttl_seconds is None:
+        return None
+    return now_ms + min(kv.ttl_seconds, MAX_TTL_SECONDS) * 1000
+
+
+def item_expiry(map_key: str, kv: KeyValue, now_ms: int) -> int | None:
+    """When a map item expires, as Zowe's ``resolveTtlSeconds`` decides, epoch milliseconds (None: never).
+
+    ``ttlSeconds`` given: ``now + min(ttlSeconds, 90 days)``. Else, in ``invalidTokens``: the token's
+    ``expiresAt`` (as :func:`token_is_expired` reads it); in ``invalidUsers`` and ``invalidScopes``: the rule's
+    timestamp + 90 days; a value whose time cannot be read: 90 days on; each at most 90 days on. Other maps:
+    never. Unlike Zowe, which rounds the time left down to whole seconds (so a revocation could go up to a second
+    before its token expires), the expiry is the exact millisecond."""
+    if kv.ttl_seconds is not None:
+        return entry_expiry(kv, now_ms)
+    if map_key not in (INVALID_TOKENS, INVALID_USERS, INVALID_SCOPES):
+        return None
+    ceiling = now_ms + MAX_TTL_SECONDS * 1000
+    derived: int | None = None
+    if map_key == INVALID_TOKENS:
+        try:
+            obj = json.loads(kv.value)
+        except (ValueError, RecursionError):
+            obj = None
+        at = _expires_at(obj.get("expiresAt")) if isinstance(obj, dict) else None
+        if at is not None and math.isfinite(at):
+            derived = int(at * 1000)
+    else:
+        n = parse_java_long(kv.value.strip())
+        if n is not None:
+            derived = n + RULE_MAX_AGE_MS
+    return ceiling if derived is None else min(derived, ceiling)
+
+
+def expired(expires: int | None, now_ms: int) -> bool:
+    """Whether something that expires at ``expires`` (None: never) has expired by ``now_ms``."""
+    return expires is not None and expires <= now_ms

@@ -29,7 +29,7 @@ belongs to another key or service (Zowe returns it: defect 11.1); characters IBM
 refused (400) instead of silently becoming "?". As in Zowe, two keys (or services) with equal Java hashCodes
 share one record key: the second ``create`` is 409. The entries' partition is Zowe's string ``"<DN>,
 SERVICE=<id>"`` (so a data set Zowe wrote is served to the same callers); a service id alone could spell such a
-string, so the REST API refuses a service id holding ``=`` from a caller without a DN (401 ZWECS703E,
+string, so the REST API refuses a service id holding ``=`` from a caller without a DN (401 ZWECS800E,
 ``flat_identities``).
 
 **Bookkeeping records** (both layouts; every key starts with X'00', which no Zowe key does: Zowe's start with
@@ -44,13 +44,21 @@ record length; "u32"/"u64" are big-endian; JSON is UTF-8):
 * slot (zowe layout only: Zowe's JSON has no room for seq), key ``X'00' 'S' + blake2b-128(entry key)``; record:
   key, the entry key, the 16 bytes created + seq of its time-index key. Update and delete find the entry's
   time-index record through it, without a scan;
+* expiry indexes (``ttlSeconds``), key ``X'00' 'X' + u64 expiry (epoch ms) + digest(record key)`` for entries and
+  ``X'00' 'Y' + ...`` for map items (the digest blake2b of ``min(16, key length - 10)`` bytes); record: key, then
+  the key of the entry or map item. The entry or item has its expiry too (native entries and map items:
+  ``"expires"`` in their JSON; zowe entries: the u64 after the time-index bytes of their slot record, 0 for
+  none), which every read checks: nothing expired is returned. The first records starting ``X'00' 'X'`` (or
+  ``'Y'``) are what expires first: every change of entries (of map items) first removes what has expired by then
+  (generic reads, no scan), and a rebuild keeps the expiries;
 * map item, key ``X'00' 'M' + digest(service id) + digest(map key) + digest(item key)`` (blake2b of
   ``min(16, (key length - 2) // 3)`` bytes; the service id's digest is the partition's, in both layouts); record:
   key, u32 length, JSON {"serviceId", ["dn",] "mapKey", "key", "value"}, checked on every read; a different item
   at the same digests (possible only with short keys) is refused with 409.
 
 The key length must be at least 34 for the native layout (full-strength map digests from 50) and 23 for the
-zowe layout (Zowe's minimum); the record length at least twice the key length + 16. A data set whose counter
+zowe layout (Zowe's minimum); the record length at least twice the key length + 16 (the zowe layout keeps an
+entry's expiry only from twice the key length + 24). A data set whose counter
 record is missing (new, or a fresh REPRO) is counted and indexed on open; :meth:`KsdsStorage.rebuild` does it
 on demand.
 
@@ -65,27 +73,52 @@ order: no deadlock). Map operations need no counter lock. A record lock met insi
 (``RecordLockedError``: another process's batch has committed but not yet dropped its record locks) rolls the
 batch back, and it is tried again until ``lock_timeout``. Reads take no lock (NRI): each sees what other
 processes committed. Within a process one open data set serves every thread, one request at a time.
+
+**Availability.** A data set that cannot be opened (damaged, not a data set, held elsewhere in a mode that
+excludes this one, unreadable) or that fails while in use makes every call raise 503 ZWECS703W (Zowe's "Cache is
+not available"); with ``lazy_open`` the storage is made all the same and opens the data set on a later call
+(trying at most once a second), so a server starts and answers 503 until then.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from .. import zowe
 from ..dataset import Dataset, define
 from ..dataset import open as ksds_open
 from ..definition import CI_TRAILER, MAX_CI_SIZE, round_ci_size
-from ..errors import DeadlockError, RecordLockedError, RecordNotFoundError
-from .common import created_order, rule_is_stale, token_is_expired, with_service
+from ..errors import (
+    CorruptionError,
+    DatasetClosedError,
+    DatasetInUseError,
+    DatasetNotFoundError,
+    DeadlockError,
+    LatchTimeoutError,
+    NotADatasetError,
+    RecordLockedError,
+    RecordNotFoundError,
+)
+from .common import (
+    created_order,
+    entry_expiry,
+    expired,
+    item_expiry,
+    rule_is_stale,
+    token_is_expired,
+    with_service,
+)
 from .model import (
+    CACHE_NOT_AVAILABLE,
     DEFAULT_EVICTION,
     DEFAULT_SIZE,
     DUPLICATE_KEY,
@@ -101,6 +134,7 @@ from .model import (
 )
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 LAYOUTS = ("native", "zowe")
 #: Zowe's defaults, and the environment variables that change them (as Zowe's docs say)
@@ -114,6 +148,30 @@ ENTRY = b"\x00E"
 MAP = b"\x00M"
 SLOT = b"\x00S"
 TIME = b"\x00T"
+EXP_ENTRY = b"\x00X"
+EXP_ITEM = b"\x00Y"
+#: the most expired entries (or items) one call removes; the rest go with the next calls
+PURGE_BATCH = 1000
+#: what the engine raises when the data set is not available: 503
+_UNAVAILABLE = (CorruptionError, DatasetClosedError, DatasetInUseError, DatasetNotFoundError, LatchTimeoutError,
+                NotADatasetError, RecordLockedError, DeadlockError, OSError)
+
+
+def _available(fn: Callable[P, T]) -> Callable[P, T]:
+    """A public method of the storage: the data set opened first if it is not yet (``lazy_open``), and the engine's
+    errors that say the data set is not available raised as 503 ZWECS703W."""
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kw: P.kwargs) -> T:
+        self = args[0]
+        assert isinstance(self, KsdsStorage)
+        try:
+            self._ready()
+            return fn(*args, **kw)
+        except _UNAVAILABLE as e:
+            raise StorageError(CACHE_NOT_AVAILABLE, f"the data set {self.path}: {type(e).__name__}: {e}") from None
+
+    return call
 DIGEST = 16
 #: shortest keys: native entries (type + two digests); zowe: what Zowe accepts
 MIN_KEY_LENGTH = {"native": 2 + 2 * DIGEST, "zowe": zowe.MIN_KEY_LENGTH}
@@ -211,6 +269,9 @@ class KsdsStorage(Storage):
     existing data set's, else 128 / 4096 (Zowe's). ``layout``: "native" or "zowe" (module docstring); a data set
     keeps the layout it was first used with. ``durability``: "process" (an acknowledged request survives kill -9)
     or "power" (also power loss). ``lock_timeout``: seconds to wait for another process's request.
+    ``lazy_open``: if the data set cannot be opened now (it is damaged, not a data set, held elsewhere), make the
+    storage anyway and answer 503 until a later call opens it (the key and record lengths are then checked when it
+    opens). ``clock``: the time expiries are measured against (epoch seconds; tests give their own).
     """
 
     #: safe to call from several threads at once (the REST server need not serialise the calls)
@@ -227,8 +288,10 @@ class KsdsStorage(Storage):
         eviction: str = DEFAULT_EVICTION,
         durability: str = "process",
         lock_timeout: float = 30.0,
+        lazy_open: bool = False,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(size, eviction)
+        super().__init__(size, eviction, clock=clock)
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
         env_kl, env_rl = ksds_config_from_env() if key_length is None or record_length is None else (None, None)
@@ -240,14 +303,44 @@ class KsdsStorage(Storage):
         self._zowe = layout == "zowe"
         #: zowe: partitions are Zowe's strings (``"<DN>, SERVICE=<id>"``), which a service id could spell
         self.flat_identities = self._zowe
+        if want_kl is not None or want_rl is not None:  # a configuration that cannot work fails at once
+            self._check_lengths(want_kl if want_kl is not None else DEFAULT_KEY_LENGTH,
+                                want_rl if want_rl is not None else DEFAULT_RECORD_LENGTH)
+        self.lock_timeout = lock_timeout
+        self._want = (want_kl, want_rl, durability)
+        self._mutex = threading.RLock()
+        self._ds_or_none: Dataset | None = None
+        self._closed = False
+        self._next_try = 0.0
+        self._last_error = ""
+        try:
+            self._open()
+        except _UNAVAILABLE as e:
+            if not lazy_open:
+                raise
+            self._last_error = f"{type(e).__name__}: {e}"
+            self._next_try = time.monotonic() + 1.0
+
+    @property
+    def _ds(self) -> Dataset:
+        ds = self._ds_or_none
+        if ds is None:
+            raise DatasetClosedError(f"{self.path} is not open")
+        return ds
+
+    def _open(self) -> None:
+        """Open the data set (defined first if missing) and check it (lengths, layout; the counter built if
+        missing)."""
+        want_kl, want_rl, durability = self._want
+        path = self.path
         if not os.path.exists(path):
             kl = want_kl if want_kl is not None else DEFAULT_KEY_LENGTH
             rl = want_rl if want_rl is not None else DEFAULT_RECORD_LENGTH
             self._check_lengths(kl, rl)
             _define(path, kl, rl)
-        self._ds: Dataset = ksds_open(path, durability=durability, sharing="rls", lock_timeout=lock_timeout)
+        ds = ksds_open(path, durability=durability, sharing="rls", lock_timeout=self.lock_timeout)
         try:
-            d = self._ds.definition
+            d = ds.definition
             for what, want, have in (("key_length", want_kl, d.key_length), ("record_length", want_rl,
                                                                               d.record_length)):
                 if want is not None and want != have:
@@ -260,16 +353,36 @@ class KsdsStorage(Storage):
             self._check_lengths(d.key_length, d.record_length)
             self.key_length = d.key_length
             self.record_length = d.record_length
-            self.lock_timeout = lock_timeout
             self._kl = d.key_length
             self._rl = d.record_length
             self._map_digest = min(DIGEST, (self._kl - 2) // 3)
-            self._mutex = threading.RLock()
+            self._exp_digest = min(DIGEST, self._kl - 10)
+            #: the zowe layout's slot records hold an entry's expiry (else ttlSeconds on entries is refused)
+            self._slot_expiry = self._rl >= 2 * self._kl + 24
             self._counter_key = self._pad(COUNTER)
+            self._ds_or_none = ds
             self._bootstrap()
         except BaseException:
-            self._ds.close()
+            self._ds_or_none = None
+            ds.close()
             raise
+
+    def _ready(self) -> None:
+        """Open the data set if the storage was made without it (``lazy_open``); at most one try a second."""
+        if self._ds_or_none is not None or self._closed:
+            return
+        with self._mutex:
+            if self._ds_or_none is not None:
+                return
+            if time.monotonic() < self._next_try:
+                raise DatasetClosedError(f"{self.path} could not be opened ({self._last_error}); the next try is "
+                                         "within a second")
+            self._next_try = time.monotonic() + 1.0
+            try:
+                self._open()
+            except _UNAVAILABLE as e:
+                self._last_error = f"{type(e).__name__}: {e}"
+                raise
 
     def _check_lengths(self, kl: int, rl: int) -> None:
         low = MIN_KEY_LENGTH[self.layout]
@@ -302,8 +415,9 @@ class KsdsStorage(Storage):
             return f"{zowe.java_string_hash(service_id)}:".encode(zowe.ENCODING)
         return ENTRY + _digest(partition_key(service_id), DIGEST)
 
-    def _encode(self, service_id: str, kv: KeyValue) -> bytes:
-        """The entry's record (native: with seq 0, set by :meth:`_with_seq`); 400 if it does not fit."""
+    def _encode(self, service_id: str, kv: KeyValue, expires: int | None = None) -> bytes:
+        """The entry's record (native: with seq 0, set by :meth:`_with_seq`); 400 if it does not fit. ``expires``:
+        native: kept in the JSON (zowe: in the slot record, :meth:`_index`)."""
         if self._zowe:
             zkv = zowe.KeyValue(kv.key, kv.value, service_id, kv.created)
             try:
@@ -317,7 +431,11 @@ class KsdsStorage(Storage):
             except zowe.PayloadTooLargeError:
                 need = len((zowe.key_text(service_id, kv.key, self._kl) + zowe.to_json(zkv)).encode(zowe.ENCODING))
                 raise StorageError(PAYLOAD_TOO_LARGE, kv.key, need, self._rl) from None
-        body = _json_bytes(_owner_fields(service_id) | {"key": kv.key, "value": kv.value, "created": kv.created})
+        fields: dict[str, object] = {**_owner_fields(service_id), "key": kv.key, "value": kv.value,
+                                     "created": kv.created}
+        if expires is not None:
+            fields["expires"] = expires
+        body = _json_bytes(fields)
         need = self._kl + _NATIVE_HEAD + len(body)
         if need > self._rl:
             raise StorageError(PAYLOAD_TOO_LARGE, kv.key, need, self._rl)
@@ -328,25 +446,28 @@ class KsdsStorage(Storage):
             return record
         return record[: self._kl] + _U64.pack(seq) + record[self._kl + 8 :]
 
-    def _decode(self, record: bytes) -> tuple[KeyValue, int, str | None] | None:
-        """The entry of a record, its seq (zowe: 0, the slot record has it) and the DN of its caller (None for a
-        service id alone; zowe: always None); None if it can't be decoded."""
+    def _decode(self, record: bytes) -> tuple[KeyValue, int, str | None, int | None] | None:
+        """The entry of a record, its seq (zowe: 0, the slot record has it), the DN of its caller (None for a
+        service id alone; zowe: always None) and its expiry (zowe: None, the slot record has it); None if it can't
+        be decoded."""
         if self._zowe:
             try:
                 z = zowe.decode_record(record, key_length=self._kl)
             except (zowe.ZoweLayoutError, RecursionError):
                 return None
-            return KeyValue(z.key, z.value, z.service_id, z.created or ""), 0, None
+            return KeyValue(z.key, z.value, z.service_id, z.created or ""), 0, None, None
         kl = self._kl
         try:
             (seq,) = _U64.unpack_from(record, kl)
             (n,) = _U32.unpack_from(record, kl + 8)
             obj = _json_load(record[kl + _NATIVE_HEAD : kl + _NATIVE_HEAD + n])
             sid, dn = _owner_of(obj)
-            key, value, created = obj["key"], obj["value"], obj["created"]
+            key, value, created, expires = obj["key"], obj["value"], obj["created"], obj.get("expires")
             if not (isinstance(key, str) and isinstance(value, str) and isinstance(created, str)):
                 return None
-            return KeyValue(key, value, sid, created), seq, dn
+            if not (expires is None or (isinstance(expires, int) and not isinstance(expires, bool))):
+                expires = None
+            return KeyValue(key, value, sid, created), seq, dn, expires
         except _UNREADABLE:
             return None
 
@@ -369,9 +490,15 @@ class KsdsStorage(Storage):
         prefix = MAP + _digest(partition_key(service_id), d)
         return prefix if map_key is None else prefix + _digest(map_key, d)
 
-    def _map_record(self, service_id: str, map_key: str, kv: KeyValue) -> bytes:
-        key = self._pad(self._map_prefix(service_id, map_key) + _digest(kv.key, self._map_digest))
-        body = _json_bytes(_owner_fields(service_id) | {"mapKey": map_key, "key": kv.key, "value": kv.value})
+    def _map_key(self, service_id: str, map_key: str, key: str) -> bytes:
+        return self._pad(self._map_prefix(service_id, map_key) + _digest(key, self._map_digest))
+
+    def _map_record(self, service_id: str, map_key: str, kv: KeyValue, expires: int | None = None) -> bytes:
+        key = self._map_key(service_id, map_key, kv.key)
+        fields: dict[str, object] = {**_owner_fields(service_id), "mapKey": map_key, "key": kv.key, "value": kv.value}
+        if expires is not None:
+            fields["expires"] = expires
+        body = _json_bytes(fields)
         need = self._kl + 4 + len(body)
         if need > self._rl:
             raise StorageError(PAYLOAD_TOO_LARGE, kv.key, need, self._rl)
@@ -391,15 +518,28 @@ class KsdsStorage(Storage):
         body = _json_bytes({"layout": c.layout, "count": c.count, "seq": c.seq})
         return self._record(self._counter_key, _U32.pack(len(body)) + body)
 
-    def _index(self, entry_key: bytes, created: str, seq: int) -> None:
-        """Add the entry's time-index record (and, zowe, its slot record)."""
+    def _index(self, entry_key: bytes, created: str, seq: int, expires: int | None = None) -> None:
+        """Add the entry's time-index record (and, zowe, its slot record, with the expiry) and expiry-index record."""
         tkey = self._time_key(created, seq)
         self._ds.write(self._record(tkey, entry_key))
         if self._zowe:
-            self._ds.write(self._record(self._slot_key(entry_key), entry_key + tkey[2:18]))
+            tail = _U64.pack(expires or 0) if self._slot_expiry else b""
+            self._ds.write(self._record(self._slot_key(entry_key), entry_key + tkey[2:18] + tail))
+        self._add_expiry(EXP_ENTRY, entry_key, expires)
 
-    def _unindex(self, entry_key: bytes, kv: KeyValue, seq: int) -> None:
-        """Remove the entry's time-index record (and slot record) if it has them."""
+    def _slot_expires(self, entry_key: bytes) -> int | None:
+        """A zowe entry's expiry, from its slot record (None: none, or no slot)."""
+        if not self._slot_expiry:
+            return None
+        slot = self._ds.get(self._slot_key(entry_key))
+        if slot is None or slot[self._kl : 2 * self._kl] != entry_key:
+            return None
+        (n,) = _U64.unpack_from(slot, 2 * self._kl + 16)
+        return n or None
+
+    def _unindex(self, entry_key: bytes, kv: KeyValue, seq: int, expires: int | None = None) -> None:
+        """Remove the entry's time-index record (and slot record) if it has them, and its expiry-index record
+        (native: ``expires`` is the entry's; zowe: the slot record's)."""
         ds = self._ds
         if self._zowe:
             skey = self._slot_key(entry_key)
@@ -407,12 +547,93 @@ class KsdsStorage(Storage):
             if slot is None or slot[self._kl : 2 * self._kl] != entry_key:
                 return
             tkey = self._pad(TIME + slot[2 * self._kl : 2 * self._kl + 16])
+            if self._slot_expiry:
+                (n,) = _U64.unpack_from(slot, 2 * self._kl + 16)
+                expires = n or None
             ds.erase(skey)
         else:
             tkey = self._time_key(kv.created, seq)
         t = ds.get(tkey)
         if t is not None and t[self._kl : 2 * self._kl] == entry_key:
             ds.erase(tkey)
+        self._drop_expiry(EXP_ENTRY, entry_key, expires)
+
+    # --- the expiry indexes --------------------------------------------------------------------------------------
+
+    def _exp_key(self, kind: bytes, record_key: bytes, expires: int) -> bytes:
+        return self._pad(kind + _U64.pack(max(0, expires)) + hashlib.blake2b(record_key,
+                                                                          digest_size=self._exp_digest).digest())
+
+    def _add_expiry(self, kind: bytes, record_key: bytes, expires: int | None) -> None:
+        if expires is None:
+            return
+        rec = self._record(self._exp_key(kind, record_key, expires), record_key)
+        if self._ds.get(rec[: self._kl]) is None:
+            self._ds.write(rec)
+        else:
+            self._ds.rewrite(rec)
+
+    def _drop_expiry(self, kind: bytes, record_key: bytes, expires: int | None) -> None:
+        if expires is None:
+            return
+        ekey = self._exp_key(kind, record_key, expires)
+        rec = self._ds.get(ekey)
+        if rec is not None and rec[self._kl : 2 * self._kl] == record_key:
+            self._ds.erase(ekey)
+
+    def _expired_first(self, kind: bytes, now: int) -> tuple[bytes, int, bytes] | None:
+        """The first expiry-index record of ``kind`` if it has expired by ``now``: (its key, expiry, record key)."""
+        try:
+            rec = self._ds.read(kind, generic=True)
+        except RecordNotFoundError:
+            return None
+        (expires,) = _U64.unpack_from(rec, 2)
+        if expires > now:
+            return None
+        return rec[: self._kl], expires, rec[self._kl : 2 * self._kl]
+
+    def _purge_entries(self, c: _Counter, now: int) -> bool:
+        """Remove the entries expired by ``now`` (at most PURGE_BATCH), counting them off ``c`` (call in a
+        transaction holding the counter's lock). Returns whether anything changed."""
+        changed = False
+        for _ in range(PURGE_BATCH):
+            got = self._expired_first(EXP_ENTRY, now)
+            if got is None:
+                break
+            ekey, expires, rkey = got
+            self._ds.erase(ekey)
+            changed = True
+            rec = self._ds.get(rkey)
+            decoded = None if rec is None else self._decode(rec)
+            if decoded is None:
+                continue
+            kv, seq, _, own = decoded
+            if self._zowe:
+                own = self._slot_expires(rkey)
+            if own != expires:  # the entry was written again since, with another expiry (or none)
+                continue
+            self._unindex(rkey, kv, seq, None)
+            self._ds.erase(rkey)
+            c.count -= 1
+        return changed
+
+    def _purge_items(self, now: int) -> None:
+        """Remove the map items expired by ``now`` (at most PURGE_BATCH; call in a transaction)."""
+        for _ in range(PURGE_BATCH):
+            got = self._expired_first(EXP_ITEM, now)
+            if got is None:
+                break
+            ekey, expires, rkey = got
+            self._ds.erase(ekey)
+            rec = self._ds.get(rkey)
+            if rec is None:
+                continue
+            try:
+                own = self._load(rec).get("expires")
+            except _UNREADABLE:
+                continue
+            if own == expires:
+                self._ds.erase(rkey)
 
     def _evict_oldest(self) -> bool | None:
         """Remove the oldest entry: True; False if the oldest index record pointed nowhere; None if no index."""
@@ -456,23 +677,29 @@ class KsdsStorage(Storage):
         """Count the entries and index them by created (one scan, in the bootstrap batch)."""
         ds = self._ds
         kl = self._kl
-        for prefix in (TIME, SLOT):
+        kept: dict[bytes, int] = {}  # zowe: the entries' expiries, which only their slot records hold
+        if self._zowe and self._slot_expiry:
+            for rec in self._prefixed(SLOT):
+                (n,) = _U64.unpack_from(rec, 2 * kl + 16)
+                if n:
+                    kept[rec[kl : 2 * kl]] = n
+        for prefix in (TIME, SLOT, EXP_ENTRY):
             for key in [r[:kl] for r in self._prefixed(prefix)]:
                 ds.erase(key)
-        entries: list[tuple[bytes, KeyValue, int]] = []
+        entries: list[tuple[bytes, KeyValue, int, int | None]] = []
         if self._zowe:
             for rec in ds.browse(b"\x01", generic=True):  # every key that does not start with X'00'
                 got = self._decode(rec)
                 if got is not None:
-                    entries.append((rec[:kl], got[0], len(entries) + 1))
+                    entries.append((rec[:kl], got[0], len(entries) + 1, kept.get(rec[:kl])))
         else:
             for rec in self._prefixed(ENTRY):
                 got = self._decode(rec)
                 if got is not None:
-                    entries.append((rec[:kl], got[0], got[1]))
-        for key, kv, seq in entries:
-            self._index(key, kv.created, seq)
-        last = max((seq for _, _, seq in entries), default=0)
+                    entries.append((rec[:kl], got[0], got[1], got[3]))
+        for key, kv, seq, expires in entries:
+            self._index(key, kv.created, seq, expires)
+        last = max((seq for _, _, seq, _ in entries), default=0)
         counter = self._counter_record(_Counter(self.layout, len(entries), last))
         if ds.get(self._counter_key) is None:
             ds.write(counter)
@@ -511,8 +738,8 @@ class KsdsStorage(Storage):
 
     # --- entries -----------------------------------------------------------------------------------------------
 
-    def _find(self, service_id: str, key: str) -> tuple[bytes, KeyValue, int] | None:
-        """The entry's record key, entry and seq; None if the service has no such key."""
+    def _find(self, service_id: str, key: str, now: int) -> tuple[bytes, KeyValue, int, int | None] | None:
+        """The entry's record key, entry, seq and expiry; None if the service has no such key (or it expired)."""
         rkey = self._entry_key(service_id, key)
         rec = self._ds.get(rkey)
         if rec is None:
@@ -520,20 +747,44 @@ class KsdsStorage(Storage):
         got = self._decode(rec)
         if got is None or got[0].key != key or not self._owned(got[0], got[2], service_id):
             return None
-        return rkey, with_service(service_id, got[0]), got[1]
+        expires = self._slot_expires(rkey) if self._zowe else got[3]
+        if expired(expires, now):
+            return None
+        return rkey, with_service(service_id, got[0]), got[1], expires
 
+    def _entry_expiry(self, kv: KeyValue, now: int) -> int | None:
+        expires = entry_expiry(kv, now)
+        if expires is not None and self._zowe and not self._slot_expiry:
+            raise StorageError(
+                INVALID_PAYLOAD, kv.key, f"ttlSeconds needs a record length of at least {2 * self._kl + 24} in the "
+                f"zowe layout (this data set's is {self._rl})"
+            )
+        return expires
+
+    @_available
     def create(self, service_id: str, kv: KeyValue) -> KeyValue:
         stored = with_service(service_id, kv)
-        record = self._encode(service_id, stored)
-        rkey = record[: self._kl]
 
         def fn() -> KeyValue:
             ds = self._ds
+            now = self.now_ms()
             c = self._read_counter()
+            changed = self._purge_entries(c, now)
+            expires = self._entry_expiry(kv, now)
+            record = self._encode(service_id, stored, expires)
+            rkey = record[: self._kl]
             if ds.get(rkey) is not None:  # this key, or (zowe) one with the same hashCodes
+                if changed:
+                    ds.rewrite(self._counter_record(c))
                 raise StorageError(DUPLICATE_KEY, kv.key)
+            if expired(expires, now):  # ttlSeconds <= 0: nothing to store
+                if changed:
+                    ds.rewrite(self._counter_record(c))
+                return stored
             if self.size and c.count >= self.size:
                 if self.eviction == "reject":
+                    if changed:
+                        ds.rewrite(self._counter_record(c))
                     raise StorageError(INSUFFICIENT_STORAGE)
                 while c.count >= self.size:
                     gone = self._evict_oldest()
@@ -544,145 +795,231 @@ class KsdsStorage(Storage):
             c.seq += 1
             c.count += 1
             ds.write(self._with_seq(record, c.seq))
-            self._index(rkey, stored.created, c.seq)
+            self._index(rkey, stored.created, c.seq, expires)
             ds.rewrite(self._counter_record(c))
             return stored
 
         return self._txn(fn, counter=True)
 
+    @_available
     def read(self, service_id: str, key: str) -> KeyValue:
         with self._mutex:
-            found = self._find(service_id, key)
+            found = self._find(service_id, key, self.now_ms())
         if found is None:
             raise StorageError(KEY_NOT_IN_CACHE, key, service_id)
         return found[1]
 
+    @_available
     def update(self, service_id: str, kv: KeyValue) -> KeyValue:
         stored = with_service(service_id, kv)
-        record = self._encode(service_id, stored)
 
         def fn() -> KeyValue:
-            found = self._find(service_id, kv.key)
+            now = self.now_ms()
+            c = self._read_counter()
+            if self._purge_entries(c, now):
+                self._ds.rewrite(self._counter_record(c))
+            expires = self._entry_expiry(kv, now)
+            record = self._encode(service_id, stored, expires)
+            found = self._find(service_id, kv.key, now)
             if found is None:
                 raise StorageError(KEY_NOT_IN_CACHE, kv.key, service_id)
-            rkey, old, seq = found
-            c = self._read_counter()
-            c.seq += 1
-            self._unindex(rkey, old, seq)
-            self._ds.rewrite(self._with_seq(record, c.seq))
-            self._index(rkey, stored.created, c.seq)
+            rkey, old, seq, old_expires = found
+            self._unindex(rkey, old, seq, old_expires)
+            if expired(expires, now):  # ttlSeconds <= 0: the entry is removed
+                self._ds.erase(rkey)
+                c.count -= 1
+            else:
+                c.seq += 1
+                self._ds.rewrite(self._with_seq(record, c.seq))
+                self._index(rkey, stored.created, c.seq, expires)
             self._ds.rewrite(self._counter_record(c))
             return stored
 
         return self._txn(fn, counter=True)
 
+    @_available
     def delete(self, service_id: str, key: str) -> KeyValue:
         def fn() -> KeyValue:
-            found = self._find(service_id, key)
+            now = self.now_ms()
+            c = self._read_counter()
+            if self._purge_entries(c, now):
+                self._ds.rewrite(self._counter_record(c))
+            found = self._find(service_id, key, now)
             if found is None:
                 raise StorageError(KEY_NOT_IN_CACHE, key, service_id)
-            rkey, old, seq = found
-            c = self._read_counter()
+            rkey, old, seq, expires = found
             c.count -= 1
-            self._unindex(rkey, old, seq)
+            self._unindex(rkey, old, seq, expires)
             self._ds.erase(rkey)
             self._ds.rewrite(self._counter_record(c))
             return old
 
         return self._txn(fn, counter=True)
 
-    def _service_entries(self, service_id: str) -> Iterator[tuple[bytes, KeyValue, int]]:
+    def _service_entries(self, service_id: str, now: int) -> Iterator[tuple[bytes, KeyValue, int, int | None]]:
         for rec in self._prefixed(self._service_prefix(service_id)):
             got = self._decode(rec)
             if got is not None and self._owned(got[0], got[2], service_id):
-                yield rec[: self._kl], with_service(service_id, got[0]), got[1]
+                rkey = rec[: self._kl]
+                expires = self._slot_expires(rkey) if self._zowe else got[3]
+                if not expired(expires, now):
+                    yield rkey, with_service(service_id, got[0]), got[1], expires
 
+    @_available
     def read_for_service(self, service_id: str) -> dict[str, KeyValue]:
         with self._mutex:
-            return {kv.key: kv for _, kv, _ in self._service_entries(service_id)}
+            return {kv.key: kv for _, kv, _, _ in self._service_entries(service_id, self.now_ms())}
 
+    @_available
     def delete_for_service(self, service_id: str) -> None:
         def fn() -> None:
-            found = list(self._service_entries(service_id))
-            if not found:
-                return
+            now = self.now_ms()
             c = self._read_counter()
-            for rkey, kv, seq in found:
-                self._unindex(rkey, kv, seq)
+            changed = self._purge_entries(c, now)
+            found = list(self._service_entries(service_id, now))
+            for rkey, kv, seq, expires in found:
+                self._unindex(rkey, kv, seq, expires)
                 self._ds.erase(rkey)
             c.count -= len(found)
-            self._ds.rewrite(self._counter_record(c))
+            if found or changed:
+                self._ds.rewrite(self._counter_record(c))
 
         self._txn(fn, counter=True)
 
+    @_available
     def count(self) -> int:
+        """The entries held (what the size limit counts), after removing the expired ones if there are any."""
         with self._mutex:
-            return self._read_counter().count
+            if self._expired_first(EXP_ENTRY, self.now_ms()) is None:
+                return self._read_counter().count
+
+        def fn() -> int:
+            c = self._read_counter()
+            if self._purge_entries(c, self.now_ms()):
+                self._ds.rewrite(self._counter_record(c))
+            return c.count
+
+        return self._txn(fn, counter=True)
 
     # --- list maps ---------------------------------------------------------------------------------------------
 
-    def _map_items(self, service_id: str, map_key: str | None) -> Iterator[tuple[bytes, str, str, str]]:
-        """(record key, map key, item key, value) of the service's items (of one map, or all)."""
+    def _item_of(self, rec: bytes, owner: tuple[str, str | None], now: int) -> tuple[str, str, str, int | None] | None:
+        """(map key, item key, value, expiry) of a map item record of ``owner`` that has not expired, else None."""
+        try:
+            obj = self._load(rec)
+            if _owner_of(obj) != owner:
+                return None
+            m, k, v, expires = obj["mapKey"], obj["key"], obj["value"], obj.get("expires")
+            if not (isinstance(m, str) and isinstance(k, str) and isinstance(v, str)):
+                return None
+        except _UNREADABLE:
+            return None
+        if not (expires is None or (isinstance(expires, int) and not isinstance(expires, bool))):
+            expires = None
+        if expired(expires, now):
+            return None
+        return m, k, v, expires
+
+    def _map_items(self, service_id: str, map_key: str | None, now: int) -> Iterator[tuple[bytes, str, str, str]]:
+        """(record key, map key, item key, value) of the service's items (of one map, or all) that have not
+        expired."""
         owner = _owner(service_id)
         for rec in self._prefixed(self._map_prefix(service_id, map_key)):
-            try:
-                obj = self._load(rec)
-                if _owner_of(obj) != owner or (map_key is not None and obj["mapKey"] != map_key):
-                    continue
-                m, k, v = obj["mapKey"], obj["key"], obj["value"]
-                if not (isinstance(m, str) and isinstance(k, str) and isinstance(v, str)):
-                    continue
-            except _UNREADABLE:
+            got = self._item_of(rec, owner, now)
+            if got is None or (map_key is not None and got[0] != map_key):
                 continue
-            yield rec[: self._kl], m, k, v
+            yield rec[: self._kl], got[0], got[1], got[2]
 
+    @_available
     def store_map_item(self, service_id: str, map_key: str, kv: KeyValue) -> KeyValue:
-        record = self._map_record(service_id, map_key, kv)
-        rkey = record[: self._kl]
-
         def fn() -> KeyValue:
+            now = self.now_ms()
+            self._purge_items(now)
+            expires = item_expiry(map_key, kv, now)
+            record = self._map_record(service_id, map_key, kv, expires)
+            rkey = record[: self._kl]
             old = self._ds.get(rkey)
-            if old is None:
-                self._ds.write(record)
-            else:
+            if old is not None:
                 try:
                     obj = self._load(old)
                     same = (_owner_of(obj), obj["mapKey"], obj["key"]) == (_owner(service_id), map_key, kv.key)
+                    old_expires = obj.get("expires")
                 except _UNREADABLE:  # not a map item we can read (written by something else): replaced
-                    same = True
+                    same, old_expires = True, None
                 if not same:
                     raise StorageError(DUPLICATE_KEY, kv.key)  # digests collide (short keys only)
-                self._ds.rewrite(record)
+                if isinstance(old_expires, int) and not isinstance(old_expires, bool):
+                    self._drop_expiry(EXP_ITEM, rkey, old_expires)
+            if expired(expires, now):  # removed instead of stored (Zowe: ttlSeconds <= 0)
+                if old is not None:
+                    self._ds.erase(rkey)
+            else:
+                if old is None:
+                    self._ds.write(record)
+                else:
+                    self._ds.rewrite(record)
+                self._add_expiry(EXP_ITEM, rkey, expires)
             return with_service(service_id, kv)
 
         return self._txn(fn, counter=False)
 
+    @_available
     def get_all_map_items(self, service_id: str, map_key: str) -> dict[str, str]:
         with self._mutex:
-            return {k: v for _, _, k, v in self._map_items(service_id, map_key)}
+            return {k: v for _, _, k, v in self._map_items(service_id, map_key, self.now_ms())}
 
+    @_available
     def get_all_maps(self, service_id: str) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
         with self._mutex:
-            for _, m, k, v in self._map_items(service_id, None):
+            for _, m, k, v in self._map_items(service_id, None, self.now_ms()):
                 out.setdefault(m, {})[k] = v
         return out
 
-    def _evict_items(self, service_id: str, map_key: str, stale: Callable[[str], bool]) -> None:
+    @_available
+    def get_map_items(self, service_id: str, query: Mapping[str, Sequence[str | None]]) -> dict[str, dict[str, str]]:
+        """One keyed read per item asked for (its record key is the digests of the caller, map and item)."""
+        owner = _owner(service_id)
+        out: dict[str, dict[str, str]] = {}
+        with self._mutex:
+            now = self.now_ms()
+            for map_key, keys in query.items():
+                found: dict[str, str] = {}
+                for key in keys:
+                    if key is None or key in found:
+                        continue
+                    rec = self._ds.get(self._map_key(service_id, map_key, key))
+                    got = None if rec is None else self._item_of(rec, owner, now)
+                    if got is not None and got[0] == map_key and got[1] == key:
+                        found[key] = got[2]
+                if found:
+                    out[map_key] = found
+        return out
+
+    def _evict_items(self, service_id: str, map_key: str, stale: Callable[[str, int], bool]) -> None:
         def fn() -> None:
-            for rkey in [r for r, _, _, v in self._map_items(service_id, map_key) if stale(v)]:
-                self._ds.erase(rkey)
+            now = self.now_ms()
+            self._purge_items(now)
+            owner = _owner(service_id)
+            for rec in list(self._prefixed(self._map_prefix(service_id, map_key))):
+                got = self._item_of(rec, owner, now)
+                if got is not None and got[0] == map_key and stale(got[2], now):
+                    self._drop_expiry(EXP_ITEM, rec[: self._kl], got[3])
+                    self._ds.erase(rec[: self._kl])
 
         self._txn(fn, counter=False)
 
+    @_available
     def remove_non_relevant_rules(self, service_id: str, map_key: str) -> None:
         self._evict_items(service_id, map_key, rule_is_stale)
 
+    @_available
     def remove_non_relevant_tokens(self, service_id: str, map_key: str) -> None:
-        self._evict_items(service_id, map_key, token_is_expired)
+        self._evict_items(service_id, map_key, lambda v, now: token_is_expired(v, now / 1000))
 
     # --- the rest ----------------------------------------------------------------------------------------------
 
+    @_available
     def rebuild(self) -> int:
         """Recount the entries and rebuild the time index (one scan, one transaction): after records were added
         to the data set behind the storage's back, e.g. REPRO'd into it once it was in use. Returns the count.
@@ -694,17 +1031,21 @@ class KsdsStorage(Storage):
 
         return self._txn(fn, counter=True)
 
+    @_available
     def audit(self) -> dict[str, int]:
         """Scan the data set and count its records by kind (for tests and diagnostics: the storage never scans).
 
-        ``entries``, ``time_index``, ``slots``, ``map_items`` and ``counter`` (the counter's count); the
-        bookkeeping is consistent when entries == time_index == counter (and, zowe, == slots).
+        ``entries``, ``time_index``, ``slots``, ``map_items`` and ``counter`` (the counter's count), and
+        ``expiry_index`` where there are expiry-index records; the bookkeeping is consistent when entries ==
+        time_index == counter (and, zowe, == slots).
         """
         with self._mutex:
-            kinds = {"entries": 0, "time_index": 0, "slots": 0, "map_items": 0}
+            kinds = {"entries": 0, "time_index": 0, "slots": 0, "map_items": 0, "expiry_index": 0}
             for rec in self._ds.browse():
                 t = rec[:2]
-                if t == TIME:
+                if t in (EXP_ENTRY, EXP_ITEM):
+                    kinds["expiry_index"] += 1
+                elif t == TIME:
                     kinds["time_index"] += 1
                 elif t == SLOT:
                     kinds["slots"] += 1
@@ -713,11 +1054,15 @@ class KsdsStorage(Storage):
                 elif t == ENTRY or (self._zowe and rec[:1] != b"\0"):
                     kinds["entries"] += 1
             kinds["counter"] = self._read_counter().count
+            if not kinds["expiry_index"]:
+                del kinds["expiry_index"]  # only for data sets with expiries (the keys stay what they were)
             return kinds
 
     def close(self) -> None:
         with self._mutex:
-            self._ds.close()
+            self._closed = True
+            if self._ds_or_none is not None:
+                self._ds_or_none.close()
 
     def __enter__(self) -> KsdsStorage:
         return self

@@ -4,18 +4,29 @@ Thread-safe (one lock: the REST server calls it from a thread pool). The size li
 scan: a running count, and a sorted list of ``(created order, sequence, service id, key)`` whose first item is
 the oldest entry (ties: the one stored or updated first). Unlike Zowe's inMemory storage it supports the list
 maps. Callers are kept apart by :func:`~ksds.caching.model.partition_key` (a service id never reaches the entries
-of a DN).
+of a DN). Expiries (``ttlSeconds``) are a second sorted list, ``(expires, sequence, kind, partition, map key,
+key)``: every call first removes what has expired from its front (no scan), under the lock, so nothing expired
+is ever returned.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
-from .common import created_order, rule_is_stale, token_is_expired, with_service
+from .common import (
+    created_order,
+    entry_expiry,
+    expired,
+    item_expiry,
+    rule_is_stale,
+    token_is_expired,
+    with_service,
+)
 from .model import (
     DEFAULT_EVICTION,
     DEFAULT_SIZE,
@@ -28,11 +39,21 @@ from .model import (
     partition_key,
 )
 
+#: an expiry index item: (expires ms, seq, kind "E" entry / "M" map item, partition, map key ("" for E), key)
+_Exp = tuple[int, int, str, str, str, str]
+
 
 @dataclass
 class _Slot:
     kv: KeyValue
     order: tuple[int, int, str, str]
+    expiry: _Exp | None = None
+
+
+@dataclass
+class _Item:
+    value: str
+    expiry: _Exp | None = None
 
 
 class MemoryStorage(Storage):
@@ -41,21 +62,52 @@ class MemoryStorage(Storage):
     #: safe to call from several threads at once (the REST server need not serialise the calls)
     thread_safe = True
 
-    def __init__(self, size: int = DEFAULT_SIZE, eviction: str = DEFAULT_EVICTION) -> None:
-        super().__init__(size, eviction)
+    def __init__(
+        self, size: int = DEFAULT_SIZE, eviction: str = DEFAULT_EVICTION, *, clock: Callable[[], float] | None = None
+    ) -> None:
+        super().__init__(size, eviction, clock=clock)
         self._lock = threading.Lock()
         self._entries: dict[str, dict[str, _Slot]] = {}
         self._oldest = SortedList()  # (created order, seq, partition, key)
+        self._expiry = SortedList()  # _Exp
         self._seq = itertools.count(1)
         self._count = 0
-        self._maps: dict[str, dict[str, dict[str, str]]] = {}
+        self._maps: dict[str, dict[str, dict[str, _Item]]] = {}
         self._closed = False
+
+    # --- expiry ---------------------------------------------------------------------------------------------
+
+    def _now(self) -> int:
+        """Now, with what has expired by then removed (call holding the lock)."""
+        now = self.now_ms()
+        while self._expiry and self._expiry[0][0] <= now:
+            exp: _Exp = self._expiry[0]
+            _, _, kind, part, map_key, key = exp
+            if kind == "E":
+                slot = self._entries.get(part, {}).get(key)
+                if slot is not None and slot.expiry == exp:
+                    self._remove(part, key)
+                    self._count -= 1
+            else:
+                item = self._maps.get(part, {}).get(map_key, {}).get(key)
+                if item is not None and item.expiry == exp:
+                    self._drop_item(part, map_key, key)
+            if self._expiry and self._expiry[0] == exp:  # pointed nowhere (cannot happen; never loop on it)
+                self._expiry.remove(exp)
+        return now
+
+    def _expire_at(self, kind: str, part: str, map_key: str, key: str, expires: int | None) -> _Exp | None:
+        if expires is None:
+            return None
+        exp = (expires, next(self._seq), kind, part, map_key, key)
+        self._expiry.add(exp)
+        return exp
 
     # --- entries ----------------------------------------------------------------------------------------------
 
-    def _add(self, part: str, kv: KeyValue) -> None:
+    def _add(self, part: str, kv: KeyValue, expires: int | None) -> None:
         order = (created_order(kv.created), next(self._seq), part, kv.key)
-        self._entries.setdefault(part, {})[kv.key] = _Slot(kv, order)
+        self._entries.setdefault(part, {})[kv.key] = _Slot(kv, order, self._expire_at("E", part, "", kv.key, expires))
         self._oldest.add(order)
 
     def _remove(self, part: str, key: str) -> KeyValue:
@@ -64,14 +116,20 @@ class MemoryStorage(Storage):
         if not entries:
             del self._entries[part]
         self._oldest.remove(slot.order)
+        if slot.expiry is not None:
+            self._expiry.remove(slot.expiry)
         return slot.kv
 
     def create(self, service_id: str, kv: KeyValue) -> KeyValue:
         stored = with_service(service_id, kv)
         part = partition_key(service_id)
         with self._lock:
+            now = self._now()
             if kv.key in self._entries.get(part, {}):
                 raise StorageError(DUPLICATE_KEY, kv.key)
+            expires = entry_expiry(kv, now)
+            if expired(expires, now):  # ttlSeconds <= 0: nothing to store
+                return with_service(service_id, stored)
             if self.size and self._count >= self.size:
                 if self.eviction == "reject":
                     raise StorageError(INSUFFICIENT_STORAGE)
@@ -79,12 +137,13 @@ class MemoryStorage(Storage):
                     _, _, sid, key = self._oldest[0]
                     self._remove(sid, key)
                     self._count -= 1
-            self._add(part, stored)
+            self._add(part, stored, expires)
             self._count += 1
         return with_service(service_id, stored)
 
     def read(self, service_id: str, key: str) -> KeyValue:
         with self._lock:
+            self._now()
             slot = self._entries.get(partition_key(service_id), {}).get(key)
             if slot is None:
                 raise StorageError(KEY_NOT_IN_CACHE, key, service_id)
@@ -94,15 +153,21 @@ class MemoryStorage(Storage):
         stored = with_service(service_id, kv)
         part = partition_key(service_id)
         with self._lock:
+            now = self._now()
             if kv.key not in self._entries.get(part, {}):
                 raise StorageError(KEY_NOT_IN_CACHE, kv.key, service_id)
             self._remove(part, kv.key)
-            self._add(part, stored)
+            expires = entry_expiry(kv, now)
+            if expired(expires, now):  # ttlSeconds <= 0: the entry is removed
+                self._count -= 1
+            else:
+                self._add(part, stored, expires)
         return with_service(service_id, stored)
 
     def delete(self, service_id: str, key: str) -> KeyValue:
         part = partition_key(service_id)
         with self._lock:
+            self._now()
             if key not in self._entries.get(part, {}):
                 raise StorageError(KEY_NOT_IN_CACHE, key, service_id)
             kv = self._remove(part, key)
@@ -112,48 +177,86 @@ class MemoryStorage(Storage):
     def read_for_service(self, service_id: str) -> dict[str, KeyValue]:
         part = partition_key(service_id)
         with self._lock:
+            self._now()
             return {k: with_service(service_id, s.kv) for k, s in self._entries.get(part, {}).items()}
 
     def delete_for_service(self, service_id: str) -> None:
         with self._lock:
+            self._now()
             entries = self._entries.pop(partition_key(service_id), {})
             for slot in entries.values():
                 self._oldest.remove(slot.order)
+                if slot.expiry is not None:
+                    self._expiry.remove(slot.expiry)
             self._count -= len(entries)
 
     def count(self) -> int:
         with self._lock:
+            self._now()
             return self._count
 
     # --- list maps --------------------------------------------------------------------------------------------
 
+    def _drop_item(self, part: str, map_key: str, key: str) -> None:
+        """Remove a map item if it is there (and its map, once empty: a map is there while it has items)."""
+        maps = self._maps.get(part, {})
+        items = maps.get(map_key, {})
+        item = items.pop(key, None)
+        if item is None:
+            return
+        if item.expiry is not None:
+            self._expiry.remove(item.expiry)
+        if not items:
+            del maps[map_key]
+            if not maps:
+                del self._maps[part]
+
     def store_map_item(self, service_id: str, map_key: str, kv: KeyValue) -> KeyValue:
+        part = partition_key(service_id)
         with self._lock:
-            self._maps.setdefault(partition_key(service_id), {}).setdefault(map_key, {})[kv.key] = kv.value
+            now = self._now()
+            self._drop_item(part, map_key, kv.key)
+            expires = item_expiry(map_key, kv, now)
+            if not expired(expires, now):  # else: removed instead of stored (Zowe: ttlSeconds <= 0)
+                exp = self._expire_at("M", part, map_key, kv.key, expires)
+                self._maps.setdefault(part, {}).setdefault(map_key, {})[kv.key] = _Item(kv.value, exp)
         return with_service(service_id, kv)
 
     def get_all_map_items(self, service_id: str, map_key: str) -> dict[str, str]:
         with self._lock:
-            return dict(self._maps.get(partition_key(service_id), {}).get(map_key, {}))
+            self._now()
+            return {k: i.value for k, i in self._maps.get(partition_key(service_id), {}).get(map_key, {}).items()}
 
     def get_all_maps(self, service_id: str) -> dict[str, dict[str, str]]:
         with self._lock:
-            return {m: dict(items) for m, items in self._maps.get(partition_key(service_id), {}).items()}
+            self._now()
+            return {m: {k: i.value for k, i in items.items()}
+                    for m, items in self._maps.get(partition_key(service_id), {}).items()}
+
+    def get_map_items(self, service_id: str, query: Mapping[str, Sequence[str | None]]) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        with self._lock:
+            self._now()
+            maps = self._maps.get(partition_key(service_id), {})
+            for map_key, keys in query.items():
+                items = maps.get(map_key)
+                if not items:
+                    continue
+                found = {k: items[k].value for k in keys if k is not None and k in items}
+                if found:
+                    out[map_key] = found
+        return out
 
     def _evict_items(self, service_id: str, map_key: str, stale: bool) -> None:
         part = partition_key(service_id)
         with self._lock:
+            now = self._now()
             items = self._maps.get(part, {}).get(map_key)
             if not items:
                 return
-            for k, v in list(items.items()):
-                if rule_is_stale(v) if stale else token_is_expired(v):
-                    del items[k]
-            if not items:  # a map is there while it has items (as in the other storages)
-                maps = self._maps[part]
-                del maps[map_key]
-                if not maps:
-                    del self._maps[part]
+            for k, item in list(items.items()):
+                if rule_is_stale(item.value, now) if stale else token_is_expired(item.value, now / 1000):
+                    self._drop_item(part, map_key, k)
 
     def remove_non_relevant_rules(self, service_id: str, map_key: str) -> None:
         self._evict_items(service_id, map_key, True)

@@ -15,8 +15,10 @@ size or find the oldest entry.
 
 from __future__ import annotations
 
+import html.entities
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import KsdsError
@@ -34,12 +36,17 @@ def now_millis() -> str:
 
 @dataclass
 class KeyValue:
-    """A cache entry. JSON: ``{"key", "value", "serviceId", "created"}`` with empty fields left out."""
+    """A cache entry. JSON: ``{"key", "value", "serviceId", "created"}`` with empty fields left out.
+
+    ``ttl_seconds``: Zowe's ``ttlSeconds`` of a request (None: not given), what the storage derives the entry's or
+    map item's expiry from (:func:`~ksds.caching.common.entry_expiry`, :func:`~ksds.caching.common.item_expiry`);
+    it is not stored, and not part of the JSON answered."""
 
     key: str
     value: str
     service_id: str = ""
     created: str = field(default_factory=now_millis)
+    ttl_seconds: int | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, str]:
         """Zowe's serialisation (field order key, value, serviceId, created), with ``key`` and ``value`` always
@@ -109,6 +116,10 @@ def partition_key(service_id: str) -> str:
 
 @dataclass(frozen=True)
 class Message:
+    """A message of Zowe's catalogues: ``number`` with its type letter (Zowe's ``number`` + ``type.toChar()``),
+    ``text`` a ``str.format`` template (Zowe's ``%s`` in order; parameters beyond the template's slots are
+    dropped, as Java's ``String.format`` drops them), ``reason`` and ``action`` as the catalogue writes them."""
+
     number: str
     key: str
     status: int
@@ -117,42 +128,55 @@ class Message:
     action: str = ""
 
 
+# Zowe's caching-service messages (caching-service/src/main/resources/caching-log-messages.yml, and Zowe's
+# published catalogue for ZWECS703W, since 3.6)
 DUPLICATE_KEY = Message(
     "ZWECS133E", "org.zowe.apiml.cache.keyCollision", 409, "Adding key '{0}' resulted in a collision in the cache.",
-    "The key already exists for the service.", "Use PUT to change the value, or another key.",
+    "Key is already in the cache.", "Update or delete the key, or add a different key.",
 )
 KEY_NOT_PROVIDED = Message(
     "ZWECS132E", "org.zowe.apiml.cache.keyNotProvided", 400, "No cache key provided.",
-    "The request does not name a key.", "Provide a key.",
+    "No cache key was provided.", "Provide a key that is in the cache.",
 )
 KEY_NOT_IN_CACHE = Message(
     "ZWECS131E", "org.zowe.apiml.cache.keyNotInCache", 404, "Key '{0}' is not in the cache for service '{1}'",
-    "The key is not stored for the service.", "Create the key first.",
+    "Cache does not contain the provided key.",
+    "Add a key-value pair to the cache using the key or operate on an existing key in the cache.",
 )
 INVALID_PAYLOAD = Message(
     "ZWECS130E", "org.zowe.apiml.cache.invalidPayload", 400, "Payload '{0}' is not valid: '{1}'.",
-    "The request body is not a valid KeyValue.", "Send a JSON object with key and value.",
+    "The payload is not in valid JSON format.", "Provide a payload in JSON format.",
 )
 INSUFFICIENT_STORAGE = Message(
     "ZWECS134E", "org.zowe.apiml.cache.insufficientStorage", 507, "Insufficient storage space limit.",
-    "The storage holds as many entries as its size limit allows.",
-    "Delete entries, raise the size, or use the removeOldest eviction strategy.",
+    "The storage space is full.",
+    "Change the definition of the VSAM and the configuration for the maximum records stored or replace Reject "
+    "strategy with Remove Oldest.",
 )
+MISSING_CERTIFICATE = Message(
+    "ZWECS702W", "org.zowe.apiml.cache.missingCertificate", 401, "Missing header with certificate.",
+    "Call executed without valid client certificate.", "Verify ssl context in client application.",
+)
+CACHE_NOT_AVAILABLE = Message(
+    "ZWECS703W", "org.zowe.apiml.cache.notAvailable", 503, "Cache is not available: {0}",
+    "Cache is not ready to write at the moment.",
+    "Wait till initialization of cache is done. In case it is done verify the instance configuration or "
+    "connectivity between multiple instances.",
+)
+# Zowe's common message (common-service-core core-log-messages.yml)
+INTERNAL_ERROR = Message(
+    "ZWEAM701E", "org.zowe.apiml.common.internalRequestError", 500,
+    "The request to the URL '{0}' has failed: {1} caused by: {2}",
+    "The request failed because of an internal error.",
+    "Refer to specific exception details for troubleshooting. Create an issue with this message.",
+)
+# ksds's own: Zowe's Messages enum has the key payloadTooLarge but its catalogue no message for it (Zowe answers
+# ZWEAM102E "Invalid message key"); the number is ksds's, one Zowe's catalogue does not use
 PAYLOAD_TOO_LARGE = Message(
     "ZWECS137E", "org.zowe.apiml.cache.payloadTooLarge", 400,
     "Payload for key '{0}' is too large: {1} bytes, and a record holds at most {2}.",
     "The entry does not fit the storage's record length.",
     "Store a shorter value, or define the data set with a larger record length.",
-)
-MISSING_CERTIFICATE = Message(
-    "ZWECS702W", "org.zowe.apiml.cache.missingCertificate", 401, "Missing header with certificate. {0}",
-    "The caller sent neither X-Certificate-DistinguishedName nor X-CS-Service-ID (nor a client certificate).",
-    "Call through the gateway, with a client certificate, or with the X-CS-Service-ID header.",
-)
-INTERNAL_ERROR = Message(
-    "ZWEAM701E", "org.zowe.apiml.common.internalRequestError", 500,
-    "The request to the URL '{0}' has failed: {1} caused by: {2}",
-    "The storage failed.", "Look at the service log.",
 )
 
 
@@ -163,7 +187,7 @@ class StorageError(KsdsError):
         self.message = message
         self.params = params
         self.status = message.status
-        super().__init__(f"{message.number} {message.text.format(*params)}")
+        super().__init__(f"{message.number} {message.text.format(*(_param(p) for p in params))}")
 
     def body(self) -> dict[str, object]:
         """Zowe's error body (``ApiMessageView``)."""
@@ -171,28 +195,53 @@ class StorageError(KsdsError):
 
 
 def _param(p: object) -> str:
-    """A message parameter as Zowe's message service writes it: ``null`` for None, HTML-escaped."""
-    text = "null" if p is None else str(p)
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    """A message parameter as Java's ``String.format("%s", p)`` writes it: ``null`` for None."""
+    return "null" if p is None else str(p)
+
+
+#: Apache Commons Text's ``StringEscapeUtils.escapeHtml4``: the 252 entities of HTML 4.01 (``"&<>``, Latin-1,
+#: and the extended ones: Greek letters, symbols, ...), which are Python's ``html.entities.codepoint2name``
+_HTML4 = {cp: f"&{name};" for cp, name in html.entities.codepoint2name.items()}
+
+
+def escape_html4(text: str) -> str:
+    """``StringEscapeUtils.escapeHtml4(text)``: what Zowe's message service does to the whole text of a message
+    (``Message.getConvertedText``), the template's characters included; ``'`` and characters without an HTML 4
+    entity stay as they are."""
+    return text.translate(_HTML4)
+
+
+def message_text(message: Message, *params: object) -> str:
+    """The message's text with its parameters, escaped as Zowe escapes it."""
+    return escape_html4(message.text.format(*(_param(p) for p in params)))
 
 
 def error_body(message: Message, *params: object) -> dict[str, object]:
-    """Zowe's ``ApiMessageView``, empty fields left out. The type comes from the number's last letter (E, W, I);
-    a number without one (Zowe's common ZWEAO404, ...) is an error."""
+    """Zowe's ``ApiMessageView`` (``Message.mapToView``): its fields in Jackson's order (messageType,
+    messageNumber, messageContent, messageAction, messageReason, messageKey), empty ones left out. The type comes
+    from the number's last letter (E, W, I)."""
     kind = {"W": "WARNING", "I": "INFO"}.get(message.number[-1], "ERROR")
     view = {
         "messageType": kind,
         "messageNumber": message.number,
-        "messageContent": message.text.format(*(_param(p) for p in params)),
-        "messageReason": message.reason,
+        "messageContent": message_text(message, *params),
         "messageAction": message.action,
+        "messageReason": message.reason,
         "messageKey": message.key,
     }
     return {"messages": [{k: v for k, v in view.items() if v}]}
 
 
 class Storage(ABC):
-    """What every storage mode implements (Zowe's ``Storage`` interface). Every method may raise StorageError.
+    """What every storage mode implements (Zowe's ``Storage`` interface). Every method may raise StorageError:
+    503 ZWECS703W (:data:`CACHE_NOT_AVAILABLE`) when the storage cannot be reached or read (Redis down, a data
+    set that cannot be opened or is damaged).
+
+    **Expiry** (Zowe's ``ttlSeconds``): an entry (``create``/``update``) or map item (``store_map_item``) whose
+    :class:`KeyValue` has ``ttl_seconds`` expires then (at most 90 days on; zero or less: it is removed instead
+    of stored); map items of ``invalidTokens``, ``invalidUsers`` and ``invalidScopes`` without one expire when
+    Zowe says (:func:`~ksds.caching.common.item_expiry`). Expired data is never returned by any method, and each
+    storage removes it through an index of expiry times (no scan), measured by :attr:`clock`.
 
     ``service_id`` is the caller: an :class:`Identity` (DN and/or service id) or a plain ``str`` (a service id
     alone). Native layouts keep the callers apart by :func:`partition_key`; ``serviceId`` of the entries is
@@ -208,13 +257,22 @@ class Storage(ABC):
     #: than by :func:`partition_key`; the REST API then refuses a service id that could be such a string
     flat_identities = False
 
-    def __init__(self, size: int = DEFAULT_SIZE, eviction: str = DEFAULT_EVICTION) -> None:
+    def __init__(
+        self, size: int = DEFAULT_SIZE, eviction: str = DEFAULT_EVICTION, *, clock: Callable[[], float] | None = None
+    ) -> None:
         if eviction not in EVICTION_STRATEGIES:
             raise ValueError(f"eviction must be one of {', '.join(EVICTION_STRATEGIES)}, not {eviction!r}")
         if size < 0:
             raise ValueError(f"size must be >= 0, not {size}")
         self.size = size
         self.eviction = eviction
+        #: the time (epoch seconds, as ``time.time``) that expiries and the map evictions are measured against;
+        #: tests give a clock of their own
+        self.clock: Callable[[], float] = clock or time.time
+
+    def now_ms(self) -> int:
+        """Now by :attr:`clock`, in epoch milliseconds."""
+        return int(self.clock() * 1000)
 
     # entries
     @abstractmethod
@@ -253,6 +311,12 @@ class Storage(ABC):
     @abstractmethod
     def get_all_maps(self, service_id: str) -> dict[str, dict[str, str]]:
         """Every map of the service."""
+
+    @abstractmethod
+    def get_map_items(self, service_id: str, query: Mapping[str, Sequence[str | None]]) -> dict[str, dict[str, str]]:
+        """The items asked for (Zowe's ``getMapItems``, ``POST /cache-query``): ``{mapKey: [itemKey, ...]}`` ->
+        ``{mapKey: {itemKey: value}}`` of the items that exist (and have not expired); a map with none is left
+        out, a None item key is skipped. Looks up only those items, never reading a whole map."""
 
     @abstractmethod
     def remove_non_relevant_rules(self, service_id: str, map_key: str) -> None:

@@ -25,8 +25,8 @@ def _error(description: str, number: str, key: str, content: str, kind: str = "E
                 "messageType": kind,
                 "messageNumber": number,
                 "messageContent": content,
-                "messageReason": "...",
                 "messageAction": "...",
+                "messageReason": "...",
                 "messageKey": key,
             }
         ]
@@ -40,7 +40,8 @@ _R500 = {"$ref": "#/components/responses/InternalError"}
 _R400 = {"$ref": "#/components/responses/InvalidPayload"}
 _R404 = {"$ref": "#/components/responses/NotInCache"}
 _R413 = {"$ref": "#/components/responses/BodyTooLarge"}
-_COMMON = {"401": _R401, "403": _R403, "500": _R500}
+_R503 = {"$ref": "#/components/responses/NotAvailable"}
+_COMMON = {"401": _R401, "403": _R403, "500": _R500, "503": _R503}
 _CALLER = [{"$ref": "#/components/parameters/DistinguishedName"}, {"$ref": "#/components/parameters/ServiceId"}]
 
 
@@ -157,6 +158,29 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                     op_id="getAllMaps", tag="cache-list",
                 ),
             },
+            "/cachingservice/api/v1/cache-query": {
+                "post": {
+                    **_op(
+                        "Looks up specific items across cache maps",
+                        "Takes the item keys to look up grouped by map key, and returns only the entries that exist "
+                        "(and have not expired); a map with no matching item is left out. A null list counts as "
+                        "empty, null item keys are skipped. Zowe 3.6; each storage looks up only the items asked "
+                        "for.",
+                        {
+                            "200": {"description": "The items found",
+                                    "content": {_JSON: {"schema": _ref("AllMaps")}}},
+                            "400": _error(
+                                "No body, not such an object, or more than 66 keys in all", "ZWECS130E",
+                                "org.zowe.apiml.cache.invalidPayload",
+                                "Payload '67' is not valid: 'Too many keys requested at once, the limit is 66'.",
+                            ),
+                            "413": _R413,
+                        },
+                        op_id="getMapItems", tag="cache-list",
+                    ),
+                    "requestBody": {"required": True, "content": {_JSON: {"schema": _ref("MapQuery")}}},
+                },
+            },
             "/cachingservice/api/v1/cache-list/{mapKey}": {
                 "get": _op(
                     "Retrieves all the items in the cache map", "The items of one map of the calling service.",
@@ -231,7 +255,18 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                         "created": {"type": "string", "pattern": "^-?[0-9]+$", "example": "1700000000000",
                                     "description": "Epoch milliseconds; the request time unless the client sends "
                                     "it. removeOldest evicts the smallest."},
+                        "ttlSeconds": {"type": "integer", "format": "int64", "nullable": True, "writeOnly": True,
+                                       "description": "Time to live in seconds (at most 90 days; zero or less "
+                                       "removes the entry or map item instead of storing it). Without it, items of "
+                                       "invalidTokens live until the token's expiresAt, of invalidUsers and "
+                                       "invalidScopes until the rule's time + 90 days; other items and entries "
+                                       "never expire."},
                     },
+                },
+                "MapQuery": {
+                    "type": "object", "additionalProperties": {
+                        "type": "array", "nullable": True, "items": {"type": "string", "nullable": True}},
+                    "example": {"invalidTokens": ["5f0c..."], "invalidUsers": ["user1"]},
                 },
                 "KeyValueMap": {"type": "object", "additionalProperties": _ref("KeyValue")},
                 "MapItems": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -263,7 +298,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                 "DistinguishedName": {
                     "name": "X-Certificate-DistinguishedName", "in": "header", "required": False,
                     "description": "The caller's DN (set by the gateway). With a verified client certificate it "
-                    "must name the certificate's subject (else 401 ZWECS703E).",
+                    "must name the certificate's subject (else 401 ZWECS800E).",
                     "schema": {"type": "string"}, "example": "CN=gateway,OU=Zowe,O=ACME,C=US",
                 },
                 "ServiceId": {
@@ -272,19 +307,19 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                     "a DN: \"<DN>, SERVICE=<id>\"). The DN and the service id are kept apart: a service id that "
                     "spells a DN (or \"<DN>, SERVICE=<id>\") never reaches that DN's entries; on the zowe layout, "
                     "which keeps Zowe's partition strings, such a service id (one holding '=') without a DN is 401 "
-                    "ZWECS703E.",
+                    "ZWECS800E.",
                     "schema": {"type": "string"}, "example": "zowe.apiml.gateway",
                 },
             },
             "responses": {
                 "Unauthorized": _error(
                     "No identity (neither header nor certificate: ZWECS702W), or a header DN the client certificate "
-                    "contradicts, or a service id that could spell a DN on the zowe layout (ZWECS703E)", "ZWECS702W",
+                    "contradicts, or a service id that could spell a DN on the zowe layout (ZWECS800E)", "ZWECS702W",
                     "org.zowe.apiml.cache.missingCertificate",
-                    "Missing header with certificate. parameter", "WARNING",
+                    "Missing header with certificate.", "WARNING",
                 ),
                 "Forbidden": _error(
-                    "The service requires a client certificate and the request has none", "ZWECS704E",
+                    "The service requires a client certificate and the request has none", "ZWECS801E",
                     "org.zowe.apiml.cache.certificateRequired",
                     "A client certificate is required: the request came without a client certificate",
                 ),
@@ -300,6 +335,11 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                 "NotInCache": _error(
                     "The key is not stored for the caller", "ZWECS131E", "org.zowe.apiml.cache.keyNotInCache",
                     "Key 'k' is not in the cache for service 'CN=gateway,OU=Zowe,O=ACME,C=US'",
+                ),
+                "NotAvailable": _error(
+                    "The storage is not available (Redis down, the data set cannot be opened or is damaged)",
+                    "ZWECS703W", "org.zowe.apiml.cache.notAvailable",
+                    "Cache is not available: Redis: ConnectionError: ...", "WARNING",
                 ),
                 "InternalError": _error(
                     "The storage failed", "ZWEAM701E", "org.zowe.apiml.common.internalRequestError",

@@ -20,14 +20,21 @@ hash):
   the oldest entry, ties going to the lowest sequence number (stored or last updated first); its cardinality
   is the count;
 * ``\\0ksds:members``: a hash ident -> member (to find an entry's member on update and delete);
-* ``\\0ksds:seq``: the sequence number (INCR).
+* ``\\0ksds:seq``: the sequence number (INCR);
+* ``\\0ksds:expiry``: a sorted set of what expires (``ttlSeconds``), score = the expiry (epoch milliseconds),
+  member = ``E`` + the entry's ident, or ``M`` + ``len(name) ":" name len(mapKey) ":" mapKey itemKey`` for a map
+  item. Every change first runs a script that removes what has expired from its front (``ZRANGEBYSCORE``, no
+  scan), and every read asks the set for the scores of what it read (``ZSCORE``/``ZMSCORE``, in one round trip
+  with the read), so nothing expired is returned even before it is removed. (The installed Redis 7.0 has no
+  per-field ``HEXPIRE``, which came in 7.4, and the entries' bookkeeping must go with them anyway.)
 
 Entries written into the service hashes by something else (Zowe itself) are served but not counted.
 
 **List maps**: a hash per map, ``\\0ksds:map:<len(name)>:<name><mapKey>`` (item key -> value), and a set per
 caller of its map keys, ``\\0ksds:maps:<name>``, where ``name`` is the name of the caller's entries' hash.
 
-**Errors**: Redis's "OOM command not allowed" (maxmemory) is 507, as in Zowe. The scripts that add data are
+**Errors**: Redis's "OOM command not allowed" (maxmemory) is 507, as in Zowe; a Redis that cannot be reached (or
+is loading its data) is 503 ZWECS703W, Zowe's "Cache is not available". The scripts that add data are
 refused whole when Redis is over maxmemory (``#!lua`` scripts are checked once, before they run), so a refused
 create changes nothing; delete scripts may run over maxmemory (``allow-oom``): deleting is how to get under it.
 The scripts name keys they compute (the evicted entry's service), so they need a single Redis (not a cluster).
@@ -36,15 +43,24 @@ The scripts name keys they compute (the evicted entry's service), so they need a
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import redis
-from redis.exceptions import OutOfMemoryError
+from redis.exceptions import BusyLoadingError, OutOfMemoryError
 
 from .. import zowe
-from .common import created_order, rule_is_stale, token_is_expired, with_service
+from .common import (
+    created_order,
+    entry_expiry,
+    expired,
+    item_expiry,
+    rule_is_stale,
+    token_is_expired,
+    with_service,
+)
 from .model import (
+    CACHE_NOT_AVAILABLE,
     DEFAULT_EVICTION,
     DEFAULT_SIZE,
     DUPLICATE_KEY,
@@ -61,8 +77,9 @@ PREFIX = "\0ksds:"
 ORDER = PREFIX + "order"
 MEMBERS = PREFIX + "members"
 SEQ = PREFIX + "seq"
+EXPIRY = PREFIX + "expiry"
 
-# KEYS: service hash, order, members, seq. ARGV: key, json, ident, score, size, reject (1/0)
+# KEYS: service hash, order, members, seq, expiry. ARGV: key, json, ident, score, size, reject (1/0), expiry ms or ''
 _CREATE = """#!lua
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'dup' end
 local size = tonumber(ARGV[5])
@@ -80,6 +97,7 @@ if size > 0 then
       redis.call('HDEL', sid, key)
       redis.call('HDEL', KEYS[3], ident)
       redis.call('ZREM', KEYS[2], m)
+      redis.call('ZREM', KEYS[5], 'E' .. ident)
       count = count - 1
     end
   end
@@ -88,10 +106,12 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local member = string.format('%016x', redis.call('INCR', KEYS[4])) .. ARGV[3]
 redis.call('ZADD', KEYS[2], ARGV[4], member)
 redis.call('HSET', KEYS[3], ARGV[3], member)
+if ARGV[7] == '' then redis.call('ZREM', KEYS[5], 'E' .. ARGV[3])
+else redis.call('ZADD', KEYS[5], ARGV[7], 'E' .. ARGV[3]) end
 return 'ok'
 """
 
-# KEYS: service hash, order, members, seq. ARGV: key, json, ident, score
+# KEYS: service hash, order, members, seq, expiry. ARGV: key, json, ident, score, expiry ms or ''
 _UPDATE = """#!lua
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 'missing' end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -100,10 +120,12 @@ if old then redis.call('ZREM', KEYS[2], old) end
 local member = string.format('%016x', redis.call('INCR', KEYS[4])) .. ARGV[3]
 redis.call('ZADD', KEYS[2], ARGV[4], member)
 redis.call('HSET', KEYS[3], ARGV[3], member)
+if ARGV[5] == '' then redis.call('ZREM', KEYS[5], 'E' .. ARGV[3])
+else redis.call('ZADD', KEYS[5], ARGV[5], 'E' .. ARGV[3]) end
 return 'ok'
 """
 
-# KEYS: service hash, order, members. ARGV: key, ident. Returns the deleted JSON (or nil).
+# KEYS: service hash, order, members, expiry. ARGV: key, ident. Returns the deleted JSON (or nil).
 _DELETE = """#!lua flags=allow-oom
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return nil end
@@ -113,10 +135,11 @@ if m then
   redis.call('ZREM', KEYS[2], m)
   redis.call('HDEL', KEYS[3], ARGV[2])
 end
+redis.call('ZREM', KEYS[4], 'E' .. ARGV[2])
 return v
 """
 
-# KEYS: service hash, order, members. ARGV: ident prefix (len(sid) ":" sid)
+# KEYS: service hash, order, members, expiry. ARGV: ident prefix (len(sid) ":" sid)
 _DELETE_SERVICE = """#!lua flags=allow-oom
 local keys = redis.call('HKEYS', KEYS[1])
 for _, key in ipairs(keys) do
@@ -126,26 +149,65 @@ for _, key in ipairs(keys) do
     redis.call('ZREM', KEYS[2], m)
     redis.call('HDEL', KEYS[3], ident)
   end
+  redis.call('ZREM', KEYS[4], 'E' .. ident)
 end
 redis.call('DEL', KEYS[1])
 return #keys
 """
 
-# KEYS: map hash, service's map set. ARGV: map key, then item key / value pairs to delete if unchanged
+# KEYS: map hash, service's map set, expiry. ARGV: map key, expiry member prefix, then item key / value pairs to
+# delete if unchanged ('' value: whatever it is)
 _DELETE_ITEMS = """#!lua flags=allow-oom
-for i = 2, #ARGV, 2 do
-  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then redis.call('HDEL', KEYS[1], ARGV[i]) end
+for i = 3, #ARGV, 2 do
+  if ARGV[i + 1] == '' or redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('ZREM', KEYS[3], ARGV[2] .. ARGV[i])
+  end
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
 return 1
 """
 
-# KEYS: map hash, service's map set. ARGV: map key, item key, value
+# KEYS: map hash, service's map set, expiry. ARGV: map key, item key, value, expiry member, expiry ms or ''
 _STORE_ITEM = """#!lua
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[1])
+if ARGV[5] == '' then redis.call('ZREM', KEYS[3], ARGV[4]) else redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4]) end
 return 1
 """
+
+# KEYS: expiry, order, members. ARGV: now (ms), most to remove. Removes what has expired, from the front of the
+# expiry set (the names of the hashes are in the members); returns how many.
+_PURGE = """#!lua flags=allow-oom
+local function cut(s)
+  local n = string.match(s, '^(%d+):')
+  local len = tonumber(n)
+  return string.sub(s, #n + 2, #n + 1 + len), string.sub(s, #n + 2 + len)
+end
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(gone) do
+  local kind, rest = string.sub(m, 1, 1), string.sub(m, 2)
+  if kind == 'E' then
+    local sid, key = cut(rest)
+    redis.call('HDEL', sid, key)
+    local om = redis.call('HGET', KEYS[3], rest)
+    if om then
+      redis.call('ZREM', KEYS[2], om)
+      redis.call('HDEL', KEYS[3], rest)
+    end
+  elseif kind == 'M' then
+    local name, after = cut(rest)
+    local map_key, item = cut(after)
+    local map = '\\0ksds:map:' .. #name .. ':' .. name .. map_key
+    redis.call('HDEL', map, item)
+    if redis.call('EXISTS', map) == 0 then redis.call('SREM', '\\0ksds:maps:' .. name, map_key) end
+  end
+  redis.call('ZREM', KEYS[1], m)
+end
+return #gone
+"""
+#: the most expired entries and items one call removes (the rest go with the next calls)
+PURGE_BATCH = 1000
 
 
 IDS = PREFIX + "id:"
@@ -184,6 +246,15 @@ def _maps_name(name: bytes) -> bytes:
     return (PREFIX + "maps:").encode() + name
 
 
+def _item_member_prefix(name: bytes, map_key: str) -> bytes:
+    """The expiry-set member of a map item, without the item key."""
+    return b"M" + _ident_prefix(name) + _ident_prefix(_utf8(map_key))
+
+
+def _scores_expired(scores: Sequence[Any], now_ms: int) -> list[bool]:
+    return [sc is not None and float(sc) <= now_ms for sc in scores]
+
+
 def _text(b: Any) -> str:
     """Stored text: UTF-8, with bytes that are not (written by something else) read as U+FFFD; lone surrogates
     as they were written."""
@@ -219,8 +290,9 @@ class RedisStorage(Storage):
         eviction: str = DEFAULT_EVICTION,
         client: redis.Redis | None = None,
         timeout: float = 60.0,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(size, eviction)
+        super().__init__(size, eviction, clock=clock)
         if client is None:
             if not url:
                 raise ValueError("the redis storage needs a URL (redis://host:port/db)")
@@ -237,12 +309,32 @@ class RedisStorage(Storage):
         self._delete_service = r.register_script(_DELETE_SERVICE)
         self._delete_items = r.register_script(_DELETE_ITEMS)
         self._store_item = r.register_script(_STORE_ITEM)
+        self._purge_script = r.register_script(_PURGE)
 
     def _run(self, fn: Any, *args: Any, **kw: Any) -> Any:
         try:
             return fn(*args, **kw)
         except OutOfMemoryError:
             raise StorageError(INSUFFICIENT_STORAGE) from None
+        except (redis.ConnectionError, redis.TimeoutError, BusyLoadingError) as e:
+            raise StorageError(CACHE_NOT_AVAILABLE, f"Redis: {type(e).__name__}: {e}") from None
+
+    def _now(self) -> int:
+        """Now, with what has expired by then removed (at most :data:`PURGE_BATCH`)."""
+        now = self.now_ms()
+        self._run(self._purge_script, keys=[EXPIRY, ORDER, MEMBERS], args=[now, PURGE_BATCH])
+        return now
+
+    def _pipe(self, *calls: tuple[str, tuple[Any, ...]]) -> list[Any]:
+        """Several commands in one round trip (no transaction)."""
+
+        def go() -> list[Any]:
+            p = self._r.pipeline(transaction=False)
+            for name, args in calls:
+                getattr(p, name)(*args)
+            return list(p.execute())
+
+        return cast(list[Any], self._run(go))
 
     @staticmethod
     def _json(service_id: str, kv: KeyValue) -> str:
@@ -265,15 +357,25 @@ class RedisStorage(Storage):
 
     # --- entries -----------------------------------------------------------------------------------------------
 
+    def _exists(self, name: bytes, key: str, now: int) -> bool:
+        there, score = self._pipe(("hexists", (name, _utf8(key))), ("zscore", (EXPIRY, b"E" + _ident(name, key))))
+        return bool(there) and not _scores_expired([score], now)[0]
+
     def create(self, service_id: str, kv: KeyValue) -> KeyValue:
         stored = with_service(service_id, kv)
         name = _hash_name(service_id)
+        now = self._now()
+        expires = entry_expiry(kv, now)
+        if expired(expires, now):  # ttlSeconds <= 0: nothing to store (409 all the same if the key is there)
+            if self._exists(name, kv.key, now):
+                raise StorageError(DUPLICATE_KEY, kv.key)
+            return stored
         got = self._run(
             self._create,
-            keys=[name, ORDER, MEMBERS, SEQ],
+            keys=[name, ORDER, MEMBERS, SEQ, EXPIRY],
             args=[
                 _utf8(kv.key), _utf8(self._json(service_id, stored)), _ident(name, kv.key), created_order(kv.created),
-                self.size, 1 if self.eviction == "reject" else 0,
+                self.size, 1 if self.eviction == "reject" else 0, "" if expires is None else expires,
             ],
         )
         status = _text(got)
@@ -284,19 +386,25 @@ class RedisStorage(Storage):
         return stored
 
     def read(self, service_id: str, key: str) -> KeyValue:
-        data = self._run(self._r.hget, _hash_name(service_id), _utf8(key))
-        if data is None:
+        name = _hash_name(service_id)
+        data, score = self._pipe(("hget", (name, _utf8(key))), ("zscore", (EXPIRY, b"E" + _ident(name, key))))
+        if data is None or _scores_expired([score], self.now_ms())[0]:
             raise StorageError(KEY_NOT_IN_CACHE, key, service_id)
         return self._parse(service_id, key, data)
 
     def update(self, service_id: str, kv: KeyValue) -> KeyValue:
         stored = with_service(service_id, kv)
         name = _hash_name(service_id)
+        now = self._now()
+        expires = entry_expiry(kv, now)
+        if expired(expires, now):  # ttlSeconds <= 0: the entry is removed
+            self.delete(service_id, kv.key)
+            return stored
         got = self._run(
             self._update,
-            keys=[name, ORDER, MEMBERS, SEQ],
+            keys=[name, ORDER, MEMBERS, SEQ, EXPIRY],
             args=[_utf8(kv.key), _utf8(self._json(service_id, stored)), _ident(name, kv.key),
-                  created_order(kv.created)],
+                  created_order(kv.created), "" if expires is None else expires],
         )
         if _text(got) == "missing":
             raise StorageError(KEY_NOT_IN_CACHE, kv.key, service_id)
@@ -304,36 +412,77 @@ class RedisStorage(Storage):
 
     def delete(self, service_id: str, key: str) -> KeyValue:
         name = _hash_name(service_id)
-        data = self._run(self._delete, keys=[name, ORDER, MEMBERS], args=[_utf8(key), _ident(name, key)])
+        self._now()
+        data = self._run(self._delete, keys=[name, ORDER, MEMBERS, EXPIRY], args=[_utf8(key), _ident(name, key)])
         if data is None:
             raise StorageError(KEY_NOT_IN_CACHE, key, service_id)
         return self._parse(service_id, key, data)
 
     def read_for_service(self, service_id: str) -> dict[str, KeyValue]:
-        got = cast(dict[bytes, bytes], self._run(self._r.hgetall, _hash_name(service_id)))
-        return {_text(k): self._parse(service_id, _text(k), v) for k, v in got.items()}
+        name = _hash_name(service_id)
+        got = cast(dict[bytes, bytes], self._run(self._r.hgetall, name))
+        if not got:
+            return {}
+        fields = list(got)
+        scores = self._run(self._r.zmscore, EXPIRY, [b"E" + _ident_prefix(name) + f for f in fields])
+        gone = _scores_expired(scores, self.now_ms())
+        return {_text(k): self._parse(service_id, _text(k), got[k]) for k, g in zip(fields, gone, strict=True) if not g}
 
     def delete_for_service(self, service_id: str) -> None:
         name = _hash_name(service_id)
-        self._run(self._delete_service, keys=[name, ORDER, MEMBERS], args=[_ident_prefix(name)])
+        self._now()
+        self._run(self._delete_service, keys=[name, ORDER, MEMBERS, EXPIRY], args=[_ident_prefix(name)])
 
     def count(self) -> int:
+        self._now()
         return int(self._run(self._r.zcard, ORDER))
 
     # --- list maps ---------------------------------------------------------------------------------------------
 
     def store_map_item(self, service_id: str, map_key: str, kv: KeyValue) -> KeyValue:
         name = _hash_name(service_id)
-        self._run(
-            self._store_item,
-            keys=[_map_name(name, map_key), _maps_name(name)],
-            args=[_utf8(map_key), _utf8(kv.key), _utf8(kv.value)],
-        )
+        now = self._now()
+        expires = item_expiry(map_key, kv, now)
+        keys = [_map_name(name, map_key), _maps_name(name), EXPIRY]
+        prefix = _item_member_prefix(name, map_key)
+        if expired(expires, now):  # removed instead of stored (Zowe: ttlSeconds <= 0)
+            self._run(self._delete_items, keys=keys, args=[_utf8(map_key), prefix, _utf8(kv.key), b""])
+        else:
+            self._run(
+                self._store_item, keys=keys,
+                args=[_utf8(map_key), _utf8(kv.key), _utf8(kv.value), prefix + _utf8(kv.key),
+                      "" if expires is None else expires],
+            )
         return with_service(service_id, kv)
+
+    def _live(self, name: bytes, map_key: str, got: Mapping[bytes, Any], now: int) -> dict[str, str]:
+        """The items of ``got`` (item key -> value, as stored; a value None is missing) that have not expired."""
+        fields = [k for k, v in got.items() if v is not None]
+        if not fields:
+            return {}
+        prefix = _item_member_prefix(name, map_key)
+        scores = self._run(self._r.zmscore, EXPIRY, [prefix + f for f in fields])
+        return {_text(k): _text(got[k]) for k, g in zip(fields, _scores_expired(scores, now), strict=True) if not g}
 
     def _items(self, name: bytes, map_key: str) -> dict[str, str]:
         got = cast(dict[bytes, bytes], self._run(self._r.hgetall, _map_name(name, map_key)))
-        return {_text(k): _text(v) for k, v in got.items()}
+        return self._live(name, map_key, got, self.now_ms())
+
+    def get_map_items(self, service_id: str, query: Mapping[str, Sequence[str | None]]) -> dict[str, dict[str, str]]:
+        """One HMGET per map asked for (one round trip for all), then the expiries of what was found."""
+        name = _hash_name(service_id)
+        asked = [(m, list(dict.fromkeys(_utf8(k) for k in keys if k is not None))) for m, keys in query.items()]
+        asked = [(m, ks) for m, ks in asked if ks]
+        if not asked:
+            return {}
+        values = self._pipe(*(("hmget", (_map_name(name, m), ks)) for m, ks in asked))
+        now = self.now_ms()
+        out: dict[str, dict[str, str]] = {}
+        for (m, ks), vs in zip(asked, values, strict=True):
+            found = self._live(name, m, dict(zip(ks, vs, strict=True)), now)
+            if found:
+                out[m] = found
+        return out
 
     def get_all_map_items(self, service_id: str, map_key: str) -> dict[str, str]:
         return self._items(_hash_name(service_id), map_key)
@@ -350,15 +499,15 @@ class RedisStorage(Storage):
 
     def _evict_items(self, service_id: str, map_key: str, stale: bool) -> None:
         name = _hash_name(service_id)
+        now_ms = self._now()
         got = cast(dict[bytes, bytes], self._run(self._r.hgetall, _map_name(name, map_key)))
-        now_ms = time.time_ns() // 1_000_000
-        args: list[bytes] = [_utf8(map_key)]
+        args: list[bytes] = [_utf8(map_key), _item_member_prefix(name, map_key)]
         for k, v in got.items():
             text = _text(v)
             if rule_is_stale(text, now_ms) if stale else token_is_expired(text, now_ms / 1000):
                 args += [k, v]  # as stored: the script deletes the item only if it is unchanged
-        if len(args) > 1:
-            self._run(self._delete_items, keys=[_map_name(name, map_key), _maps_name(name)], args=args)
+        if len(args) > 2:
+            self._run(self._delete_items, keys=[_map_name(name, map_key), _maps_name(name), EXPIRY], args=args)
 
     def remove_non_relevant_rules(self, service_id: str, map_key: str) -> None:
         self._evict_items(service_id, map_key, True)

@@ -16,23 +16,31 @@ PUT      ``/cache``  (body: KeyValue, key in it)     204, no body
 POST     ``/cache-list/{mapKey}`` (body: KeyValue)   201: ``key -> value`` put in the caller's map
 GET      ``/cache-list/{mapKey}``                    200, ``{"<key>": "<value>"}``
 GET      ``/cache-list``                             200, ``{"<mapKey>": {"<key>": "<value>"}}``
+POST     ``/cache-query`` (body: ``{"<mapKey>":      200, ``{"<mapKey>": {"<key>": "<value>"}}`` of the items
+         ["<key>", ...]}``)                          found (Zowe 3.6); more than ``max_query_keys`` (66) in all: 400
 DELETE   ``/cache-list/evict/rules/{mapKey}``        204: items older than 90 days removed
 DELETE   ``/cache-list/evict/tokens/{mapKey}``       204: expired tokens removed
 =======  =========================================  =====================================================
 
-Errors are Zowe's ``{"messages": [{messageType, messageNumber, messageContent, messageReason, messageAction,
-messageKey}]}`` with Zowe's message numbers (ZWECS130E invalid payload 400, ZWECS131E not in cache 404, ZWECS132E
-no key 400, ZWECS133E collision 409, ZWECS134E full 507, ZWECS702W no identity 401, ZWEAM701E internal error
-500), the message parameters HTML-escaped (``& < > "``) as Zowe's message service does. Every response with a body
-is ``application/json``; a client's mistake is never a 500. This facade adds ZWECS703E (401: a header DN the
-client certificate contradicts) and ZWECS704E (403: no client certificate where one is required).
+Errors are Zowe's ``{"messages": [{messageType, messageNumber, messageContent, messageAction, messageReason,
+messageKey}]}`` with Zowe's message numbers, texts, reasons and actions (ZWECS130E invalid payload 400, ZWECS131E
+not in cache 404, ZWECS132E no key 400, ZWECS133E collision 409, ZWECS134E full 507, ZWECS702W no identity 401,
+ZWECS703W storage not available 503, ZWEAM701E internal error 500, ZWEAO404E/ZWEAO405E unknown path/method), the
+whole message text HTML-escaped as Zowe's message service escapes it (``escapeHtml4``). Every response with a body
+is ``application/json``; a client's mistake is never a 500. This facade adds ZWECS800E (401: a header DN the
+client certificate contradicts) and ZWECS801E (403: no client certificate where one is required), numbers Zowe's
+catalogues do not use (Zowe's caching service uses 130-155 and 700-703), and ZWECS137E (400: an entry too large
+for a record; Zowe has the key ``payloadTooLarge`` but no message for it).
+
+``ttlSeconds`` (a whole number of seconds, or null) in a KeyValue body sets the entry's or map item's time to live
+(see :class:`~ksds.caching.model.Storage`); expired entries and items are never answered.
 
 **Who is calling** (the partition of the data): the ``X-Certificate-DistinguishedName`` header (set by the gateway
 from the client certificate) and/or ``X-CS-Service-ID``, neither is 401 ZWECS702W. The caller is an
 :class:`~ksds.caching.model.Identity`: the DN and the service id kept apart, whose string is Zowe's (``"<DN>,
 SERVICE=<id>"`` with both, else the one given: the entries' ``serviceId``). The native storages partition by the
 pair, so a service id that spells a DN's string is not that DN; a storage that keeps Zowe's strings
-(``flat_identities``: the zowe layout) makes the API refuse a service id holding ``=`` without a DN (401 ZWECS703E).
+(``flat_identities``: the zowe layout) makes the API refuse a service id holding ``=`` without a DN (401 ZWECS800E).
 Text that is not Unicode (a lone surrogate, JSON's ``"\\ud800"``) in a key, value or ``created``, and JSON nested
 too deeply, are 400 ZWECS130E; a response whose data UTF-8 cannot hold (stored by an older version) is sent with
 JSON's ``\\uXXXX`` escapes. When the server runs with TLS and verifies client certificates
@@ -51,7 +59,8 @@ Differences from Zowe, on purpose:
   ``-H 'Content-Type: application/json'``); a body over ``max_body`` bytes is 413;
 * a 204 carries no body on the wire (RFC 9110 15.3.5; h11 refuses to send one), so ``DELETE /cache/{key}`` does
   not return the deleted entry although Zowe's controller hands it over. ``GET`` it first if you need it;
-* unknown paths are 404 ZWEAO404 and wrong methods 405 ZWEAO405 (Zowe's common messages), in JSON.
+* unknown paths are 404 ZWEAO404E and wrong methods 405 ZWEAO405E (Zowe's common messages), in Zowe's error body
+  (Zowe's caching service answers these with Spring's default error JSON).
 
 Storage calls are synchronous (the ksds engine does file I/O): they run in Starlette's thread pool, one at a time
 unless the storage says it is thread-safe (a ``thread_safe = True`` attribute; a ksds ``Dataset`` is not, and
@@ -64,6 +73,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -81,6 +91,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from .model import (
+    CACHE_NOT_AVAILABLE,
     INTERNAL_ERROR,
     INVALID_PAYLOAD,
     KEY_NOT_PROVIDED,
@@ -96,7 +107,7 @@ from .model import (
 from .openapi import openapi_document
 from .tls import same_dn
 
-__all__ = ["API", "BASE", "make_app", "parse_key_value", "service_id"]
+__all__ = ["API", "BASE", "make_app", "parse_key_value", "parse_query", "service_id"]
 
 log = logging.getLogger("ksds.caching")
 T = TypeVar("T")
@@ -107,31 +118,36 @@ DN_HEADER = "X-Certificate-DistinguishedName"
 SERVICE_HEADER = "X-CS-Service-ID"
 #: the largest request body read (Spring WebFlux's default in-memory limit is 256 KiB)
 DEFAULT_MAX_BODY = 1 << 20
+#: the most item keys one ``/cache-query`` asks for (Zowe's ``caching.storage.maxQueryKeys``: 64 scopes + 2)
+DEFAULT_MAX_QUERY_KEYS = 66
 
-# Messages of this facade that Zowe's caching service does not have (numbers after the ones Zowe uses).
+# Messages of this facade that Zowe's caching service does not have: numbers Zowe's catalogues do not use (its
+# caching service has 130-155 and 700-703, ZWECS703W being "Cache is not available")
 IDENTITY_NOT_PROVEN = Message(
-    "ZWECS703E", "org.zowe.apiml.cache.identityNotProven", 401, "The caller's identity is not proven: {0}",
+    "ZWECS800E", "org.zowe.apiml.cache.identityNotProven", 401, "The caller's identity is not proven: {0}",
     "The X-Certificate-DistinguishedName header does not name the verified client certificate, or names a DN "
     "without a certificate where the service does not trust the header alone.",
     "Send the request with the client certificate whose DN the header names, or without the header.",
 )
 CERTIFICATE_REQUIRED = Message(
-    "ZWECS704E", "org.zowe.apiml.cache.certificateRequired", 403, "A client certificate is required: {0}",
+    "ZWECS801E", "org.zowe.apiml.cache.certificateRequired", 403, "A client certificate is required: {0}",
     "The service verifies client certificates, and the request came without one.",
     "Call the service with a client certificate signed by a CA the service trusts.",
 )
 BODY_TOO_LARGE = replace(INVALID_PAYLOAD, status=413)
-# Zowe's common messages (apiml-common common-log-messages.yml), whose numbers have no type letter
+# Zowe's common messages (apiml-common common-log-messages.yml: numbers ZWEAO404 and ZWEAO405 of type ERROR, which
+# Zowe's message service answers as ZWEAO404E and ZWEAO405E; text, reason and action as Zowe's published catalogue)
 NOT_FOUND = Message(
-    "ZWEAO404", "org.zowe.apiml.common.notFound", 404, "The service can not find the requested resource.",
-    "The requested endpoint or resource does not exist on the target service.",
-    "Verify the endpoint path is correct and that the service exposes the requested resource.",
+    "ZWEAO404E", "org.zowe.apiml.common.notFound", 404, "The service cannot find the requested resource.",
+    "The requested resource URI was not found on the target service.",
+    "Verify that the request URI is correct and that the target service exposes the requested endpoint.",
 )
 METHOD_NOT_ALLOWED = Message(
-    "ZWEAO405", "org.zowe.apiml.common.methodNotAllowed", 405,
+    "ZWEAO405E", "org.zowe.apiml.common.methodNotAllowed", 405,
     "The request method has been disabled and cannot be used for the requested resource.",
-    "The HTTP method used in the request is not supported for this endpoint.",
-    "Check the API documentation to determine which HTTP methods are supported for this endpoint.",
+    "The HTTP method used in the request (e.g., POST, PUT) is not supported by the target resource.",
+    "Check the API documentation for the target service to determine which HTTP methods are supported for this "
+    "endpoint, and correct the request.",
 )
 
 
@@ -206,6 +222,30 @@ def _field(data: dict[str, Any], name: str, payload: str) -> str | None:
     raise StorageError(INVALID_PAYLOAD, payload, f"The field '{name}' must be a string, not {type(v).__name__}")
 
 
+_JAVA_LONG = (-(1 << 63), (1 << 63) - 1)
+
+
+def _ttl(v: object, payload: str) -> int | None:
+    """``ttlSeconds`` as Jackson reads it into a ``Long``: null, a whole number, a number with a fraction (cut to
+    its whole part, Jackson's ACCEPT_FLOAT_AS_INT) or a string of a whole number; anything else, or a number a
+    Java long cannot hold, is 400."""
+    if v is None:
+        return None
+    why = "The field 'ttlSeconds' must be a whole number of seconds"
+    n: int | None = None
+    if isinstance(v, _Number):
+        try:
+            n = int(v)
+        except ValueError:
+            f = float(v)
+            n = int(f) if math.isfinite(f) else None
+    elif isinstance(v, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", v):
+        n = int(v)
+    if n is None or not _JAVA_LONG[0] <= n <= _JAVA_LONG[1]:
+        raise StorageError(INVALID_PAYLOAD, payload, why)
+    return n
+
+
 def parse_key_value(body: bytes, service: str = "", *, path_key: str | None = None) -> KeyValue:
     """A request body as Zowe's controller reads a KeyValue, checked as ``checkForInvalidPayload`` checks it.
 
@@ -249,7 +289,57 @@ def parse_key_value(body: bytes, service: str = "", *, path_key: str | None = No
         raise StorageError(INVALID_PAYLOAD, payload, "No key provided in the payload")
     if path_key is not None and key != path_key:
         raise StorageError(INVALID_PAYLOAD, payload, f"The key in the body is not the key of the path '{path_key}'")
-    return KeyValue(key, value, service, created or now_millis())
+    ttl = _ttl(data.get("ttlSeconds"), payload)
+    return KeyValue(key, value, service, created or now_millis(), ttl)
+
+
+def _json_body(body: bytes) -> Any:
+    text = body.decode("utf-8")
+    return json.loads(text, parse_int=_Number, parse_float=_Number, parse_constant=_reject_constant)
+
+
+def parse_query(body: bytes, limit: int = DEFAULT_MAX_QUERY_KEYS) -> dict[str, list[str | None]]:
+    """A ``/cache-query`` body as Zowe reads it (``Map<String, List<String>>``, then ``checkQueryPayload``):
+    ``{"<mapKey>": ["itemKey", ...]}``, a null list counting as empty and null item keys kept (they count, and
+    the storage skips them); numbers and booleans as their text. No body or ``null``: 400 "No map keys provided
+    in the payload"; more than ``limit`` keys over all maps: 400 "Too many keys requested at once, the limit is
+    N" (the payload shown is the count, as Zowe shows it); anything else that is not such an object: 400."""
+    if not body.strip():
+        raise StorageError(INVALID_PAYLOAD, None, "No map keys provided in the payload")
+    try:
+        data = _json_body(body)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        excerpt = body[:80].decode("utf-8", errors="replace") + ("..." if len(body) > 80 else "")
+        why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise StorageError(INVALID_PAYLOAD, excerpt, f"The body is not JSON: {why}") from None
+    if data is None:
+        raise StorageError(INVALID_PAYLOAD, None, "No map keys provided in the payload")
+    shown = _printable(body[:80].decode("utf-8", errors="replace"))
+    if not isinstance(data, dict):
+        raise StorageError(INVALID_PAYLOAD, shown, "The body is not a JSON object of map keys and lists of item keys")
+    out: dict[str, list[str | None]] = {}
+    total = 0
+    for map_key, keys in data.items():
+        if not _is_unicode(map_key):
+            raise StorageError(INVALID_PAYLOAD, shown, "A map key holds a lone surrogate, which is not Unicode")
+        items: list[str | None] = []
+        if keys is not None and not isinstance(keys, list):
+            raise StorageError(INVALID_PAYLOAD, shown, f"The item keys of map '{_printable(map_key)}' are not a list")
+        for k in keys or ():
+            if isinstance(k, bool):
+                k = "true" if k else "false"
+            if k is not None and not isinstance(k, str):
+                raise StorageError(
+                    INVALID_PAYLOAD, shown, f"An item key of map '{_printable(map_key)}' is not a string"
+                )
+            if k is not None and not _is_unicode(k):
+                raise StorageError(INVALID_PAYLOAD, shown, "An item key holds a lone surrogate, which is not Unicode")
+            items.append(None if k is None else str(k))
+        total += len(items)
+        out[map_key] = items
+    if total > limit:
+        raise StorageError(INVALID_PAYLOAD, str(total), f"Too many keys requested at once, the limit is {limit}")
+    return out
 
 
 # --- the caller -----------------------------------------------------------------------------------------------------
@@ -266,11 +356,11 @@ def service_id(
     """The caller (Zowe's ``getServiceId``, kept as its DN and service id), the client certificate's DN winning
     over the header.
 
-    Raises StorageError: 401 ZWECS702W without any identity, 401 ZWECS703E for a header DN that the certificate
-    contradicts (or, with ``trust_dn_header`` False, a header DN without a certificate), 403 ZWECS704E without a
+    Raises StorageError: 401 ZWECS702W without any identity, 401 ZWECS800E for a header DN that the certificate
+    contradicts (or, with ``trust_dn_header`` False, a header DN without a certificate), 403 ZWECS801E without a
     certificate when ``require_client_cert``. ``flat``: the storage partitions by Zowe's string
     (``"<DN>, SERVICE=<id>"``), so a service id without a DN that could be such a string (it holds ``=``, as
-    every DN does) is 401 ZWECS703E: it would reach the partition of the caller that proved that DN.
+    every DN does) is 401 ZWECS800E: it would reach the partition of the caller that proved that DN.
     """
     tls = (request.scope.get("extensions") or {}).get("tls") or {}
     cert_dn: str | None = tls.get("client_cert_name")
@@ -330,6 +420,7 @@ _ALLOWED: dict[str, tuple[str, ...]] = {
     "cache/{key}": ("GET", "DELETE", "PUT"),
     "cache-list": ("GET",),
     "cache-list/{mapKey}": ("GET", "POST"),
+    "cache-query": ("POST",),
     "evict": ("DELETE",),
     "doc": ("GET",),
 }
@@ -345,6 +436,8 @@ def _route(segs: list[str]) -> tuple[str, list[str]] | None:
             return "cache/{key}", [rest[1]]
         if rest == ["cache-list"]:
             return "cache-list", []
+        if rest == ["cache-query"]:
+            return "cache-query", []
         if len(rest) == 2 and rest[0] == "cache-list":
             return "cache-list/{mapKey}", [rest[1]]
         if len(rest) == 4 and rest[:2] == ["cache-list", "evict"] and rest[2] in ("rules", "tokens"):
@@ -370,8 +463,10 @@ class CachingService:
         require_client_cert: bool = False,
         max_body: int = DEFAULT_MAX_BODY,
         mode: str = "",
+        max_query_keys: int = DEFAULT_MAX_QUERY_KEYS,
     ) -> None:
         self.storage = storage
+        self.max_query_keys = max_query_keys
         self.trust_dn_header = trust_dn_header
         self.require_client_cert = require_client_cert
         self.max_body = max_body
@@ -428,6 +523,9 @@ class CachingService:
             return error_response(e.message, *e.params)
         except _MethodNotAllowed as e:
             return error_response(METHOD_NOT_ALLOWED, headers={"Allow": ", ".join(e.allowed)})
+        except OSError as e:  # the storage's files or connection failed (a storage says so itself where it can)
+            log.error("%s %s failed: %s: %s", request.method, request.url.path, type(e).__name__, e)
+            return error_response(CACHE_NOT_AVAILABLE, f"{type(e).__name__}: {e}")
         except Exception as e:  # the storage failed: Zowe's 500 ZWEAM701E
             log.error("%s %s failed: %s: %s", request.method, request.url.path, type(e).__name__, e)
             log.debug("traceback", exc_info=True)
@@ -484,6 +582,10 @@ class CachingService:
         if name == "cache-list":
             maps = await self.call(st.get_all_maps, sid)
             return json_response(200, maps or {})
+        if name == "cache-query":
+            query = parse_query(await self._body(request), self.max_query_keys)
+            found_items = await self.call(st.get_map_items, sid, query)
+            return json_response(200, found_items or {})
         if name == "cache-list/{mapKey}":
             map_key = args[0]
             if method == "GET":
@@ -551,6 +653,7 @@ def make_app(
     max_body: int = DEFAULT_MAX_BODY,
     close_storage: bool = True,
     mode: str = "",
+    max_query_keys: int = DEFAULT_MAX_QUERY_KEYS,
 ) -> Starlette:
     """The caching service on ``storage``, as a Starlette (ASGI) application.
 
@@ -560,10 +663,11 @@ def make_app(
     stay open). A verified certificate's DN always wins over the header (see :func:`service_id`).
     ``max_body``: the largest request body (bytes; 413 beyond). ``close_storage``: close the storage when the
     application shuts down (after the requests in flight). ``mode``: the storage mode named by health and info.
+    ``max_query_keys``: the most item keys one ``/cache-query`` may ask for (Zowe's ``caching.storage.maxQueryKeys``).
     """
     service = CachingService(
         storage, trust_dn_header=trust_dn_header, require_client_cert=require_client_cert, max_body=max_body,
-        mode=mode,
+        mode=mode, max_query_keys=max_query_keys,
     )
 
     @contextlib.asynccontextmanager

@@ -24,10 +24,12 @@ def make_storage(
     record_length: int | None = None,
     durability: str = "process",
     lock_timeout: float = 30.0,
+    lazy_open: bool = True,
 ) -> Storage:
     """A storage of mode ``mode``. ``dataset``: the data set path (ksds: required); ``redis_url`` (redis:
     required); ``size`` (0: no limit) and ``eviction`` ("reject" or "removeOldest"), for every mode;
-    ``layout``, ``key_length``, ``record_length``, ``durability`` and ``lock_timeout``: ksds only
+    ``layout``, ``key_length``, ``record_length``, ``durability``, ``lock_timeout`` and ``lazy_open`` (a data set
+    that cannot be opened now is opened by a later call, which answers 503 ZWECS703W until then): ksds only
     (see :class:`~ksds.caching.ksds_storage.KsdsStorage`). Raises ValueError naming what is wrong."""
     if not isinstance(mode, str) or mode.lower() not in _ALIASES:
         raise ValueError(f"storage mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -73,4 +75,5 @@ def make_storage(
         eviction=eviction,
         durability=durability,
         lock_timeout=lock_timeout,
+        lazy_open=lazy_open,
     )

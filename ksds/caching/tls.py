@@ -3,26 +3,37 @@
 Zowe's gateway tells the caching service who the caller is in the ``X-Certificate-DistinguishedName`` header; the
 caching service believes it (Zowe issue 4423). Here, when the service runs with TLS and a CA for client
 certificates, the DN of the verified client certificate is the identity, and a header that names another DN is
-refused. Two pieces make that work:
+refused. Three pieces make that work:
 
-* :class:`PeerCertH11Protocol`: uvicorn's h11 protocol, which also puts the TLS session into the scope as the ASGI
-  TLS extension (``scope["extensions"]["tls"]``: ``client_cert_name``, ``client_cert_chain``, ``tls_version``, ...).
-  uvicorn 0.54 does not expose the peer certificate to the application, so the protocol (``uvicorn.Config(http=...)``)
-  reads it from the connection's ``ssl_object`` when the connection is made (after the handshake);
-* :func:`java_dn`: the certificate's subject DN formatted exactly as Java's
-  ``X509Certificate.getSubjectX500Principal().getName()`` (RFC 2253), which is what Zowe itself uses when it reads
-  the DN from the TLS session (its "modulith" mode). :func:`same_dn` compares a DN written by a client (RFC 2253, or
-  the ``"CN=x, OU=y, O=z"`` style of Java's ``getSubjectDN().getName()`` that Zowe's gateway puts in the header) with
-  the certificate's, attribute by attribute.
+* :class:`Connections`: the ASGI TLS extension (``scope["extensions"]["tls"]``: ``client_cert_name``,
+  ``client_cert_chain``, ``tls_version``, ...) for the requests of a uvicorn server, which (0.54) does not give the
+  application the peer certificate. Only uvicorn's public interface is used: :attr:`Connections.protocol` is an
+  asyncio protocol for ``uvicorn.Config(http=...)`` that hands everything to uvicorn's own h11 protocol (the one
+  ``--http h11`` names) and, when a connection is made (after the TLS handshake), notes its addresses and TLS
+  session; :meth:`Connections.app` wraps the application and puts the TLS session of the request's connection
+  (found by ``scope["server"]`` and ``scope["client"]``, which the ASGI specification defines) into the scope.
+  It also knows which connections have a request in flight, so a shutdown can cut the idle ones
+  (:meth:`Connections.abort_idle`);
+* the certificate is parsed by ``cryptography`` (:func:`subject_of`: ``x509.load_der_x509_certificate(der)
+  .subject``); a certificate it cannot read (one whose subject holds text that is not valid for its string
+  type, say) has no DN here: the caller is not identified by it (``client_cert_error`` says why);
+* :func:`java_dn`, the adapter from the subject (:func:`name_rdns`: a ``cryptography`` Name as RDNs of
+  :class:`SubjectAttribute`) to the DN as Java's ``X509Certificate.getSubjectX500Principal().getName()`` writes it
+  (RFC 2253), which is what Zowe itself uses when it reads the DN from the TLS session (its "modulith" mode).
+  :func:`same_dn` compares a DN written by a client (RFC 2253, or the ``"CN=x, OU=y, O=z"`` style of Java's
+  ``getSubjectDN().getName()`` that Zowe's gateway puts in the header) with the certificate's, attribute by
+  attribute.
 
 The RFC 2253 format, as Java writes it:
 
 * the RDNs in reverse order of the certificate's encoding (the most specific first), joined by ``,`` with no space;
   the values of a multi-valued RDN joined by ``+`` in their encoded order;
 * the attribute types CN, C, L, ST, O, OU, STREET, DC and UID by keyword, every other one (e.g. emailAddress) by
-  its dotted OID, with the value as ``#`` and the lowercase hex of its DER encoding;
+  its dotted OID, with the value as ``#`` and the lowercase hex of its DER encoding; so is a value of a keyword
+  type that is not one of the string types below (a UniversalString, a VisibleString, a BIT STRING);
 * a string value (PrintableString, UTF8String, IA5String, T61String, BMPString, GeneralString) as text, with a
-  backslash before each of ``, = + < > # ; " \\``, before leading and trailing spaces, and NUL as ``\\00``.
+  backslash before each of ``, = + < > # ; " \\``, before leading and trailing spaces, and NUL as ``\\00``;
+  other characters (non-ASCII ones included) as they are.
 """
 
 from __future__ import annotations
@@ -31,78 +42,38 @@ import asyncio
 import binascii
 import re
 import ssl
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
+from cryptography import x509
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["PeerCertH11Protocol", "SubjectAttribute", "java_dn", "parse_dn", "same_dn", "subject_of", "tls_extension"]
+__all__ = [
+    "Connections",
+    "SubjectAttribute",
+    "java_dn",
+    "name_rdns",
+    "parse_dn",
+    "same_dn",
+    "subject_of",
+    "tls_extension",
+]
 
-# --- DER, just enough to find a certificate's subject ----------------------------------------------------------
+# --- a certificate's subject, as cryptography reads it ----------------------------------------------------------
 
-
-class DerError(ValueError):
-    """The bytes are not the DER a certificate should be."""
-
-
-def _tlv(data: bytes, pos: int) -> tuple[int, int, int]:
-    """The tag, the start of the contents and the end of the element at ``pos``."""
-    if pos + 2 > len(data):
-        raise DerError("truncated element")
-    tag = data[pos]
-    if tag & 0x1F == 0x1F:
-        raise DerError("multi-byte tags are not expected in a certificate name")
-    length = data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        n = length & 0x7F
-        if n == 0 or n > 4 or pos + n > len(data):
-            raise DerError("bad length")
-        length = int.from_bytes(data[pos : pos + n], "big")
-        pos += n
-    end = pos + length
-    if end > len(data):
-        raise DerError("element longer than its container")
-    return tag, pos, end
-
-
-def _children(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """(tag, element start, contents start, end) of each element in ``data[start:end]``."""
-    pos = start
-    while pos < end:
-        tag, body, stop = _tlv(data, pos)
-        if stop > end:
-            raise DerError("element longer than its container")
-        yield tag, pos, body, stop
-        pos = stop
-
-
-def _oid(raw: bytes) -> str:
-    if not raw:
-        raise DerError("empty OID")
-    arcs: list[int] = []
-    value = 0
-    for b in raw:
-        value = (value << 7) | (b & 0x7F)
-        if not b & 0x80:
-            arcs.append(value)
-            value = 0
-    first = arcs[0]
-    head = [0, first] if first < 40 else [1, first - 40] if first < 80 else [2, first - 80]
-    return ".".join(str(a) for a in head + arcs[1:])
-
-
-#: DER string types Java writes as text in RFC 2253 (``AVA.isDerString(value, false)``), and how Java decodes them
+#: the DER string types Java writes as text in RFC 2253 (``AVA.isDerString(value, false)``), by tag, and how the
+#: contents of one a client wrote in hex (``#0c03...``) are decoded (T61String as UTF-8, as cryptography reads it)
 _STRING_CODECS = {
     0x0C: "utf-8",  # UTF8String
     0x13: "ascii",  # PrintableString
-    0x14: "latin-1",  # T61String (Java: ISO-8859-1)
+    0x14: "utf-8",  # T61String
     0x16: "ascii",  # IA5String
     0x1B: "ascii",  # GeneralString
     0x1E: "utf-16-be",  # BMPString
 }
+#: how cryptography's text of a value is encoded again for its DER (the types cryptography reads as text)
+_CONTENT_CODECS = {0x1E: "utf-16-be", 0x1C: "utf-32-be"}  # BMPString, UniversalString; the others UTF-8
 
 
 @dataclass(frozen=True)
@@ -114,43 +85,63 @@ class SubjectAttribute:
     der: bytes | None = None
 
 
-def _attribute(data: bytes, start: int, end: int) -> SubjectAttribute:
-    parts = list(_children(data, start, end))
-    if len(parts) != 2 or parts[0][0] != 0x06:
-        raise DerError("an attribute is not (OID, value)")
-    _, _, ob, oe = parts[0]
-    vtag, vstart, vbody, vend = parts[1]
-    codec = _STRING_CODECS.get(vtag)
-    text = data[vbody:vend].decode(codec, errors="replace") if codec else None
-    return SubjectAttribute(_oid(data[ob:oe]), text, data[vstart:vend])
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    size = (n.bit_length() + 7) // 8
+    return bytes([0x80 | size]) + n.to_bytes(size, "big")
+
+
+def _asn1_tag(attr: x509.NameAttribute[Any]) -> int:
+    """The ASN.1 tag of the attribute's value as the certificate encodes it (cryptography keeps it with the
+    attribute: its ``_type``, which it re-encodes the value with)."""
+    kind = getattr(attr, "_type", None)
+    tag = getattr(kind, "value", None)
+    if not isinstance(tag, int):
+        raise ValueError("cryptography does not say the ASN.1 type of the attribute values (NameAttribute._type)")
+    return tag
+
+
+def _attribute(attr: x509.NameAttribute[Any]) -> SubjectAttribute:
+    tag = _asn1_tag(attr)
+    value = attr.value
+    if isinstance(value, bytes):  # a BIT STRING (x500UniqueIdentifier): the contents as they are
+        content = value
+    else:
+        content = value.encode(_CONTENT_CODECS.get(tag, "utf-8"), "surrogatepass")
+    der = bytes([tag]) + _der_length(len(content)) + content
+    text = value if isinstance(value, str) and tag in _STRING_CODECS else None
+    return SubjectAttribute(attr.oid.dotted_string, text, der)
+
+
+def name_rdns(name: x509.Name) -> list[list[SubjectAttribute]]:
+    """A ``cryptography`` Name as RDNs in encoded order (the least specific first), each a list of attributes in
+    encoded order, for :func:`java_dn` and :func:`same_dn`."""
+    return [[_attribute(a) for a in rdn] for rdn in name.rdns]
 
 
 def subject_of(der: bytes) -> list[list[SubjectAttribute]]:
-    """The subject of a DER certificate: its RDNs in encoded order, each a list of attributes."""
-    tag, body, end = _tlv(der, 0)
-    if tag != 0x30:
-        raise DerError("a certificate is a SEQUENCE")
-    tag, tbs, tbs_end = _tlv(der, body)
-    if tag != 0x30:
-        raise DerError("tbsCertificate is a SEQUENCE")
-    fields = list(_children(der, tbs, tbs_end))
-    if fields and fields[0][0] == 0xA0:  # [0] version
-        fields = fields[1:]
-    # serialNumber, signature, issuer, validity, subject
-    if len(fields) < 5 or fields[4][0] != 0x30:
-        raise DerError("no subject in the certificate")
-    _, _, sbody, send = fields[4]
-    rdns: list[list[SubjectAttribute]] = []
-    for rtag, _, rbody, rend in _children(der, sbody, send):
-        if rtag != 0x31:
-            raise DerError("an RDN is a SET")
-        rdn = []
-        for atag, _, abody, aend in _children(der, rbody, rend):
-            if atag != 0x30:
-                raise DerError("an attribute is a SEQUENCE")
-            rdn.append(_attribute(der, abody, aend))
-        rdns.append(rdn)
-    return rdns
+    """The subject of a DER certificate (parsed by ``cryptography``): its RDNs in encoded order, each a list of
+    attributes. ValueError if ``der`` is not a certificate whose subject cryptography can read."""
+    return name_rdns(x509.load_der_x509_certificate(der).subject)
+
+
+def _der_text(der: bytes) -> str | None:
+    """The text of one DER element written by a client in hex (``#...``): None if its type is not a string type
+    Java writes as text. ValueError if it is not one whole element (single-byte tag, definite length)."""
+    if len(der) < 2:
+        raise ValueError("truncated element")
+    tag, length, pos = der[0], der[1], 2
+    if length & 0x80:
+        n = length & 0x7F
+        if n == 0 or n > 4 or len(der) < pos + n:
+            raise ValueError("bad length")
+        length = int.from_bytes(der[pos : pos + n], "big")
+        pos += n
+    if pos + length != len(der):
+        raise ValueError("the length is not that of the bytes")
+    codec = _STRING_CODECS.get(tag)
+    return der[pos:].decode(codec) if codec else None
 
 
 # --- DNs as Java writes them ----------------------------------------------------------------------------------
@@ -292,11 +283,10 @@ def _parse_value(oid: str, raw: str) -> SubjectAttribute:
     if s.startswith("#"):
         try:
             der = binascii.unhexlify(s[1:])
-            tag, body, end = _tlv(der, 0)
-        except (binascii.Error, DerError) as e:
+            text = _der_text(der)
+        except (binascii.Error, ValueError) as e:
             raise ValueError(f"bad hex value {s!r}") from e
-        codec = _STRING_CODECS.get(tag)
-        return SubjectAttribute(oid, der[body:end].decode(codec, errors="replace") if codec else None, der)
+        return SubjectAttribute(oid, text, der)
     return SubjectAttribute(oid, _unescape(raw))
 
 
@@ -380,7 +370,7 @@ def tls_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> dict[str, Any]:
     ext["client_cert_chain"] = [ssl.DER_cert_to_PEM_cert(der)]
     try:
         subject = subject_of(der)
-    except DerError as e:
+    except ValueError as e:
         ext["client_cert_error"] = f"cannot read the certificate's subject: {e}"
         return ext
     ext["client_cert_subject"] = subject
@@ -388,32 +378,128 @@ def tls_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> dict[str, Any]:
     return ext
 
 
-class PeerCertH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol that also gives the application the ASGI TLS extension (the client certificate).
+Address = tuple[str, int]
 
-    Use as ``uvicorn.Config(app, http=PeerCertH11Protocol, ...)``. The TLS handshake is over when asyncio calls
-    :meth:`connection_made`, so the verified peer certificate is known for every request of the connection.
+
+def _address(transport: asyncio.BaseTransport, which: str) -> Address | None:
+    """A connection's local (``which="sockname"``) or remote (``"peername"``) address as uvicorn puts it in the
+    ASGI scope (``scope["server"]``, ``scope["client"]``): host and port."""
+    sock = transport.get_extra_info("socket")
+    try:
+        info = getattr(sock, "get" + which)() if sock is not None else transport.get_extra_info(which)
+    except OSError:
+        return None
+    if isinstance(info, (tuple, list)) and len(info) >= 2:
+        return str(info[0]), int(info[1])
+    return None
+
+
+@dataclass(eq=False)
+class _Connection:
+    transport: asyncio.Transport
+    #: the ASGI TLS extension (None: plain HTTP)
+    tls: dict[str, Any] | None
+    #: requests of the application whose response is not complete
+    requests: int = 0
+
+
+class Connections:
+    """The connections of one uvicorn server, for the ASGI TLS extension and for cutting idle ones at shutdown.
+
+    Give uvicorn both halves: ``uvicorn.Config(connections.app(app), http=connections.protocol, ...)``.
+    :attr:`protocol` hands every call to uvicorn's h11 protocol, and when a connection is made (over TLS: after
+    the handshake, so the verified peer certificate is known) notes it by its two addresses; :meth:`app` finds
+    the connection of each HTTP request by ``scope["server"]`` and ``scope["client"]`` and puts its TLS session
+    into ``scope["extensions"]["tls"]`` (:func:`tls_extension`). A request whose connection is not known (its
+    addresses could not be read) gets no TLS extension: it is a caller without a client certificate.
     """
 
-    def abort_if_idle(self) -> None:
-        """Cut the connection now if no request is in flight on it (at shutdown: an idle keep-alive connection, or
-        one whose last response is sent, which over TLS would otherwise wait for the client's close_notify)."""
-        if self.cycle is None or self.cycle.response_complete:
-            self.transport.abort()
+    def __init__(self) -> None:
+        self._open: dict[tuple[Address, Address], _Connection] = {}
+        self.protocol: type[asyncio.Protocol] = self._protocol_class()
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is None:
-            return
-        tls = tls_extension(ssl_object)
-        inner = self.app
+    def __len__(self) -> int:
+        return len(self._open)
 
-        async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-            raw = cast(dict[str, Any], scope)
-            extensions = dict(raw.get("extensions") or {})
-            extensions["tls"] = tls
-            raw["extensions"] = extensions
-            await inner(scope, receive, send)
+    def _protocol_class(self) -> type[asyncio.Protocol]:
+        connections = self._open
 
-        self.app = app
+        class PeerCertProtocol(asyncio.Protocol):
+            """uvicorn's h11 protocol, with the connection noted (see :class:`Connections`)."""
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                self._http = H11Protocol(*args, **kwargs)  # whatever uvicorn builds its protocol with
+                self._key: tuple[Address, Address] | None = None
+                self._connection: _Connection | None = None
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                tcp = cast(asyncio.Transport, transport)
+                local, remote = _address(tcp, "sockname"), _address(tcp, "peername")
+                if local is not None and remote is not None:
+                    ssl_object = tcp.get_extra_info("ssl_object")
+                    tls = tls_extension(ssl_object) if ssl_object is not None else None
+                    self._key, self._connection = (local, remote), _Connection(tcp, tls)
+                    connections[self._key] = self._connection
+                self._http.connection_made(tcp)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                try:
+                    self._http.connection_lost(exc)
+                finally:
+                    if self._key is not None and connections.get(self._key) is self._connection:
+                        del connections[self._key]
+
+            def data_received(self, data: bytes) -> None:
+                self._http.data_received(data)
+
+            def eof_received(self) -> bool | None:
+                return self._http.eof_received()  # type: ignore[func-returns-value]
+
+            def pause_writing(self) -> None:
+                self._http.pause_writing()
+
+            def resume_writing(self) -> None:
+                self._http.resume_writing()
+
+        return PeerCertProtocol
+
+    def app(self, app: ASGIApp) -> ASGIApp:
+        """``app`` with the TLS extension in the scope of each HTTP request (see the class's docstring)."""
+        connections = self._open
+
+        async def with_tls(scope: Scope, receive: Receive, send: Send) -> None:
+            server, client = scope.get("server"), scope.get("client")
+            conn = None
+            if scope["type"] == "http" and server and client:
+                conn = connections.get(((str(server[0]), int(server[1])), (str(client[0]), int(client[1]))))
+            if conn is None:
+                await app(scope, receive, send)
+                return
+            if conn.tls is not None:
+                scope = dict(scope)
+                scope["extensions"] = {**(scope.get("extensions") or {}), "tls": conn.tls}
+            conn.requests += 1
+            complete = False
+
+            async def sent(message: Message) -> None:
+                nonlocal complete
+                await send(message)
+                if not complete and message["type"] == "http.response.body" and not message.get("more_body"):
+                    complete = True
+                    conn.requests -= 1
+
+            try:
+                await app(scope, receive, sent)
+            finally:
+                if not complete:
+                    conn.requests -= 1
+
+        return with_tls
+
+    def abort_idle(self) -> int:
+        """Cut every connection with no request in flight (at shutdown: an idle keep-alive connection, or one whose
+        last response is sent, which over TLS would otherwise wait for the client's close_notify); how many."""
+        idle = [c for c in self._open.values() if c.requests <= 0]
+        for c in idle:
+            c.transport.abort()
+        return len(idle)

@@ -23,6 +23,8 @@ from ._common import FAILED, USAGE, CliError, Subparsers, add_verb, one_line
 if TYPE_CHECKING:
     import uvicorn
 
+    from ..caching.tls import Connections
+
 EXAMPLES = """
   ksds serve --dataset cache.ksds                          (the ksds storage; defines cache.ksds if missing)
   ksds serve --storage memory --port 10016
@@ -273,6 +275,69 @@ def _missing_extra(e: ImportError, extra: str) -> CliError:
     return CliError(f"this needs the {extra} extra ({name} is not installed): pip install 'ksds[{extra}]'", FAILED)
 
 
+def uvicorn_mismatches() -> list[str]:
+    """What ``ksds serve`` needs of uvicorn that the installed uvicorn lacks (empty: nothing).
+
+    It uses uvicorn's public interface only: ``Config`` with the keyword arguments :func:`run` gives (``http`` a
+    protocol class), ``Server(config)``, its ``serve(sockets=...)`` coroutine and its ``should_exit`` and
+    ``started`` attributes, and the protocol class of ``--http h11`` (``uvicorn.protocols.http.h11_impl
+    .H11Protocol``, an asyncio protocol that :class:`ksds.caching.tls.Connections` builds with the arguments
+    uvicorn gives). The signal handling relies on ``Server.serve`` putting back the handlers it found (as
+    uvicorn documents in its code); tests/test_service_hardening.py checks that SIGTERM still ends it with
+    status 0."""
+    import asyncio
+    import inspect
+
+    import uvicorn
+
+    problems = []
+    try:
+        params: Mapping[str, inspect.Parameter] = inspect.signature(uvicorn.Config).parameters
+    except (TypeError, ValueError):
+        params = {}
+    missing = [name for name in CONFIG_OPTIONS if name not in params]
+    if missing:
+        problems.append(f"uvicorn.Config takes no {', '.join(missing)}")
+    serve = getattr(uvicorn.Server, "serve", None)
+    if serve is None or not inspect.iscoroutinefunction(serve):
+        problems.append("uvicorn.Server has no serve() coroutine")
+    elif "sockets" not in inspect.signature(serve).parameters:
+        problems.append("uvicorn.Server.serve() takes no sockets")
+    try:
+        server = uvicorn.Server(uvicorn.Config(_no_app))
+    except Exception as e:  # reported, whatever it is
+        problems.append(f"uvicorn.Server(uvicorn.Config(app)) fails: {e}")
+    else:
+        for name in ("should_exit", "started"):
+            if not isinstance(getattr(server, name, None), bool):
+                problems.append(f"uvicorn.Server has no {name} flag")
+    try:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+    except ImportError as e:
+        problems.append(f"uvicorn.protocols.http.h11_impl.H11Protocol cannot be imported: {e}")
+    else:
+        if not (isinstance(H11Protocol, type) and issubclass(H11Protocol, asyncio.Protocol)):
+            problems.append("uvicorn.protocols.http.h11_impl.H11Protocol is not an asyncio protocol")
+    return problems
+
+
+async def _no_app(scope: object, receive: object, send: object) -> None:
+    """(an ASGI application for :func:`uvicorn_mismatches` to build a Config with)"""
+
+
+def check_uvicorn() -> None:
+    """A CliError naming the installed uvicorn and what changed, if it lacks what ``ksds serve`` needs."""
+    import uvicorn
+
+    problems = uvicorn_mismatches()
+    if problems:
+        raise CliError(
+            f"uvicorn {uvicorn.__version__} is not what ksds serve was tested with (uvicorn {TESTED_UVICORN}): "
+            + "; ".join(problems) + " (pip install 'ksds[service]' installs a uvicorn that works)",
+            FAILED,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from ..caching.storage_factory import make_storage
 
@@ -280,9 +345,10 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from ..caching.service import API, make_app
-        from ..caching.tls import PeerCertH11Protocol
+        from ..caching.tls import Connections
     except ImportError as e:
         raise _missing_extra(e, "service") from None
+    check_uvicorn()
 
     opts = storage_options(args)
     _check_tls(args)
@@ -301,22 +367,23 @@ def run(args: argparse.Namespace) -> int:
         storage, trust_dn_header=args.trust_dn_header, require_client_cert=require_cert, close_storage=True,
         mode=mode.lower(),
     )
-    config = uvicorn.Config(
-        app,
-        http=PeerCertH11Protocol,
-        server_header=False,
-        ws="none",
-        lifespan="on",
-        log_config=None,
-        log_level="warning",
-        access_log=args.access_log,
-        timeout_graceful_shutdown=REQUEST_GRACE,
-        ssl_certfile=args.tls_cert,
-        ssl_keyfile=args.tls_key,
-        ssl_ca_certs=args.tls_ca,
-        ssl_cert_reqs=ssl.CERT_OPTIONAL if args.tls_ca else ssl.CERT_NONE,
-    )
-    server = _make_server(config)
+    connections = Connections()
+    options: dict[str, object] = {
+        "http": connections.protocol,
+        "interface": "asgi3",
+        "server_header": False,
+        "ws": "none",
+        "lifespan": "on",
+        "log_config": None,
+        "log_level": "warning",
+        "access_log": args.access_log,
+        "timeout_graceful_shutdown": REQUEST_GRACE,
+        "ssl_certfile": args.tls_cert,
+        "ssl_keyfile": args.tls_key,
+        "ssl_ca_certs": args.tls_ca,
+        "ssl_cert_reqs": ssl.CERT_OPTIONAL if args.tls_ca else ssl.CERT_NONE,
+    }
+    server = uvicorn.Server(uvicorn.Config(connections.app(app), **options))  # type: ignore[arg-type]
     host, port = sock.getsockname()[:2]
     scheme = "https" if args.tls_cert else "http"
     where = f"[{host}]" if ":" in str(host) else str(host)
@@ -325,8 +392,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"ksds serve: the caching service at {scheme}://{where}:{port}{API} on {what} "
           f"(size {storage.size or 'unlimited'}, eviction {storage.eviction}); pid {os.getpid()}", flush=True)
     try:
-        with _uvicorn_logging(args.access_log):
-            server.run(sockets=[sock])
+        with _uvicorn_logging(args.access_log), _signals_stop(server):
+            asyncio.run(_serve(server, sock, connections))
     finally:
         sock.close()
         app.state.caching_service.close()  # if the lifespan did not (a failed start)
@@ -336,42 +403,54 @@ def run(args: argparse.Namespace) -> int:
     raise CliError("the server did not start (see the messages above)")
 
 
-def _make_server(config: uvicorn.Config) -> uvicorn.Server:
-    import uvicorn
+#: the keyword arguments :func:`run` gives ``uvicorn.Config`` (checked by :func:`uvicorn_mismatches`)
+CONFIG_OPTIONS = (
+    "http", "interface", "server_header", "ws", "lifespan", "log_config", "log_level", "access_log",
+    "timeout_graceful_shutdown", "ssl_certfile", "ssl_keyfile", "ssl_ca_certs", "ssl_cert_reqs",
+)
+#: the uvicorn versions the tests ran with (the service extra's range)
+TESTED_UVICORN = ">=0.54"
 
-    class Server(uvicorn.Server):
-        """uvicorn's server, which after a signal-triggered shutdown returns instead of re-raising the signal, and
-        whose shutdown takes a bounded time.
 
-        uvicorn closes an idle keep-alive connection at shutdown and waits for it to be gone; over TLS, closing
-        sends close_notify and waits (up to asyncio's 30 s) for the client's, which a client that holds the
-        connection idle never sends. Here a connection with no request in flight is cut (``abort``) once it has
-        had :data:`CLOSE_GRACE` seconds to close; requests in flight get :data:`REQUEST_GRACE` seconds.
-        """
+@contextlib.contextmanager
+def _signals_stop(server: uvicorn.Server) -> Iterator[None]:
+    """SIGTERM and SIGINT stop ``server``, and :func:`run` then returns (exit status 0) instead of the process
+    dying of the signal.
 
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            reaper = asyncio.create_task(self._cut_idle_connections())
-            try:
-                await super().shutdown(sockets)
-            finally:
-                reaper.cancel()
+    While it serves, uvicorn's ``Server.serve`` has handlers of its own for them; afterwards it puts back the
+    handlers it found (these) and raises the signal it stopped for again, for them: here that only asks the
+    server (stopped already) to stop. A signal before it serves makes it stop as soon as it has started."""
 
-        async def _cut_idle_connections(self) -> None:
-            await asyncio.sleep(CLOSE_GRACE)
-            while True:
-                for connection in list(self.server_state.connections):
-                    abort = getattr(connection, "abort_if_idle", None)
-                    if abort is not None:
-                        abort()
-                await asyncio.sleep(0.1)
+    def stop(signum: int, frame: object) -> None:
+        server.should_exit = True
 
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in originals.items():
-                    signal.signal(sig, handler)
+    originals = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in originals.items():
+            signal.signal(sig, handler)
 
-    return Server(config)
+
+async def _serve(server: uvicorn.Server, sock: socket.socket, connections: Connections) -> None:
+    """Serve on ``sock`` until a signal, with a shutdown that takes a bounded time.
+
+    uvicorn closes an idle keep-alive connection at shutdown and waits for it to be gone; over TLS, closing
+    sends close_notify and waits (up to asyncio's 30 s) for the client's, which a client that holds the
+    connection idle never sends. Here a connection with no request in flight is cut once it has had
+    :data:`CLOSE_GRACE` seconds to close; requests in flight get :data:`REQUEST_GRACE` seconds (uvicorn's
+    ``timeout_graceful_shutdown``)."""
+    reaper = asyncio.create_task(_cut_idle_connections(server, connections))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        reaper.cancel()
+
+
+async def _cut_idle_connections(server: uvicorn.Server, connections: Connections) -> None:
+    while not server.should_exit:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(CLOSE_GRACE)
+    while True:
+        connections.abort_idle()
+        await asyncio.sleep(0.1)
