@@ -31,9 +31,10 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-from .ci import DataCI, IndexCI
+from .ci import DataCI, IndexCI, stamp_of
 from .errors import DuplicateKeyError, RecordNotFoundError, show_key
 from .faults import crashpoint
+from .format import CI_DATA, TRAILER_SIZE
 from .pager import Pager
 
 Path = list[tuple[IndexCI, int]]
@@ -41,17 +42,19 @@ Path = list[tuple[IndexCI, int]]
 Position = tuple[Path, DataCI, int]
 
 
-def get_index(pager: Pager, ci: int) -> IndexCI:
-    """The index CI numbered ``ci`` (an error naming the CI if it is anything else). O(1) when pooled."""
-    obj = pager.get(ci)
+def get_index(pager: Pager, ci: int, expect: int = 0) -> IndexCI:
+    """The index CI numbered ``ci`` (an error naming the CI if it is anything else, or if read from the file it does
+    not carry the stamp ``expect`` its parent's entry keeps). O(1) when pooled."""
+    obj = pager.get(ci, expect)
     if type(obj) is not IndexCI:
         raise pager.codec.damaged(ci, f"is a {type(obj).__name__} where the index expects an index CI")
     return obj
 
 
-def get_data(pager: Pager, ci: int) -> DataCI:
-    """The data CI numbered ``ci`` (an error naming the CI if it is anything else). O(1) when pooled."""
-    obj = pager.get(ci)
+def get_data(pager: Pager, ci: int, expect: int = 0) -> DataCI:
+    """The data CI numbered ``ci`` (an error naming the CI if it is anything else, or a stale image: see
+    :func:`get_index`). O(1) when pooled."""
+    obj = pager.get(ci, expect)
     if type(obj) is not DataCI:
         raise pager.codec.damaged(ci, f"is a {type(obj).__name__} where the index expects a data CI")
     return obj
@@ -59,14 +62,20 @@ def get_data(pager: Pager, ci: int) -> DataCI:
 
 def path_to(pager: Pager, key: bytes) -> Path:
     """The path to the data CI that holds (or would hold) ``key``. O(L log n)."""
-    node = get_index(pager, pager.state.root)
+    node = root(pager)
     path: Path = []
     while True:
         i = bisect_left(node.keys, key)
         path.append((node, i))
         if node.level == 1:
             return path
-        node = get_index(pager, node.ptrs[i])
+        node = get_index(pager, node.ptrs[i], node.stamps[i])
+
+
+def root(pager: Pager) -> IndexCI:
+    """The top index CI (its stamp is kept in the state). O(1) when pooled."""
+    st = pager.state
+    return get_index(pager, st.root, st.root_stamp)
 
 
 def locate(pager: Pager, key: bytes) -> tuple[IndexCI, int, DataCI]:
@@ -75,10 +84,9 @@ def locate(pager: Pager, key: bytes) -> tuple[IndexCI, int, DataCI]:
     The hot path of every update: pool hits are inlined (a dict get and a reference bit per level).
     """
     get = pager.pool.map.get
-    ptr = pager.state.root
-    node = get(ptr)
+    node = get(pager.state.root)
     if type(node) is not IndexCI:
-        node = get_index(pager, ptr)
+        node = root(pager)
     while True:
         node.ref = True
         i = bisect_left(node.keys, key)
@@ -86,16 +94,16 @@ def locate(pager: Pager, key: bytes) -> tuple[IndexCI, int, DataCI]:
         nxt = get(ptr)
         if node.level == 1:
             if type(nxt) is not DataCI:
-                nxt = get_data(pager, ptr)
+                nxt = get_data(pager, ptr, node.stamps[i])
             nxt.ref = True
             return node, i, nxt
         if type(nxt) is not IndexCI:
-            nxt = get_index(pager, ptr)
+            nxt = get_index(pager, ptr, node.stamps[i])
         node = nxt
 
 
-def _peek_data(pager: Pager, ci: int) -> DataCI:
-    obj = pager.peek(ci)
+def _peek_data(pager: Pager, ci: int, expect: int) -> DataCI:
+    obj = pager.peek(ci, expect)
     if type(obj) is not DataCI:
         raise pager.codec.damaged(ci, f"is a {type(obj).__name__} where the index expects a data CI")
     return obj
@@ -116,10 +124,11 @@ def next_data(pager: Pager, path: Path, cache: bool = True) -> DataCI | None:
         return None
     node, i = path[d]
     for dd in range(d + 1, len(path)):
-        node = get_index(pager, node.ptrs[i])
+        node = get_index(pager, node.ptrs[i], node.stamps[i])
         i = 0
         path[dd] = (node, 0)
-    return get_data(pager, node.ptrs[i]) if cache else _peek_data(pager, node.ptrs[i])
+    ptr, stamp = node.ptrs[i], node.stamps[i]
+    return get_data(pager, ptr, stamp) if cache else _peek_data(pager, ptr, stamp)
 
 
 def prev_data(pager: Pager, path: Path, cache: bool = True) -> DataCI | None:
@@ -135,10 +144,11 @@ def prev_data(pager: Pager, path: Path, cache: bool = True) -> DataCI | None:
         return None
     node, i = path[d]
     for dd in range(d + 1, len(path)):
-        node = get_index(pager, node.ptrs[i])
+        node = get_index(pager, node.ptrs[i], node.stamps[i])
         i = len(node.ptrs) - 1
         path[dd] = (node, i)
-    return get_data(pager, node.ptrs[i]) if cache else _peek_data(pager, node.ptrs[i])
+    ptr, stamp = node.ptrs[i], node.stamps[i]
+    return get_data(pager, ptr, stamp) if cache else _peek_data(pager, ptr, stamp)
 
 
 def add_sibling(pager: Pager, path: Path, depth: int, left_high: bytes, right: IndexCI) -> None:
@@ -152,6 +162,7 @@ def add_sibling(pager: Pager, path: Path, depth: int, left_high: bytes, right: I
         top = IndexCI(pager.alloc_index_ci(), node.level + 1, 0, [left_high, right.keys[-1]], [node.ci, right.ci])
         pager.dirty_ci(top)
         st.root = top.ci
+        st.root_stamp = 0  # a new CI: in the log until the checkpoint stamps it
         st.levels += 1
         return
     insert_after(pager, path, depth - 1, left_high, right.keys[-1], right.ci)
@@ -163,17 +174,19 @@ def insert_after(pager: Pager, path: Path, depth: int, left_high: bytes, high: b
     An index-set CI that overflows splits in two, and the split goes up the path. O(L) CIs changed at most.
     """
     node, i = path[depth]
+    pager.dirty_ci(node)
     node.keys[i] = left_high
     node.keys.insert(i + 1, high)
     node.ptrs.insert(i + 1, ptr)
-    pager.dirty_ci(node)
+    node.stamps.insert(i + 1, 0)  # a new CI: in the log until the checkpoint stamps it
     if len(node.keys) <= pager.codec.index_cap:
         return
     assert node.level > 1, "a sequence-set CI never holds more entries than its CA has CIs"
     m = len(node.keys) // 2
-    right = IndexCI(pager.alloc_index_ci(), node.level, 0, node.keys[m:], node.ptrs[m:])
+    right = IndexCI(pager.alloc_index_ci(), node.level, 0, node.keys[m:], node.ptrs[m:], node.stamps[m:])
     del node.keys[m:]
     del node.ptrs[m:]
+    del node.stamps[m:]
     pager.dirty_ci(right)
     add_sibling(pager, path, depth, node.keys[-1], right)
 
@@ -198,33 +211,34 @@ def remove_entry(pager: Pager, path: Path, depth: int) -> None:
         high = node.keys[i]
         node.keys[i - 1] = high
         if node.level > 1:
-            _widen_right_edge(pager, node.ptrs[i - 1], high)
+            _widen_right_edge(pager, node.ptrs[i - 1], node.stamps[i - 1], high)
     del node.keys[i]
     del node.ptrs[i]
-    pager.dirty_ci(node)
+    del node.stamps[i]
     if depth == 0:
         shrink(pager)
 
 
-def _widen_right_edge(pager: Pager, ci: int, high: bytes) -> None:
+def _widen_right_edge(pager: Pager, ci: int, stamp: int, high: bytes) -> None:
     """Set the last high key of index CI ``ci`` and of the last CI under it, down to the sequence set. O(L)."""
     while True:
-        node = get_index(pager, ci)
-        node.keys[-1] = high
+        node = get_index(pager, ci, stamp)
         pager.dirty_ci(node)
+        node.keys[-1] = high
         if node.level == 1:
             return
-        ci = node.ptrs[-1]
+        ci, stamp = node.ptrs[-1], node.stamps[-1]
 
 
 def shrink(pager: Pager) -> None:
     """Remove top levels that have a single entry (the index loses a level each time)."""
     st = pager.state
     while st.levels > 1:
-        top = get_index(pager, st.root)
+        top = root(pager)
         if len(top.keys) > 1:
             return
         st.root = top.ptrs[0]
+        st.root_stamp = top.stamps[0]
         st.levels -= 1
         pager.free_index_ci(top.ci)
 
@@ -237,7 +251,7 @@ def seek_ge(pager: Pager, key: bytes, strict: bool = False) -> Position | None:
     """The first record with a key >= ``key`` (> ``key`` if ``strict``), or None. O(L log n)."""
     path = path_to(pager, key)
     seq, i = path[-1]
-    ci = get_data(pager, seq.ptrs[i])
+    ci = get_data(pager, seq.ptrs[i], seq.stamps[i])
     j = ci.find_after(key) if strict else ci.find(key)
     if j < ci.n:
         return path, ci, j
@@ -249,7 +263,7 @@ def seek_le(pager: Pager, key: bytes, strict: bool = False) -> Position | None:
     """The last record with a key <= ``key`` (< ``key`` if ``strict``), or None. O(L log n)."""
     path = path_to(pager, key)
     seq, i = path[-1]
-    ci = get_data(pager, seq.ptrs[i])
+    ci = get_data(pager, seq.ptrs[i], seq.stamps[i])
     j = (ci.find(key) if strict else ci.find_after(key)) - 1
     if j >= 0:
         return path, ci, j
@@ -371,8 +385,8 @@ def _split_ca(pager: Pager, path: Path, at: int | None) -> None:
     s = n // 2 if at is None else min(max(at, 1), n - 1)
     base = pager.alloc_ca()
     ptrs = []
-    for j, old in enumerate(seq.ptrs[s:]):
-        src = get_data(pager, old)
+    for j, (old, stamp) in enumerate(zip(seq.ptrs[s:], seq.stamps[s:], strict=True)):
+        src = get_data(pager, old, stamp)
         pager.dirty.pop(old, None)
         pager.pool.drop(old)
         pager.dirty_ci(pager.codec.new_data(base + j, src.body(), src.n))
@@ -381,6 +395,7 @@ def _split_ca(pager: Pager, path: Path, at: int | None) -> None:
     pager.dirty_ci(seq)
     del seq.keys[s:]
     del seq.ptrs[s:]
+    del seq.stamps[s:]
     pager.dirty_ci(nseq)
     add_sibling(pager, path, len(path) - 1, seq.keys[-1], nseq)
     pager.state.splits_ca += 1
@@ -406,3 +421,63 @@ def delete(pager: Pager, key: bytes) -> None:
         st.data_cis -= 1
         path = path_to(pager, key)
         remove_entry(pager, path, len(path) - 1)
+
+
+# --- stamps (lost writes) -----------------------------------------------------------------------------------------
+
+
+def restamp(pager: Pager) -> None:
+    """Before a checkpoint writes the log's CIs in place: make each index entry pointing at one of them (and the
+    state, for the top CI) keep the stamp of the image it will have in the file.
+
+    A CI's stamp is the transaction that last changed it; a CI read from the file that does not carry the stamp
+    its parent keeps is a lost or misdirected write, or an older copy of the file (:meth:`Pager.load`). The index
+    CIs this changes are changed by the caller's next transaction, so their own stamps become its number and
+    their parents' entries follow, level by level up to the top. Call it with no transaction in progress; the
+    caller commits. O(W L log n) for W CIs in the log.
+    """
+    st = pager.state
+    codec = pager.codec
+    new = stamp_of(st.txn + 1)  # the stamp of the index CIs changed here (they commit in the next transaction)
+    kind_at = pager.ci_size - TRAILER_SIZE
+    stamps: dict[int, int] = {}
+    by_level: dict[int, list[int]] = {}
+    for ci in pager.walmap:
+        image = pager.committed_image(ci)
+        stamp = codec.stamp(image)
+        if stamp < 0:
+            continue  # a free CI: no entry points at it
+        stamps[ci] = stamp
+        level = 0 if image[kind_at] == CI_DATA else image[kind_at + 1]
+        by_level.setdefault(level, []).append(ci)
+    zero = bytes(pager.defn.key_length)
+    for level in range(st.levels):
+        for ci in by_level.get(level, ()):
+            if ci == st.root:
+                continue
+            obj = pager.get(ci)
+            if level == 0:
+                if type(obj) is not DataCI:
+                    continue
+                key = obj.key_at(0) if obj.n else zero
+            else:
+                if type(obj) is not IndexCI or obj.level != level:
+                    continue
+                key = obj.keys[0]
+            entry = next(((n, i) for n, i in path_to(pager, key) if n.level == level + 1), None)
+            if entry is None:
+                continue
+            node, i = entry
+            if node.ptrs[i] != ci or node.stamps[i] == stamps[ci]:
+                continue  # no longer in the tree (moved by a CA split, freed), or its entry already knows it
+            pager.dirty_ci(node)
+            node.stamps[i] = stamps[ci]
+            if stamps.get(node.ci) != new:
+                stamps[node.ci] = new
+                up = by_level.setdefault(level + 1, [])
+                if node.ci not in up:
+                    up.append(node.ci)
+    top = stamps.get(st.root)
+    if top is not None and top != st.root_stamp:
+        st.root_stamp = top
+        pager.state_dirty = True

@@ -32,6 +32,12 @@ from .format import (
 )
 
 
+def stamp_of(txn: int) -> int:
+    """The stamp a CI written by transaction ``txn`` carries: its low 32 bits, never 0 (0 in an index entry means
+    "not known yet", which is not checked)."""
+    return (txn & 0xFFFFFFFF) or 1
+
+
 class DataCI:
     """A data CI as its bytes: ``n`` records of ``rl`` bytes from offset 0 of ``buf``, in key order.
 
@@ -180,16 +186,22 @@ class IndexCI:
     """An index CI. ``keys[i]`` is the highest key that ``ptrs[i]`` may hold; ranges are ``(keys[i-1], keys[i]]``.
 
     ``level`` 1 is the sequence set (one CI per CA, ``ca`` is the CA's first CI); 2 and up is the index set.
+    ``stamps[i]`` is the stamp that the image of CI ``ptrs[i]`` in the file must carry (0: not known yet, as for a
+    CI still in the log): a child read from the file with another stamp is a lost or misdirected write. Stamps are
+    set by each checkpoint, for the CIs it writes in place (see :func:`ksds.btree.restamp`).
     """
 
-    __slots__ = ("ci", "level", "ca", "keys", "ptrs", "ref")
+    __slots__ = ("ci", "level", "ca", "keys", "ptrs", "stamps", "ref")
 
-    def __init__(self, ci: int, level: int, ca: int, keys: list[bytes], ptrs: list[int]) -> None:
+    def __init__(
+        self, ci: int, level: int, ca: int, keys: list[bytes], ptrs: list[int], stamps: list[int] | None = None
+    ) -> None:
         self.ci = ci
         self.level = level
         self.ca = ca
         self.keys = keys
         self.ptrs = ptrs
+        self.stamps = [0] * len(ptrs) if stamps is None else stamps
         self.ref = True
 
 
@@ -219,7 +231,9 @@ class Codec:
         self.rl = defn.record_length
         self.index_cap = defn.entries_per_index_ci
         self._ptr_off = self.index_cap * self.kl
+        self._stamps_off = self._ptr_off + self.index_cap * 4
         self._trailer_off = self.ci_size - TRAILER_SIZE
+        self._own_stamp_off = self._trailer_off - 4  # an index CI's own stamp: the last 4 bytes of its body
         self._crc_off = self.ci_size - 4
         self._ptr_structs: dict[int, struct.Struct] = {}
         self._zeros = memoryview(bytes(self.ci_size))
@@ -247,10 +261,19 @@ class Codec:
             return self.seal_data(obj, txn)
         if type(obj) is IndexCI:
             n = len(obj.keys)
-            body = b"".join(obj.keys).ljust(self._ptr_off, b"\0") + self._ptrs(n).pack(*obj.ptrs)
+            pack = self._ptrs(n).pack
+            stamp = stamp_of(txn)
+            body = b"".join(
+                (
+                    b"".join(obj.keys).ljust(self._ptr_off, b"\0"),
+                    pack(*obj.ptrs).ljust(self._stamps_off - self._ptr_off, b"\0"),
+                    pack(*obj.stamps).ljust(self._own_stamp_off - self._stamps_off, b"\0"),
+                    stamp.to_bytes(4, "big"),
+                )
+            )
             if obj.level == 1:
                 return self._seal(body, CI_SEQUENCE_SET, 1, n, obj.ci, obj.ca)
-            return self._seal(body, CI_INDEX_SET, obj.level, n, obj.ci, txn)
+            return self._seal(body, CI_INDEX_SET, obj.level, n, obj.ci, stamp)
         assert type(obj) is FreeCI
         return self._seal(b"", obj.kind, 0, 0, obj.ci, obj.next)
 
@@ -263,7 +286,7 @@ class Codec:
             buf[: len(obj.buf)] = obj.buf
         elif type(buf) is not bytearray:
             buf = bytearray(buf)
-        TRAILER_NOCRC.pack_into(buf, self._trailer_off, CI_DATA, 0, obj.n, obj.ci, txn & 0xFFFFFFFF)
+        TRAILER_NOCRC.pack_into(buf, self._trailer_off, CI_DATA, 0, obj.n, obj.ci, stamp_of(txn))
         buf[self._crc_off :] = crc32c(memoryview(buf)[: self._crc_off]).to_bytes(4, "big")
         image = bytes(buf)
         obj.buf = image
@@ -277,6 +300,23 @@ class Codec:
 
     def damaged(self, ci: int, what: str) -> DamagedCIError:
         return DamagedCIError(f"{self.path}: CI {ci} (RBA {ci * self.ci_size}) {what}", ci)
+
+    def stamp(self, data: bytes) -> int:
+        """The stamp a CI's image carries (the transaction that last changed it, low 32 bits): a data CI's is in its
+        descriptor, an index CI's at the end of its body; -1 for a free CI (no index entry points at it)."""
+        kind = data[self._trailer_off]
+        if kind == CI_DATA:
+            return int.from_bytes(data[self._trailer_off + 8 : self._trailer_off + 12], "big")
+        if kind in (CI_SEQUENCE_SET, CI_INDEX_SET):
+            return int.from_bytes(data[self._own_stamp_off : self._trailer_off], "big")
+        return -1
+
+    def stale(self, ci: int, found: int, expected: int) -> DamagedCIError:
+        return self.damaged(
+            ci,
+            f"holds an older image than its index expects (stamp {found}, expected {expected}): a lost or "
+            f"misdirected write, or the file restored from an older copy",
+        )
 
     def check(self, data: bytes, ci: int) -> tuple[int, int, int, int]:
         """Check a CI's length, CRC32C and self-address; return (type, flags, count, aux)."""
@@ -303,11 +343,13 @@ class Codec:
                 raise self.damaged(ci, f"is an index CI with {count} entries (1..{self.index_cap} allowed)")
             kl = self.kl
             keys = [data[i : i + kl] for i in range(0, count * kl, kl)]
-            ptrs = list(self._ptrs(count).unpack_from(data, self._ptr_off))
+            unpack = self._ptrs(count).unpack_from
+            ptrs = list(unpack(data, self._ptr_off))
+            stamps = list(unpack(data, self._stamps_off))
             level = flags
             if (kind == CI_SEQUENCE_SET) != (level == 1):
                 raise self.damaged(ci, f"is an index CI whose level {level} does not match its type")
-            return IndexCI(ci, level, aux if level == 1 else 0, keys, ptrs)
+            return IndexCI(ci, level, aux if level == 1 else 0, keys, ptrs, stamps)
         if kind in (CI_FREE_INDEX, CI_FREE_CA):
             return FreeCI(ci, kind, aux)
         raise self.damaged(ci, f"has unknown CI type {kind} ({CI_TYPE_NAMES.get(kind, '?')})")

@@ -283,6 +283,7 @@ class Dataset:
             buffer_space=buffer_space,
             rls=sharing == "rls",
             lock_timeout=self.lock_timeout,
+            restamp=btree.restamp,
         )
         self._pager: Pager | None = pager
         #: record locks (RLS only)
@@ -460,19 +461,19 @@ class Dataset:
             get = p.pool.map.get
             node: Any = get(p.state.root)
             if node is None:
-                node = btree.get_index(p, p.state.root)
+                node = btree.root(p)
             while True:
                 node.ref = True
-                keys = node.keys
-                ptr = node.ptrs[bisect_left(keys, key)]
-                level = node.level
+                i = bisect_left(node.keys, key)
+                ptr = node.ptrs[i]
+                parent = node
                 node = get(ptr)
-                if level == 1:
+                if parent.level == 1:
                     if type(node) is not DataCI:
-                        node = btree.get_data(p, ptr)
+                        node = btree.get_data(p, ptr, parent.stamps[i])
                     break
                 if type(node) is not IndexCI:
-                    node = btree.get_index(p, ptr)
+                    node = btree.get_index(p, ptr, parent.stamps[i])
             node.ref = True
             # binary search of the CI's records in place (the same loop as DataCI.find, inlined)
             buf = node.buf

@@ -4,7 +4,8 @@ The definition is validated here, once, and stored in the file's header (see ``d
 Capacity rules follow VSAM's with ksds's own CI descriptor (16 bytes, see :mod:`ksds.format`):
 
 * a data CI holds ``(ci_size - 16) // record_length`` records;
-* an index CI holds ``(ci_size - 16) // (key_length + 4)`` entries;
+* an index CI holds ``(ci_size - 16 - 4) // (key_length + 8)`` entries (a high key, a pointer and the stamp its
+  child's image must carry, plus the CI's own stamp);
 * a CA's sequence-set CI must address every CI of the CA, so ``cis_per_ca`` is at most that many entries.
 """
 
@@ -20,6 +21,11 @@ from .errors import DefinitionError
 CI_TRAILER = 16
 #: bytes of a pointer in an index entry
 POINTER = 4
+#: bytes of the stamp an index entry keeps of its child (what the child's image must carry: lost writes), and of an
+#: index CI's own stamp
+STAMP = 4
+#: bytes of one index entry: high key + pointer + child's stamp
+ENTRY_EXTRA = POINTER + STAMP
 MIN_CI_SIZE = 512
 MAX_CI_SIZE = 32768
 #: a CA is at most this many bytes when cis_per_ca is not given (VSAM: one 3390 cylinder is 720 KiB)
@@ -63,8 +69,8 @@ class Definition:
 
     @property
     def entries_per_index_ci(self) -> int:
-        """Most entries (high key + pointer) an index CI can hold."""
-        return (self.ci_size - CI_TRAILER) // (self.key_length + POINTER)
+        """Most entries (high key + pointer + child's stamp) an index CI can hold."""
+        return (self.ci_size - CI_TRAILER - STAMP) // (self.key_length + ENTRY_EXTRA)
 
     @cached_property
     def load_records_per_ci(self) -> int:
@@ -135,9 +141,9 @@ def make_definition(
             f"record_length {rl} does not fit in a CI of {cisz} bytes (at most {cisz - CI_TRAILER}); "
             f"use a larger ci_size"
         )
-    index_entries = (cisz - CI_TRAILER) // (kl + POINTER)
+    index_entries = (cisz - CI_TRAILER - STAMP) // (kl + ENTRY_EXTRA)
     if index_entries < 3:
-        need = round_ci_size(3 * (kl + POINTER) + CI_TRAILER)
+        need = round_ci_size(3 * (kl + ENTRY_EXTRA) + CI_TRAILER + STAMP)
         raise DefinitionError(
             f"an index CI of {cisz} bytes holds only {index_entries} entries of key_length {kl}; "
             f"the index needs 3 or more: use ci_size {need} or larger"

@@ -122,7 +122,9 @@ def examine(
                 f"file truncated: HI-U-RBA {durable * cisz} but the file has {size} bytes "
                 f"(CIs {size // cisz} to {durable - 1} missing)",
             )
-        _Checker(report, view.codec, state, defn.cis_per_ca, view.ci, indextest, datatest, progress).run()
+        checker = _Checker(report, view.codec, state, defn.cis_per_ca, view.ci, indextest, datatest, progress)
+        checker.in_log = view.in_log
+        checker.run()
     return report
 
 
@@ -150,16 +152,26 @@ class _Checker:
         self.cas: set[int] = set()
         self.last_key: bytes | None = None
         self.done = 0
+        #: whether a CI's bytes come from the log (its stamp is then not checked: the log is newest)
+        self.in_log: Callable[[int], bool] = lambda ci: False
 
     def err(self, code: str, ci: int | None, msg: str) -> None:
         self.r.add("error", code, ci, msg)
 
-    def load(self, ci: int) -> DataCI | IndexCI | FreeCI | None:
+    def load(self, ci: int, expect: int = 0) -> DataCI | IndexCI | FreeCI | None:
+        """CI ``ci``, checked; ``expect``: the stamp its index entry keeps (a stale image read from the file is a lost
+        or misdirected write)."""
         if not 0 < ci < self.st.hurba:
             self.err("IDC11725I", ci, f"pointer to CI {ci} lies outside the data set (HI-U-RBA CI {self.st.hurba})")
             return None
         try:
-            return self.codec.decode(self.read(ci), ci)
+            data = self.read(ci)
+            obj = self.codec.decode(data, ci)
+            if expect and not self.in_log(ci):
+                stamp = self.codec.stamp(data)
+                if stamp != expect:
+                    raise self.codec.stale(ci, stamp, expect)
+            return obj
         except DamagedCIError as e:
             self.err("IDC11701I", ci, str(e).split(": ", 1)[-1])
             return None
@@ -177,7 +189,7 @@ class _Checker:
     def run(self) -> None:
         st = self.st
         r = self.r
-        top = self.load(st.root) if self.use(st.root, "index") else None
+        top = self.load(st.root, st.root_stamp) if self.use(st.root, "index") else None
         if not isinstance(top, IndexCI):
             if top is not None:
                 self.err("IDC11704I", st.root, "the index's top CI is not an index CI")
@@ -221,12 +233,12 @@ class _Checker:
                     continue
                 r.data_cis += 1
                 if self.datatest:
-                    self.data(ptr, keys[j - 1] if j else low, keys[j])
+                    self.data(ptr, keys[j - 1] if j else low, keys[j], node.stamps[j])
             return
         for j, ptr in enumerate(node.ptrs):
             if not self.use(ptr, "index"):
                 continue
-            child = self.load(ptr)
+            child = self.load(ptr, node.stamps[j])
             if child is None:
                 continue
             if not isinstance(child, IndexCI) or child.level != node.level - 1:
@@ -234,8 +246,8 @@ class _Checker:
                 continue
             self.walk(child, keys[j - 1] if j else low, keys[j])
 
-    def data(self, ci: int, low: bytes | None, high: bytes) -> None:
-        obj = self.load(ci)
+    def data(self, ci: int, low: bytes | None, high: bytes, expect: int = 0) -> None:
+        obj = self.load(ci, expect)
         self.done += 1
         if self.progress is not None and self.done % 256 == 0:
             self.progress(self.done, self.st.data_cis)

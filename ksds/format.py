@@ -20,7 +20,8 @@ crc32c = _crc32c.crc32c
 
 #: first 8 bytes of a data set; the \\r\\n and \\x1a catch a text-mode (line-end converting) transfer
 MAGIC = b"\x89KSDS\r\n\x1a"
-FORMAT_VERSION = 1
+#: 2: index entries keep their child's stamp (lost writes are detected); the state has the root's stamp
+FORMAT_VERSION = 2
 
 # CI types (first byte of the descriptor)
 CI_DATA = 1
@@ -45,7 +46,7 @@ TRAILER_NOCRC = struct.Struct(">BBHII")  # the first 12 bytes
 #: the fixed part of the header CI
 HEADER_FIXED = struct.Struct(">8sHHIHHIIIQ")  # magic ver hdrlen cisz kl pad ko rl cpa created
 #: the mutable state, also carried by every commit frame of the write-ahead log
-STATE = struct.Struct(">Q4BIHHIIIIII8Q")
+STATE = struct.Struct(">Q4BIHHIIIIII8QI")
 STATE_SIZE = STATE.size
 HEADER_SIZE = HEADER_FIXED.size + STATE_SIZE + 4
 
@@ -80,6 +81,7 @@ class State:
     splits_ci: int = 0
     splits_ca: int = 0
     excps: int = 0
+    root_stamp: int = 0  # the stamp the top index CI's image must carry (0: not known yet, not checked)
 
     def pack(self) -> bytes:
         return STATE.pack(*_state_values(self))
@@ -129,6 +131,13 @@ def decode_header(data: bytes, path: str) -> tuple[Definition, int, State]:
             from .errors import CorruptionError
 
             raise CorruptionError(f"{path}: the header CI (CI 0, RBA 0) fails its CRC32C check")
+    if version == 1:
+        raise NotADatasetError(
+            f"{path} has format version 1 (written by ksds 0.1), whose index entries carry no stamps of their "
+            f"CIs; this ksds reads version {FORMAT_VERSION}. Convert it with ksds 0.1: `ksds repro {path} "
+            f"unload.jsonl`, then with this ksds `ksds define NEW ...` (same KEYS, RECORDSIZE, CISZ) and "
+            f"`ksds repro unload.jsonl NEW`"
+        )
     if version != FORMAT_VERSION or hdrlen != HEADER_SIZE:
         raise NotADatasetError(
             f"{path} has format version {version} (header of {hdrlen} bytes); this ksds reads version "

@@ -7,8 +7,8 @@ about half-done splits: a transaction's frames are either all there with their c
 Copy-on-write would move CIs on every update (breaking CA locality), and a rollback journal needs a sync
 before every in-place write (two per request).
 
-Layout (see ``docs/file-format.md``): a 64-byte header, then fixed-size frames, each a frame header, one CI
-image and a CRC32C. The last frame of a transaction has the commit flag and carries the whole
+Layout (see ``docs/file-format.md``): a 512-byte header (two 256-byte slots), then fixed-size frames, each a frame
+header, one CI image and a CRC32C. The last frame of a transaction has the commit flag and carries the whole
 :class:`~ksds.format.State`. After a checkpoint the log is reused from the start with a new salt, so frames
 of older generations are told apart without truncating the file.
 """
@@ -25,7 +25,7 @@ from .fileio import LOG
 from .format import STATE_SIZE, crc32c
 
 LOG_MAGIC = b"KSDSWAL\x00"
-LOG_VERSION = 1
+LOG_VERSION = 2  # 2: the state in commit frames has the root stamp
 #: magic, version, ci_size, salt, data set id, generation, durable CIs (HI-U-RBA that the last checkpoint synced)
 LOG_HEADER = struct.Struct(">8sIIIQQI")
 #: two header slots of 256 bytes, written alternately (a generation's header goes to slot ``generation % 2``), so a
@@ -47,6 +47,7 @@ class Replay:
     damaged_at: int | None = None  # offset of the first frame that failed its check, if any
     stale: bool = False  # the log belongs to another data set (one deleted and defined again)
     durable_cis: int = -1  # the data file's HI-U-RBA (CIs) the log's last checkpoint made durable (-1: unknown)
+    end: int = LOG_HEADER_SIZE  # the offset just past the last committed frame (where a next frame would go)
 
 
 class Journal:
@@ -65,6 +66,7 @@ class Journal:
         self._last_parsed: tuple[int, int] | None = None
         self.size = 0  # bytes in the file
         self.io = fileio.IO  # every write and sync goes through the one I/O path
+        self.writable = False  # ``fd`` is open for writing
 
     # --- writing ------------------------------------------------------------------------------------------
 
@@ -75,6 +77,7 @@ class Journal:
         that exist: a request's ``fdatasync`` flushes its data only, not a file-size change as well.
         """
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.writable = True
         self.size = os.fstat(self.fd).st_size
         self.reset(sync, durable_cis)
         if self.size < preallocate:
@@ -99,8 +102,17 @@ class Journal:
             self.fd = os.open(self.path, os.O_RDWR if writable else os.O_RDONLY)
         except FileNotFoundError:
             return False
+        self.writable = writable
         self.size = os.fstat(self.fd).st_size
         return True
+
+    def make_writable(self) -> None:
+        """Reopen a log joined for reading only, for writing (a reader that closes last checkpoints it)."""
+        if not self.writable:
+            fd = os.open(self.path, os.O_RDWR)
+            os.close(self.fd)
+            self.fd = fd
+            self.writable = True
 
     def header(self) -> tuple[int, int] | None:
         """(salt, generation) of the log's current generation as it is now, or None if there is none."""
@@ -292,6 +304,7 @@ class Journal:
                 pending = []
                 expect = txn + 1
                 last_commit = txn
+                replay.end = off + fs
             off += fs
         replay.discarded_frames = len(pending)
         self.offset = off

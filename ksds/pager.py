@@ -29,6 +29,7 @@ import dataclasses
 import errno
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import faults, fileio
@@ -145,8 +146,13 @@ class Pager:
         buffer_space: int,
         rls: bool = False,
         lock_timeout: float = 0.0,
+        restamp: Callable[[Pager], None] | None = None,
     ) -> None:
         self.path = path
+        #: before the CIs of the log are written in place: make the index keep the stamps of their images
+        #: (:func:`ksds.btree.restamp`; the pager sits below the tree, so the tree hands it in)
+        self.restamp = restamp
+        self._restamping = False
         self.writable = writable
         self.power = power
         #: every write and sync goes through the one I/O path (the crash tests' when they run)
@@ -258,24 +264,25 @@ class Pager:
 
     # --- reading --------------------------------------------------------------------------------------------
 
-    def get(self, ci: int) -> AnyCI:
-        """The CI numbered ``ci``, from the pool or the file (checked: CRC32C, self-address)."""
+    def get(self, ci: int, expect: int = 0) -> AnyCI:
+        """The CI numbered ``ci``, from the pool or the file (checked: CRC32C, self-address, and read from the file,
+        the stamp ``expect`` its index entry keeps, unless 0)."""
         obj = self.pool.get(ci)
         if obj is not None:
             obj.ref = True
             return obj
-        return self.load(ci)
+        return self.load(ci, True, expect)
 
-    def peek(self, ci: int) -> AnyCI:
+    def peek(self, ci: int, expect: int = 0) -> AnyCI:
         """Like :meth:`get`, but a CI read from disk is not added to the pool (browses: a scan neither evicts
         the working set nor pays for pool upkeep)."""
         obj = self.pool.get(ci)
         if obj is not None:
             obj.ref = True
             return obj
-        return self.load(ci, cache=False)
+        return self.load(ci, False, expect)
 
-    def load(self, ci: int, cache: bool = True) -> AnyCI:
+    def load(self, ci: int, cache: bool = True, expect: int = 0) -> AnyCI:
         if not 0 < ci < self.state.hurba:
             raise DamagedCIError(
                 f"{self.path}: the index points at CI {ci}, outside the data set (HI-U-RBA "
@@ -290,8 +297,15 @@ class Pager:
                 self.state.excps += 1
             else:
                 data = os.pread(self.journal.fd, self.ci_size, off + FRAME_HEADER.size)
+                expect = 0  # the log's image is the newest by construction
+        else:
+            expect = 0
         self.pool.misses += 1
         obj = self.codec.decode(data, ci)
+        if expect:  # read from the file: it must be the image its index entry saw written (lost writes)
+            stamp = self.codec.stamp(data)
+            if stamp != expect:
+                raise self.codec.stale(ci, stamp, expect)
         if cache or len(self.pool) < self.pool.capacity:  # a browse still caches while there is room
             self.pool.put(obj)
         return obj
@@ -454,12 +468,15 @@ class Pager:
                 self.journal.sync()
             walmap = self.walmap
             fs = self.journal.frame_size
-            keep = None if self.shared else self.images
+            kept = self.images
+            keep = not self.shared
             for k, (ci, image) in enumerate(images):
                 if ci:
                     walmap[ci] = appended + k * fs
-                    if keep is not None:
-                        keep[ci] = image
+                    if keep:
+                        kept[ci] = image
+                    elif kept:
+                        kept.pop(ci, None)  # (recovery keeps the replayed images) the log's frame is newer
         except OSError as e:
             if self.journal.offset != appended:
                 self.failed = e  # the commit frame may be in the log: no further transaction may follow it
@@ -468,7 +485,7 @@ class Pager:
         dirty.clear()
         self.state_dirty = False
         self.committed = blob
-        if self.journal.offset >= CHECKPOINT_BYTES:
+        if self.journal.offset >= CHECKPOINT_BYTES and not self._restamping:
             try:
                 self.checkpoint()
             except KsdsError as e:
@@ -489,6 +506,26 @@ class Pager:
                 image = os.pread(jfd, cisz, self.walmap[ci] + hs)
             io.pwrite(fd, DATA, image, ci * cisz)
             faults.crashpoint("ci-written")
+
+    def committed_image(self, ci: int) -> bytes:
+        """The image of CI ``ci`` as the current log generation last committed it (it must be in :attr:`walmap`)."""
+        image = self.images.get(ci)
+        if image is None:
+            image = os.pread(self.journal.fd, self.ci_size, self.walmap[ci] + FRAME_HEADER.size)
+        return image
+
+    def _stamp_index(self) -> None:
+        """Before the CIs of the log go in place: one more transaction, in which the index entries (and the state,
+        for the top CI) take the stamps of the images their children will have in the file."""
+        if self.restamp is None or not self.walmap or self._restamping:
+            return
+        self._restamping = True
+        try:
+            self.journal.make_writable()
+            self.restamp(self)
+            self.commit()
+        finally:
+            self._restamping = False
 
     def rollback(self) -> None:
         """Forget every change since the last commit (the pool drops the changed CIs; the state goes back)."""
@@ -524,6 +561,7 @@ class Pager:
         """Write the logged CIs in place and the header; sync the data file (in power mode, or when another
         process sharing the log has acknowledged power-safe requests); start a new log generation."""
         sync = self.power or (self.shared and self.locks.power_users())
+        self._stamp_index()
         try:
             self._flush()
             self._write_header()
@@ -561,6 +599,7 @@ class Pager:
                 if self.writable:
                     self.commit()
                 if self.locks.alone() and self.journal.fd >= 0:
+                    self._stamp_index()
                     self._flush()
                     self._write_header()
                     self._sync_data()
@@ -620,21 +659,39 @@ class Pager:
         return rec
 
     def _replay(self, fd: int, replay: Replay) -> None:
+        """Take the log's committed transactions as this open's own, then write them in place as a checkpoint does
+        (the index's stamps first, in one more transaction, synced before anything goes in place); remove the log.
+        Idempotent: a crash in the middle leaves a log that replays to the same data set."""
         cisz = self.ci_size
         io = self.io
         for _, images, _state in replay.transactions:
             for ci, image in images:
                 if ci:
-                    io.pwrite(fd, DATA, image, ci * cisz)
+                    self.images[ci] = image
+                    self.walmap[ci] = -1  # the image is in ``images``
         if replay.transactions:
             self.state = State.unpack(replay.transactions[-1][2])
+        self.committed = self.state.pack()
         need = self.state.hurba * cisz
         if os.fstat(fd).st_size < need:
             io.truncate(fd, DATA, need)  # CIs allocated after the last checkpoint and never written
         self.file_size = os.fstat(fd).st_size
+        j = self.journal
+        j.fd = os.open(j.path, os.O_RDWR)
+        j.writable = True
+        j.size = os.fstat(j.fd).st_size
+        j.offset = replay.end
+        self.view_salt = j.salt
+        if self.walmap and self.restamp is not None:
+            self._stamp_index()
+            j.sync()  # the stamps' transaction is durable before any CI it changes goes in place
+        self._flush()
         io.pwrite(fd, DATA, encode_header(self.defn, self.created, self.state, cisz), 0)
         io.fullsync(fd, DATA)
-        io.unlink(self.journal.path, fileio.LOG)
+        j.close(remove=True)
+        self.walmap.clear()
+        self.images.clear()
+        self.pool.clear()
 
 
 def create(path: str, defn: Definition, created: int) -> None:
@@ -652,9 +709,11 @@ def create(path: str, defn: Definition, created: int) -> None:
         ca_count=1,
         index_cis=1,
         data_cis=1,
+        txn=1,  # the define: its two CIs carry stamp 1, and so do the entry and the state that point at them
+        root_stamp=1,
     )
     high = b"\xff" * defn.key_length
-    seq = IndexCI(1, 1, 2, [high], [2])
+    seq = IndexCI(1, 1, 2, [high], [2], [1])
     data = codec.new_data(2, b"", 0)
     # write it under a temporary name, then link it into place: nobody ever sees a half-written data set,
     # and the link fails if the name was taken meanwhile
@@ -671,8 +730,8 @@ def create(path: str, defn: Definition, created: int) -> None:
         io = fileio.IO
         io.truncate(fd, DATA, st.hurba * cisz)
         io.pwrite(fd, DATA, encode_header(defn, created, st, cisz), 0)
-        io.pwrite(fd, DATA, codec.encode(seq, 0), cisz)
-        io.pwrite(fd, DATA, codec.encode(data, 0), 2 * cisz)
+        io.pwrite(fd, DATA, codec.encode(seq, 1), cisz)
+        io.pwrite(fd, DATA, codec.encode(data, 1), 2 * cisz)
         io.fullsync(fd, DATA)
     finally:
         os.close(fd)

@@ -120,6 +120,10 @@ class View:
                 return data
         raise KsdsError(f"{self.path} changes too fast to be read without opening it; try again")
 
+    def in_log(self, n: int) -> bool:
+        """Whether CI ``n``'s bytes come from the log (else from the file, where a stale image can lie)."""
+        return n in self._overlay
+
     def close(self) -> None:
         if self._journal is not None and self._journal.fd >= 0:
             self._journal.close(remove=False)

@@ -717,8 +717,9 @@ def test_invalid_definitions(tmp_path: Path, kwargs: dict, word: str) -> None:
 def test_largest_valid_definitions(tmp_path: Path) -> None:
     d = ksds.define(str(tmp_path / "a"), key_length=255, record_length=32752, ci_size=32768)
     assert (d.key_length, d.record_length, d.ci_size, d.records_per_ci) == (255, 32752, 32768, 1)
-    d = ksds.define(str(tmp_path / "b"), key_length=4, record_length=100, ci_size=512, cis_per_ca=62)
-    assert d.cis_per_ca == 62 == d.entries_per_index_ci
+    # (512 - 16 - 4) // (4 + 8): a high key, a pointer and a stamp per entry, and the CI's own stamp
+    d = ksds.define(str(tmp_path / "b"), key_length=4, record_length=100, ci_size=512, cis_per_ca=41)
+    assert d.cis_per_ca == 41 == d.entries_per_index_ci
     d = ksds.define(str(tmp_path / "c"), key_length=1, record_length=1, freespace=(99, 100))
     assert d.freespace == (99, 100) and d.load_records_per_ci >= 1 and d.load_cis_per_ca >= 1
     with ksds.open(str(tmp_path / "a")) as ds:
