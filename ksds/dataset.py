@@ -297,6 +297,9 @@ class Dataset:
                     raise KsdsError(f"{path}: cannot open its lock file {path}.lck: {e.strerror}") from e
                 raise
         self._batch_locks: set[bytes] = set()
+        #: threads waiting for a record lock (without the mutex), and record locks whose close waits for them
+        self._waiting = 0
+        self._closing_locks: RecordLocks | None = None
         d = pager.defn
         self._kl = d.key_length
         self._ko = d.key_offset
@@ -577,6 +580,7 @@ class Dataset:
                 raise
             self._batch_locks.add(key)
             return
+        self._waiting += 1
         self._mutex.release()
         try:
             locks.lock(key, exclusive, self.lock_timeout)
@@ -586,6 +590,10 @@ class Dataset:
             dead = None
         finally:
             self._mutex.acquire()  # the caller releases it; a batch of another thread is ended by that thread
+            self._waiting -= 1
+            if self._waiting == 0 and self._closing_locks is not None:
+                self._closing_locks.close()  # closed by another thread while we waited: its last step is ours
+                self._closing_locks = None
         if self._pager is not p:  # closed by another thread meanwhile (close released every record lock)
             raise DatasetClosedError(f"{self.path} is closed")
         if dead is not None:
@@ -981,6 +989,12 @@ class Dataset:
             self._release_locks(p)
 
     def _release_locks(self, p: Pager) -> None:
+        if self._locks is not None and self._waiting:
+            # another thread waits for a record through these locks: it ends its wait at the next poll and
+            # closes them (never under a waiter's feet: their descriptor number could be reused meanwhile)
+            self._locks.abort()
+            self._closing_locks = self._locks
+            self._locks = None
         if self._locks is not None:
             self._locks.close()  # releases its record locks and its registry slot
             self._locks = None

@@ -17,15 +17,24 @@ files (offsets are 64-bit), so the files never grow for them.
   - ``RECORD_BASE + blake2b-64(key) % RECORD_SPACE``: the record lock of a key (shared for CR/CRE reads,
     exclusive for an update). Two keys can share a byte (false contention, as in RLS's lock table), with odds
     of about n/2**40.
-  - ``SLOT_BASE + 2k`` and ``SLOT_BASE + 2k + 1``: **slot** k of the wait-for registry. An open claims the first
-    k whose byte ``SLOT_BASE + 2k`` it can lock exclusively (the kernel decides between racing opens), writes a
-    clean registry entry k, then locks ``SLOT_BASE + 2k + 1`` ("entry k is current"); it keeps both for its
+  - ``CLAIM`` (``SLOT_BASE - 1``): the **claim lock**, held exclusively while an open claims a slot and while a
+    closing open cuts the registry, so claims never race each other.
+  - ``SLOT_BASE + 2k`` and ``SLOT_BASE + 2k + 1``: **slot** k of the wait-for registry. An open, holding the claim
+    lock, takes the lowest k whose byte ``SLOT_BASE + 2k`` it can lock exclusively ("owned"), so slot numbers stay
+    below the most opens at one time; if no slot above k is owned, the entries from k on are dead and it cuts the
+    registry there (``ftruncate`` to entry k: to nothing for slot 0); it writes a clean entry k, locks
+    ``SLOT_BASE + 2k + 1`` ("entry k is current") and lets the claim lock go; it keeps both slot bytes for its
     life. Slot k is **live** while ``SLOT_BASE + 2k + 1`` is locked; the kernel frees both when the open closes
     or its process dies, so a dead owner's entry is never mistaken for a live one, not even while a new owner
-    of the slot is still cleaning it. An open that can lock the whole slot range at once is alone: it empties
-    the registry (``ftruncate``) before taking slot 0, so the registry never outgrows the most opens at a time.
-  - data, from offset 0: the **wait-for registry**, ``ENTRY_SIZE`` bytes per slot (:data:`ENTRY_HEAD`, then the
-    held locks, 6 bytes each; see docs/file-format.md for the fields).
+    of the slot is still cleaning it. An open that closes takes the claim lock (at most 1 s, else it leaves this
+    to later opens) and, if no slot above its own is owned, cuts the registry after the highest slot still owned
+    below its own (its own entry and the dead ones in between go); it lets the claim lock go with its slot, in
+    one unlock. So the registry ends at the highest owned slot (a killed owner's entry lasts until the next
+    claim or close with no owned slot above it). A claim that cannot have
+    the claim lock within 5 s (its holder was stopped) takes the lowest free slot without it and cuts nothing.
+  - data, from offset 0: the **wait-for registry**, entry k at ``ENTRY_SIZE * k`` (:data:`ENTRY_HEAD`, a CRC32,
+    then the n held locks listed, 6 bytes each, at most :data:`MAX_HELD`; see docs/file-format.md for the
+    fields).
 
 Deadlocks. An owner that must wait for a record lock writes into its entry (one ``pwrite``) its owner id
 (``pid << 32 | serial``, unique per open), the byte it waits for and in which mode, a wait serial, and every
@@ -37,11 +46,19 @@ when it has the highest id in it, and that owner is the **one victim**: it gets 
 (its caller releases its record locks). An owner that is not waiting is in no cycle (it is running). A cycle is
 confirmed before anyone is chosen: every member's slot is live at the first sighting, and the next round (one
 ``pread`` later) finds the same owners in the same waits (same ids and wait serials). Each member was then
-waiting through the whole interval between the two reads, with the held locks its entry lists, so at one instant
+waiting through the whole interval between the two reads, holding the locks its entry lists, so at one instant
 all of them were stuck on each other: a real deadlock, not a phantom made of entries read at different times.
-Entries carry a CRC32 (a read torn by a concurrent write is ignored for that round). A waiter holding more locks
-than an entry lists (:data:`MAX_HELD`) is marked overflowed and counted as a possible holder of any byte: a
-deadlock is never missed, but one involving such a waiter may choose a victim that was not needed.
+Entries carry a CRC32 (a read torn by a concurrent write is ignored for that round).
+
+An owner holding more record locks than an entry lists (:data:`MAX_HELD`, 165) lists instead, flagged
+**partial**, those of its locks that conflict with what other waiters wait for, as of its own last read of the
+registry: it reads the registry once before it writes its entry, and at each poll (which reads it anyway)
+rewrites the entry (one ``pwrite``, same wait serial) when that set changed. That is all a cycle search asks of
+it (only bytes that someone waits for are looked up), and every lock listed is still held for the whole wait,
+so the search stays exact: an owner is never taken for the holder of a lock it does not hold (no phantom
+victim), and a cycle through it is found once it has polled after the other members started waiting (a few ms
+later). Only when more than 165 of its locks are waited for at once are some left out: a deadlock through
+those is not seen and ends by lock timeout.
 
 Record-lock waits end after ``timeout`` seconds with :class:`~ksds.RecordLockedError` (RLSTMOUT; 0 waits
 forever). OFD locks do not tell who holds them (``F_OFD_GETLK`` and ``/proc/locks`` report pid -1), but
@@ -72,7 +89,15 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from .errors import DatasetInUseError, DeadlockError, KsdsError, LatchTimeoutError, RecordLockedError, show_key
+from .errors import (
+    DatasetClosedError,
+    DatasetInUseError,
+    DeadlockError,
+    KsdsError,
+    LatchTimeoutError,
+    RecordLockedError,
+    show_key,
+)
 
 try:
     import fcntl
@@ -97,16 +122,17 @@ POWER_OPEN = LATCH + 6  # every open with durability "power" holds it shared: ch
 PORTABLE_OPEN = LATCH + 7  # Linux: every open with the portable locks (KSDS_LOCKS=portable) holds it shared
 
 SLOT_BASE = 1 << 40  # lock file: slot k owned through byte SLOT_BASE + 2k, live through SLOT_BASE + 2k + 1
+CLAIM = SLOT_BASE - 1  # lock file: held exclusively while an open claims a slot, or a closing one shrinks the registry
 RECORD_BASE = 1 << 41  # lock file: record locks
 RECORD_SPACE = 1 << 40
 ENTRY_SIZE = 1024  # lock file data: registry entry k at offset ENTRY_SIZE * k
-#: owner id, pid, wait serial, byte waited for (0: not waiting), exclusive wanted, overflowed, held count
+#: owner id, pid, wait serial, byte waited for (0: not waiting), exclusive wanted, partial list, listed count
 ENTRY_HEAD = struct.Struct(">QIIQBBH")
 _CRC = struct.Struct(">I")  # after ENTRY_HEAD: CRC32 of the head and the held list
 _HELD_AT = ENTRY_HEAD.size + _CRC.size  # 32
 _HELD_SIZE = 6  # a held lock: bit 47 exclusive, bits 0-39 the byte's offset from RECORD_BASE
 _HELD_X = 1 << 47
-MAX_HELD = (ENTRY_SIZE - _HELD_AT) // _HELD_SIZE  # 165
+MAX_HELD = (ENTRY_SIZE - _HELD_AT) // _HELD_SIZE  # 165: the most held locks an entry lists
 
 _FLOCK = struct.Struct("@hhqqi")  # struct flock on Linux (l_type, l_whence, l_start, l_len, l_pid)
 _FLOCK_SIZE = 32
@@ -393,6 +419,10 @@ _UNLOCK_RECORDS = _flock(fcntl.F_UNLCK, RECORD_BASE, RECORD_SPACE)
 _UNLOCK_ALL = _flock(fcntl.F_UNLCK, 0, 0)  # length 0: to the end of every possible offset
 _WAIT_FIRST_DELAY = 0.0002  # record-lock poll: the first sleep, doubled up to the cap
 _WAIT_MAX_DELAY = 0.01
+_CLAIM_X = _flock(fcntl.F_WRLCK, CLAIM)
+_CLAIM_U = _flock(fcntl.F_UNLCK, CLAIM)
+_CLAIM_WAIT = 5.0  # an open waits this long for the claim lock (held for a few system calls), then claims without
+_SHRINK_WAIT = 1.0  # a closing open waits this long for it to shrink the registry, then leaves that to others
 
 
 @dataclass(slots=True, eq=False)
@@ -405,16 +435,43 @@ class _Waiter:
     seq: int
     want: int  # the lock byte it waits for
     want_x: bool  # ... exclusively
-    overflowed: bool  # it holds more locks than ``held`` lists
-    held: dict[int, bool]  # lock byte -> exclusive?
+    partial: bool  # it holds more than MAX_HELD locks: ``held`` lists those that other waiters wait for
+    held: dict[int, bool]  # lock byte -> exclusive? (each held by it for the whole wait)
 
 
-def _entry(owner: int, pid: int, seq: int, want: int, want_x: bool, held: dict[int, bool]) -> bytes:
-    """A registry entry (see the module docstring); ``want`` 0: not waiting."""
+def _entry(
+    owner: int, pid: int, seq: int, want: int, want_x: bool, held: dict[int, bool], partial: bool = False
+) -> bytes:
+    """A registry entry (see the module docstring); ``want`` 0: not waiting. Lists at most MAX_HELD of ``held``."""
     items = list(held.items())[:MAX_HELD] if want else []
     body = b"".join(((_HELD_X if x else 0) | (b - RECORD_BASE)).to_bytes(_HELD_SIZE, "big") for b, x in items)
-    head = ENTRY_HEAD.pack(owner, pid & 0xFFFFFFFF, seq, want, want_x, want != 0 and len(held) > MAX_HELD, len(items))
+    head = ENTRY_HEAD.pack(owner, pid & 0xFFFFFFFF, seq, want, want_x, want != 0 and partial, len(items))
     return head + _CRC.pack(zlib.crc32(body, zlib.crc32(head))) + body
+
+
+def _range_free(fd: int, start: int, length: int) -> bool:
+    """Whether no other open holds a lock on any byte of ``length`` bytes from ``start`` (one ``F_OFD_GETLK``)."""
+    out = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _flock(fcntl.F_WRLCK, start, length))
+    return bool(_FLOCK.unpack_from(out, 0)[0] == fcntl.F_UNLCK)
+
+
+def _take_claim(fd: int, patience: float) -> bool:
+    """Take the claim lock, waiting at most ``patience`` seconds (polling: a claim holds it for a few system
+    calls, and no open may hang behind a stopped process). Whether we have it."""
+    deadline = time.monotonic() + patience
+    delay = _LATCH_FIRST_DELAY
+    while True:
+        try:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _CLAIM_X)
+            return True
+        except OSError as e:
+            if e.errno not in _BUSY:
+                raise
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, _LATCH_MAX_DELAY)
 
 
 class RecordLocks:
@@ -422,6 +479,9 @@ class RecordLocks:
 
     Not thread-safe by itself: one object per open, used by one thread at a time (its Dataset's mutex).
     """
+
+    #: set by :meth:`abort`: the open is closing, and a wait in progress ends with DatasetClosedError
+    aborted = False
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -445,34 +505,65 @@ class RecordLocks:
             raise
 
     def _claim(self) -> int:
-        """Take the first free slot: its owner byte, a clean entry, then its "current" byte.
+        """Take the lowest free slot, holding the claim lock: its owner byte, a clean entry, its "live" byte.
 
-        If the whole slot range can be locked at once, no open holds or is claiming a slot: the registry is then
-        emptied first, so that what each wait reads stays as small as the most opens at one time since then.
+        Claims are serialised, so the lowest free slot is at most the number of owned slots: slot numbers stay
+        below the most opens at one time. If no slot above ours is owned, the entries beyond ours are dead ones:
+        the registry is cut there first (to nothing when we take slot 0).
         """
         fd = self.fd
-        if _try_range(fd, fcntl.F_WRLCK, SLOT_BASE, RECORD_BASE - SLOT_BASE):  # no slot is live: we are alone
-            os.ftruncate(fd, 0)
-            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK, SLOT_BASE + 1, RECORD_BASE - SLOT_BASE - 1))
-            k = 0  # we hold SLOT_BASE (slot 0's owner byte) throughout
-        else:
+        serialised = _take_claim(fd, _CLAIM_WAIT)  # else (a claimer stopped for seconds) claim without it
+        try:
             k = 0
             while not _try(fd, fcntl.F_OFD_SETLK, fcntl.F_WRLCK, SLOT_BASE + 2 * k):
                 k += 1
-        os.pwrite(self.fd, _entry(self.owner, self.pid, 0, 0, False, {}), ENTRY_SIZE * k)
-        fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, SLOT_BASE + 2 * k + 1))
+            above = SLOT_BASE + 2 * k + 2
+            if serialised and _range_free(fd, above, RECORD_BASE - above):
+                os.ftruncate(fd, ENTRY_SIZE * k)
+            os.pwrite(fd, _entry(self.owner, self.pid, 0, 0, False, {}), ENTRY_SIZE * k)
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, SLOT_BASE + 2 * k + 1))
+        finally:
+            if serialised:
+                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _CLAIM_U)
         return k
 
+    def _shrink(self, fd: int) -> None:
+        """At close, holding the claim lock (so that no slot is claimed meanwhile), if ours is the highest owned
+        slot: cut the registry after the highest other owned slot (dropping ours and the dead entries below it).
+        The caller lets the claim lock go together with our slot (one unlock): of two opens closing at once, the
+        second sees the first one's slot free. Nothing if the claim lock stays busy."""
+        if not _take_claim(fd, _SHRINK_WAIT):
+            return
+        above = SLOT_BASE + 2 * self.slot + 2
+        if not _range_free(fd, above, RECORD_BASE - above):
+            return  # a slot above is owned: its close does it
+        k = self.slot
+        while k > 0 and _range_free(fd, SLOT_BASE + 2 * (k - 1), 1):
+            k -= 1
+        os.ftruncate(fd, ENTRY_SIZE * k)
+
     def close(self) -> None:
-        """Release every lock of this open and its slot, and close the descriptor."""
+        """Release every lock of this open and its slot (shrinking the registry first if ours is the highest
+        slot), and close the descriptor."""
         self.mine.clear()
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             try:
-                # the close alone would not drop them while a forked child still shares the open file description
-                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _UNLOCK_ALL)
+                self._shrink(fd)
+            except OSError:
+                pass  # best effort: a later claim or close cuts the registry
             finally:
-                os.close(fd)
+                try:
+                    # the close alone would not drop them while a forked child still shares the open file
+                    # description
+                    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _UNLOCK_ALL)
+                finally:
+                    os.close(fd)
+
+    def abort(self) -> None:
+        """End any wait in progress (at its next poll) with :class:`~ksds.DatasetClosedError`: the open closes once
+        the waiter has left (:meth:`close` is deferred until then by the caller)."""
+        self.aborted = True
 
     def holds(self, key: bytes, exclusive: bool = True) -> bool:
         mode = self.mine.get(key_byte(key))
@@ -502,12 +593,18 @@ class RecordLocks:
         deadline = None if timeout <= 0 else time.monotonic() + timeout
         self._seq = self._seq % 0xFFFFFFFF + 1
         at = ENTRY_SIZE * self.slot
-        os.pwrite(self.fd, _entry(self.owner, self.pid, self._seq, b, exclusive, self.mine), at)
+        # More held locks than an entry lists: list those that other waiters wait for, kept current at each poll
+        partial = len(self.mine) > MAX_HELD
+        listed = self._wanted_of_mine(self._registry()[1]) if partial else self.mine
+        os.pwrite(self.fd, _entry(self.owner, self.pid, self._seq, b, exclusive, listed, partial), at)
         delay = _WAIT_FIRST_DELAY
         candidate: list[_Waiter] | None = None  # a cycle seen in the last round, to confirm in this one
         try:
             while True:
-                waiters = self._waiters()
+                waiters, wanted = self._registry()
+                if partial and (now := self._wanted_of_mine(wanted)) != listed:
+                    listed = now
+                    os.pwrite(self.fd, _entry(self.owner, self.pid, self._seq, b, exclusive, listed, True), at)
                 if candidate is not None:
                     if all(
                         (w := waiters.get(c.slot)) is not None and (w.owner, w.seq) == (c.owner, c.seq)
@@ -528,6 +625,11 @@ class RecordLocks:
                     raise RecordLockedError(
                         f"{self.path}: record {show_key(key)} still locked by {self._who(b, exclusive)} after "
                         f"{timeout:g}s (lock timeout)"
+                    )
+                if self.aborted:
+                    raise DatasetClosedError(
+                        f"{self.path} was closed (by another thread) while this request waited for record "
+                        f"{show_key(key)}"
                     )
                 time.sleep(delay)
                 delay = min(delay * 2, _WAIT_MAX_DELAY)
@@ -560,15 +662,33 @@ class RecordLocks:
     def _live(self, slot: int) -> bool:
         return _holder(self.fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, SLOT_BASE + 2 * slot + 1) is not None
 
-    def _waiters(self) -> dict[int, _Waiter]:
-        """The registry's waiting owners with a lower id than ours (the only ones our cycle search follows)."""
+    def _wanted_of_mine(self, wanted: dict[int, bool]) -> dict[int, bool]:
+        """The record locks we hold that conflict with what other waiters wait for (at most MAX_HELD)."""
+        mine = self.mine
+        out: dict[int, bool] = {}
+        for byte, want_x in wanted.items():
+            mode = mine.get(byte)
+            if mode is not None and (mode or want_x):
+                out[byte] = mode
+                if len(out) == MAX_HELD:
+                    break
+        return out
+
+    def _registry(self) -> tuple[dict[int, _Waiter], dict[int, bool]]:
+        """Read the registry: its waiting owners with a lower id than ours (the only ones our cycle search
+        follows), and what every other waiter waits for (lock byte -> exclusively, by any of them)."""
         size = os.fstat(self.fd).st_size
         data = os.pread(self.fd, size, 0)
         out: dict[int, _Waiter] = {}
+        wanted: dict[int, bool] = {}
         me = self.owner
         for slot, at in enumerate(range(0, len(data) - _HELD_AT + 1, ENTRY_SIZE)):
-            owner, pid, seq, want, want_x, over, n = ENTRY_HEAD.unpack_from(data, at)
-            if not want or owner >= me or slot == self.slot:
+            owner, pid, seq, want, want_x, partial, n = ENTRY_HEAD.unpack_from(data, at)
+            if not want or slot == self.slot:
+                continue
+            # (heads unchecked: a torn one can only make a partial waiter list a lock it does hold)
+            wanted[want] = bool(want_x) or wanted.get(want, False)
+            if owner >= me:
                 continue
             body = data[at + _HELD_AT : at + _HELD_AT + _HELD_SIZE * n]
             (crc,) = _CRC.unpack_from(data, at + ENTRY_HEAD.size)
@@ -578,22 +698,20 @@ class RecordLocks:
             for i in range(0, len(body), _HELD_SIZE):
                 v = int.from_bytes(body[i : i + _HELD_SIZE], "big")
                 held[RECORD_BASE + (v & (RECORD_SPACE - 1))] = bool(v & _HELD_X)
-            out[slot] = _Waiter(slot, owner, pid, seq, want, bool(want_x), bool(over), held)
-        return out
+            out[slot] = _Waiter(slot, owner, pid, seq, want, bool(want_x), bool(partial), held)
+        return out, wanted
 
     def _cycle(self, b: int, exclusive: bool, waiters: dict[int, _Waiter]) -> list[_Waiter] | None:
         """A wait-for path from us through ``waiters`` back to a lock we hold (first: who holds ``b``), or None."""
         if not waiters or not self.mine:
             return None
         holders: dict[int, list[tuple[_Waiter, bool]]] = {}
-        overflowed = [w for w in waiters.values() if w.overflowed]
         for w in waiters.values():
             for hb, hx in w.held.items():
                 holders.setdefault(hb, []).append((w, hx))
 
         def blockers(byte: int, want_x: bool, who: _Waiter | None) -> list[_Waiter]:
-            out = [w for w, hx in holders.get(byte, ()) if (want_x or hx) and w is not who]
-            return out + [w for w in overflowed if w is not who and w not in out]
+            return [w for w, hx in holders.get(byte, ()) if (want_x or hx) and w is not who]
 
         parent: dict[int, _Waiter | None] = {}
         stack: list[_Waiter] = []

@@ -4,12 +4,14 @@ own open) and between such threads and other processes; deadlock detection among
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -280,8 +282,8 @@ def test_no_false_deadlock_from_a_dead_owners_entry(ds_path: str) -> None:
 
 
 def test_deadlock_with_an_overflowed_waiter(ds_path: str) -> None:
-    """A waiter holding more locks than its entry lists is counted as a possible holder of anything: the
-    deadlock is still found, even when the lock that closes the cycle is not in its list."""
+    """A waiter holding more locks than an entry lists (partial) lists those that other waiters wait for: the
+    deadlock is still found, though the lock that closes the cycle comes after MAX_HELD others."""
     define(ds_path)
     a = L.RecordLocks(ds_path)
     b = L.RecordLocks(ds_path)  # b has the higher owner id: it is the one that must find the cycle
@@ -289,7 +291,7 @@ def test_deadlock_with_an_overflowed_waiter(ds_path: str) -> None:
     many = [b"x%07d" % i for i in range(L.MAX_HELD + 5)]
     for k in many:
         a.lock(k, False, 1)
-    a.lock(key(1), True, 1)  # beyond the entry's list
+    a.lock(key(1), True, 1)  # beyond the first MAX_HELD
     b.lock(key(2), True, 1)
     barrier = threading.Barrier(2)
     out: dict[str, str] = {}
@@ -458,3 +460,187 @@ def test_latch_timeout_while_another_process_holds_a_batch(ds_path: str, sharing
         assert ds.read(key(50))  # the batch committed; the latch is free again
     finally:
         ds.close()
+
+
+# --- registry: waiters holding many locks, slot numbers ------------------------------------------------------------
+
+
+def _waiting_for(lck: str, byte: int) -> bool:
+    """Whether some registry entry of ``lck`` says that its owner waits for ``byte``."""
+    with open(lck, "rb") as f:
+        data = f.read()
+    return any(
+        L.ENTRY_HEAD.unpack_from(data, at)[3] == byte
+        for at in range(0, len(data) - L.ENTRY_HEAD.size + 1, L.ENTRY_SIZE)
+    )
+
+
+def _until(cond: Callable[[], bool], timeout: float = 10) -> bool:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+def test_no_deadlock_error_through_a_waiter_holding_many_locks(ds_path: str) -> None:
+    """A (the lowest owner id) holds more record locks than an entry lists inline and waits for X, held by B; B
+    waits for Z, held by C, which waits for nothing and lets Z go a little later. There is no cycle: B gets Z (no
+    DeadlockError, which would name A as the holder of Z), then A gets X."""
+    define(ds_path)
+    a, b, c = (L.RecordLocks(ds_path) for _ in range(3))
+    assert a.owner < b.owner < c.owner
+    x, z = key(1), key(2)
+    lck = ds_path + ".lck"
+    try:
+        for i in range(L.MAX_HELD + 5):
+            a.lock(b"m%07d" % i, True, 1)
+        b.lock(x, True, 1)
+        c.lock(z, True, 1)
+
+        def wait_a() -> None:
+            try:
+                a.lock(x, True, 10)
+            finally:
+                a.unlock_all()
+
+        def wait_b() -> None:
+            _until(lambda: _waiting_for(lck, L.key_byte(x)))
+            try:
+                b.lock(z, True, 10)
+            finally:
+                b.unlock_all()
+
+        def run_c() -> None:
+            _until(lambda: _waiting_for(lck, L.key_byte(z)), 5)
+            time.sleep(0.3)  # several polls of A and B meanwhile
+            c.unlock_all()
+
+        t0 = time.monotonic()
+        assert run_threads(wait_a, wait_b, run_c) == [None, None, None]
+        assert time.monotonic() - t0 < 5
+    finally:
+        for o in (a, b, c):
+            o.close()
+
+
+_RING = """
+from ksds import locks as L
+def participant(path, i, n, extra, ready, go):
+    rl = L.RecordLocks(path)
+    try:
+        rl.lock(b"%08d" % i, True, 5)
+        for e in range(extra):
+            rl.lock(b"e%03d%04d" % (i, e), True, 5)
+        open(ready, "w").close()
+        end = time.monotonic() + 30
+        while not os.path.exists(go) and time.monotonic() < end:
+            time.sleep(0.002)
+        try:
+            rl.lock(b"%08d" % ((i + 1) % n), True, 20)
+            return "proceeded"
+        except ksds.DeadlockError:
+            return "deadlock"
+        except ksds.RecordLockedError:
+            return "timeout"
+    finally:
+        rl.close()
+"""
+
+
+@pytest.mark.parametrize(("extra", "staged"), [(0, True), (L.MAX_HELD + 5, True), (L.MAX_HELD + 5, False)])
+def test_deadlock_ring_of_threads_and_processes_one_victim(ds_path: str, extra: int, staged: bool) -> None:
+    """A ring of four opens (two threads here, two other processes), each holding ``extra`` more record locks
+    than the ring's own: open i holds record i and waits for record i+1. Staged: the waits start one by one,
+    the ring closing last: nobody may be chosen before it closes (a chain is no deadlock). Then exactly one
+    victim, and the three others get their record."""
+    define(ds_path)
+    n = 4
+    ns: dict[str, Callable[..., str]] = {}
+    exec(script(_RING), ns)  # the same participant in threads here and in the processes
+    participant = ns["participant"]
+    ready = [f"{ds_path}.ready{i}" for i in range(n)]
+    go = [f"{ds_path}.go{i}" for i in range(n)]
+    results: dict[int, str] = {}
+
+    def here(i: int) -> None:
+        results[i] = participant(ds_path, i, n, extra, ready[i], go[i])
+
+    ts = [threading.Thread(target=here, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    body = _RING + "print(participant(sys.argv[1], int(sys.argv[2]), 4, int(sys.argv[3]), sys.argv[4], sys.argv[5]))\n"
+    procs = {i: start(body, ds_path, str(i), str(extra), ready[i], go[i]) for i in range(2, n)}
+    try:
+        for r in ready:
+            wait_for(r)
+        t0 = time.monotonic()
+        early: list[int] = []
+        for i in range(n - 1 if staged else 0):
+            open(go[i], "w").close()
+            byte = L.key_byte(key(i + 1))
+            assert _until(functools.partial(_waiting_for, ds_path + ".lck", byte)), f"open {i} is not waiting"
+        if staged:
+            time.sleep(0.05)  # several polls of each waiter
+            early = [i for i in range(n) if i in results or (i in procs and procs[i].poll() is not None)]
+        for g in go:
+            open(g, "w").close()
+        for t in ts:
+            t.join(30)
+            assert not t.is_alive()
+        for i, p in procs.items():
+            results[i] = finish(p, 30).strip()
+        assert early == [], f"chosen before the ring closed: {results}"
+        assert sorted(results.values()) == ["deadlock"] + ["proceeded"] * (n - 1), results
+        assert time.monotonic() - t0 < 10
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.communicate()
+
+
+def test_registry_shrinks_when_the_top_slots_close(ds_path: str) -> None:
+    define(ds_path)
+    lck = ds_path + ".lck"
+    opens = [L.RecordLocks(ds_path) for _ in range(5)]
+    try:
+        assert [o.slot for o in opens] == [0, 1, 2, 3, 4]
+        opens[1].close()
+        opens[2].close()  # holes below the top
+        opens[4].close()
+        assert os.path.getsize(lck) <= 4 * L.ENTRY_SIZE  # slot 3 is the highest live one
+        opens[3].close()
+        assert os.path.getsize(lck) <= L.ENTRY_SIZE  # only slot 0 is left: the holes went too
+        again = L.RecordLocks(ds_path)
+        assert again.slot == 1
+        again.close()
+    finally:
+        for o in opens:
+            o.close()
+
+
+def test_slot_numbers_stay_small_under_concurrent_opens(ds_path: str) -> None:
+    """Four processes open and close RLS opens as fast as they can for two seconds (each open is sometimes alone,
+    sometimes not): at most four opens at a time, so the slots used stay below four (a small margin allowed), and
+    so does the registry that every lock wait reads; once they are all closed, the registry is empty."""
+    define(ds_path)
+    lck = ds_path + ".lck"
+    body = """
+    from ksds import locks as L
+    end = time.monotonic() + 2
+    top = size = count = 0
+    while time.monotonic() < end:
+        rl = L.RecordLocks(sys.argv[1])
+        top = max(top, rl.slot)
+        size = max(size, os.path.getsize(sys.argv[1] + ".lck"))
+        rl.close()
+        count += 1
+    print(top, size, count)
+    """
+    procs = [start(body, ds_path) for _ in range(4)]
+    outs = [[int(v) for v in finish(p, 60).split()] for p in procs]
+    assert sum(o[2] for o in outs) > 200  # they did race
+    assert max(o[0] for o in outs) <= 5, outs
+    assert max(o[1] for o in outs) <= 6 * L.ENTRY_SIZE, outs
+    assert os.path.getsize(lck) == 0  # the last close emptied it

@@ -505,3 +505,32 @@ def test_timeouts_beyond_what_threads_can_wait_are_refused(tmp_path: Path) -> No
 
     with pytest.raises(ksds.InvalidRequestError):
         ksds.open(BadPath())  # type: ignore[arg-type]
+
+
+def test_close_while_another_thread_waits_for_a_record(tmp_path: Path) -> None:
+    """The waiter ends with DatasetClosedError at its next poll; the lock file is closed only after it left (never
+    under its feet, where the descriptor number could already be another file's)."""
+    path = str(tmp_path / "t.ksds")
+    ksds.define(path, key_length=KEY, record_length=RECLEN)
+    with ksds.open(path) as ds:
+        ds.write(record(key_of(1, 0), 1))
+    holder = ksds.open(path, sharing="rls", lock_timeout=10)
+    holder.read(key_of(1, 0), update=True)
+    a = ksds.open(path, sharing="rls", lock_timeout=10)
+    got: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            a.read(key_of(1, 0), update=True)
+        except BaseException as e:  # noqa: BLE001 - checked below
+            got.append(e)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.3)  # the waiter polls for the record
+    t0 = time.monotonic()
+    a.close()
+    t.join(5)
+    assert not t.is_alive() and time.monotonic() - t0 < 2
+    assert len(got) == 1 and isinstance(got[0], ksds.DatasetClosedError), got
+    holder.close()
