@@ -25,7 +25,7 @@ from typing import Any
 from .data import Records, RecordSpec
 from .reference import disk_of, drop_from_page_cache, sync_cost
 from .stores import STORES, Store, load_store_class
-from .workloads import BULK_TXN, ROWS, Plan, Row
+from .workloads import BULK_TXN, ROWS, PerRepeat, Plan, Row
 
 
 def log(msg: str) -> None:
@@ -140,6 +140,8 @@ class Suite:
 
     def _one(self, row: Row, name: str, inputs: Any, rep: int) -> tuple[float, int]:
         """Build the row's state for one store, time the row, tear the state down."""
+        if isinstance(inputs, PerRepeat):
+            inputs = inputs.for_repeat(rep)
         prof = cProfile.Profile() if (name == "ksds" and row.name in self.profile and rep == 0) else None
         if row.state == "half":
             if name not in self.half:

@@ -123,12 +123,38 @@ def _range_starts(r: Records, plan: Plan) -> tuple[list[bytes], int]:
     return [r.key(i) for i in idx], plan.range_length
 
 
-def _new_records(r: Records, plan: Plan) -> list[bytes]:
-    return [r.new_record(i) for i in r.sample("rewrite", plan.updates)]
+class PerRepeat:
+    """Inputs that differ in each repetition of a row (``for_repeat``), all of the same length: the rewrite and
+    erase rows touch fresh records each time, so no store is favoured by a cache that already holds exactly the
+    pages of the previous repetition."""
+
+    def __init__(self, samples: list[list[bytes]]) -> None:
+        self.samples = samples
+
+    def for_repeat(self, rep: int) -> list[bytes]:
+        return self.samples[rep % len(self.samples)]
+
+    def __len__(self) -> int:
+        return len(self.samples[0])
 
 
-def _erase_keys(r: Records, plan: Plan) -> list[bytes]:
-    return [r.key(i) for i in r.sample("erase", plan.updates)]
+#: distinct samples prepared for the rows that must touch fresh records in each repetition
+FRESH_SAMPLES = 8
+
+
+def _fresh(purpose: str, plan: Plan, r: Records) -> list[list[int]]:
+    """Up to FRESH_SAMPLES disjoint samples of ``plan.updates`` record indexes (as many as the records allow)."""
+    chunks = max(1, min(FRESH_SAMPLES, plan.records // max(1, plan.updates)))
+    idx = r.sample(purpose, plan.updates * chunks)
+    return [idx[k * plan.updates : (k + 1) * plan.updates] for k in range(chunks)]
+
+
+def _new_records(r: Records, plan: Plan) -> PerRepeat:
+    return PerRepeat([[r.new_record(i) for i in chunk] for chunk in _fresh("rewrite", plan, r)])
+
+
+def _erase_keys(r: Records, plan: Plan) -> PerRepeat:
+    return PerRepeat([[r.key(i) for i in chunk] for chunk in _fresh("erase", plan, r)])
 
 
 def _mix(r: Records, plan: Plan) -> list[tuple[bool, bytes]]:
