@@ -29,7 +29,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from . import btree
 from .browse import Browse
 from .ci import DataCI, IndexCI
-from .definition import Definition, check_freespace, check_share_options, make_definition
+from .definition import CI_TRAILER, Definition, check_freespace, check_share_options, make_definition
 from .errors import (
     DatasetClosedError,
     DatasetExistsError,
@@ -45,7 +45,7 @@ from .errors import (
     RecordNotFoundError,
     show_key,
 )
-from .format import HEADER_SIZE, MAGIC, decode_header
+from .format import HEADER_SIZE, MAGIC, State, decode_header
 from .locks import RLS_AVAILABLE, OpenLocks, RecordLocks
 from .pager import Pager, Recovery, create, data_set_path, log_path, same_file
 from .portable_locks import rls_unavailable
@@ -1034,35 +1034,39 @@ class Dataset:
         st = p.state
         while self._uncounted:
             st.rec_retrieved += self._uncounted.pop()
-        d = p.defn
-        data_bytes = st.ca_count * d.cis_per_ca * (d.ci_size - 16)
-        return {
-            "REC-TOTAL": st.rec_total,
-            "REC-INSERTED": st.rec_inserted,
-            "REC-DELETED": st.rec_deleted,
-            "REC-UPDATED": st.rec_updated,
-            "REC-RETRIEVED": st.rec_retrieved,
-            "SPLITS-CI": st.splits_ci,
-            "SPLITS-CA": st.splits_ca,
-            "FREESPACE-%CI": st.freespace_ci,
-            "FREESPACE-%CA": st.freespace_ca,
-            "FREESPC": data_bytes - st.rec_total * d.record_length,
-            "LEVELS": st.levels,
-            "HI-U-RBA": st.hurba * d.ci_size,
-            "HI-A-RBA": p.file_size,
-            "CISIZE": d.ci_size,
-            "CI/CA": d.cis_per_ca,
-            "KEYLEN": d.key_length,
-            "RKP": d.key_offset,
-            "MAXLRECL": d.record_length,
-            "AVGLRECL": d.record_length,
-            "SHROPTNS": (st.share_region, st.share_system),
-            "EXCPS": st.excps,
-            "CAS": st.ca_count,
-            "DATA-CIS": st.data_cis,
-            "INDEX-CIS": st.index_cis,
-            "FREE-CIS": st.ca_count * d.cis_per_ca - st.data_cis,
-            "RECORDS/CI": d.records_per_ci,
-            "HI-LEVEL-RBA": st.root * d.ci_size,
-            "TXN": st.txn,
-        }
+        return listcat(st, p.defn, p.file_size)
+
+def listcat(st: State, d: Definition, file_size: int) -> dict[str, Any]:
+    """LISTCAT ALL's statistics of a data set in state ``st`` (keyed by LISTCAT's names): what
+    :meth:`Dataset.stats` returns, and what ``ksds listcat`` shows of a data set read without opening it. O(1)."""
+    data_bytes = st.ca_count * d.cis_per_ca * (d.ci_size - CI_TRAILER)
+    return {
+        "REC-TOTAL": st.rec_total,
+        "REC-INSERTED": st.rec_inserted,
+        "REC-DELETED": st.rec_deleted,
+        "REC-UPDATED": st.rec_updated,
+        "REC-RETRIEVED": st.rec_retrieved,
+        "SPLITS-CI": st.splits_ci,
+        "SPLITS-CA": st.splits_ca,
+        "FREESPACE-%CI": st.freespace_ci,
+        "FREESPACE-%CA": st.freespace_ca,
+        "FREESPC": data_bytes - st.rec_total * d.record_length,
+        "LEVELS": st.levels,
+        "HI-U-RBA": st.hurba * d.ci_size,
+        "HI-A-RBA": file_size,
+        "CISIZE": d.ci_size,
+        "CI/CA": d.cis_per_ca,
+        "KEYLEN": d.key_length,
+        "RKP": d.key_offset,
+        "MAXLRECL": d.record_length,
+        "AVGLRECL": d.record_length,
+        "SHROPTNS": (st.share_region, st.share_system),
+        "EXCPS": st.excps,
+        "CAS": st.ca_count,
+        "DATA-CIS": st.data_cis,
+        "INDEX-CIS": st.index_cis,
+        "FREE-CIS": st.ca_count * d.cis_per_ca - st.data_cis,
+        "RECORDS/CI": d.records_per_ci,
+        "HI-LEVEL-RBA": st.root * d.ci_size,
+        "TXN": st.txn,
+    }

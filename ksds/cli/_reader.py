@@ -18,7 +18,7 @@ from .. import dataset
 from ..dataset import Dataset
 from ..definition import Definition
 from ..errors import DatasetInUseError
-from ..format import TRAILER_SIZE, State
+from ..format import State
 from ..pager import Recovery
 from ..wal_view import View, in_use, records
 
@@ -98,37 +98,7 @@ class Reader:
 
 def stats_of(st: State, d: Definition, file_size: int) -> dict[str, Any]:
     """LISTCAT ALL's statistics from a state, as :meth:`ksds.dataset.Dataset.stats` computes them."""
-    data_bytes = st.ca_count * d.cis_per_ca * (d.ci_size - TRAILER_SIZE)
-    return {
-        "REC-TOTAL": st.rec_total,
-        "REC-INSERTED": st.rec_inserted,
-        "REC-DELETED": st.rec_deleted,
-        "REC-UPDATED": st.rec_updated,
-        "REC-RETRIEVED": st.rec_retrieved,
-        "SPLITS-CI": st.splits_ci,
-        "SPLITS-CA": st.splits_ca,
-        "FREESPACE-%CI": st.freespace_ci,
-        "FREESPACE-%CA": st.freespace_ca,
-        "FREESPC": data_bytes - st.rec_total * d.record_length,
-        "LEVELS": st.levels,
-        "HI-U-RBA": st.hurba * d.ci_size,
-        "HI-A-RBA": file_size,
-        "CISIZE": d.ci_size,
-        "CI/CA": d.cis_per_ca,
-        "KEYLEN": d.key_length,
-        "RKP": d.key_offset,
-        "MAXLRECL": d.record_length,
-        "AVGLRECL": d.record_length,
-        "SHROPTNS": (st.share_region, st.share_system),
-        "EXCPS": st.excps,
-        "CAS": st.ca_count,
-        "DATA-CIS": st.data_cis,
-        "INDEX-CIS": st.index_cis,
-        "FREE-CIS": st.ca_count * d.cis_per_ca - st.data_cis,
-        "RECORDS/CI": d.records_per_ci,
-        "HI-LEVEL-RBA": st.root * d.ci_size,
-        "TXN": st.txn,
-    }
+    return dataset.listcat(st, d, file_size)
 
 
 def open_reader(path: str) -> Reader:
