@@ -6,43 +6,15 @@ from __future__ import annotations
 import fcntl
 import functools
 import os
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable
 
 import pytest
+from procs import finish, script, start, wait_for
 
 import ksds
 from ksds import locks as L
-
-PY = sys.executable
-
-
-def script(body: str) -> str:
-    return "import ksds, os, sys, threading, time\n" + textwrap.dedent(body)
-
-
-def start(body: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [PY, "-c", script(body), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 120) -> str:
-    out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
-    return out
-
-
-def wait_for(path: str, timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > end:
-            raise TimeoutError(path)
-        time.sleep(0.005)
 
 
 @pytest.fixture
