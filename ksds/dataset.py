@@ -1013,6 +1013,12 @@ class Dataset:
     def closed(self) -> bool:
         return self._pager is None
 
+    def at_path(self) -> bool:
+        """Whether the file at this open's path is still the one it has open (False once the data set was removed,
+        or removed and defined again, by hand: ``ksds.delete`` refuses while it is open). Two system calls."""
+        p = self._pager
+        return p is not None and same_file(p.fd, self.path)
+
     def __enter__(self) -> Dataset:
         return self
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -393,3 +394,68 @@ def test_ksds_unavailable_is_503(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(Exception):  # noqa: B017 - without lazy_open, the constructor says so
         KsdsStorage(path)
+
+
+# --- found by review: odd expiry values, a poisoned token, an expired key created again -------------------------------
+
+
+def test_odd_expiry_values_are_never_a_500(client: httpx.Client) -> None:
+    who = caller()
+    for value in (
+        {"expiresAt": 10**400},
+        {"expiresAt": -(10**400)},
+        {"expiresAt": [1, 1, 1, 0, 0, 0, 0]},
+        {"expiresAt": "0001-01-01T00:00:00"},
+        {"expiresAt": [9999, 12, 31, 23, 59, 59, 0]},
+    ):
+        for map_key in ("invalidTokens", "tok"):
+            r = client.post(f"/cache-list/{map_key}", json={"key": uuid.uuid4().hex, "value": json.dumps(value)},
+                            headers=who)
+            assert r.status_code == 201, (value, r.status_code, r.text)
+        assert client.delete("/cache-list/evict/tokens/tok", headers=who).status_code < 500
+    # a token that expired long ago is expired, not kept for 90 days
+    items = client.get("/cache-list/invalidTokens", headers=who).json()
+    assert all(json.loads(v)["expiresAt"] not in ("0001-01-01T00:00:00", -(10**400)) for v in items.values())
+
+
+def test_a_poisoned_token_does_not_break_eviction(client: httpx.Client) -> None:
+    who = caller()
+    r = client.post("/cache-list/invalidTokens", json={"key": "deep", "value": "[" * 1500 + "]" * 1500}, headers=who)
+    assert r.status_code == 201
+    for _ in range(3):
+        assert client.delete("/cache-list/evict/tokens/invalidTokens", headers=who).status_code == 204
+
+
+def test_an_expired_key_can_be_created_again_at_once(clocked: tuple[Storage, Clock]) -> None:
+    """More expired entries than one purge takes: a create of one of them is not a 409 (it is gone)."""
+    s, clock = clocked
+    for n in range(1200):
+        s.create("svc", KeyValue(f"k{n}", "v", ttl_seconds=5))
+        clock.t += 0.001  # each expires after the one before: k1199 is the last a purge would reach
+    clock.t += 6
+    s.create("svc", KeyValue("k1199", "again"))  # no DuplicateKey: the entry expired
+    assert s.read("svc", "k1199").value == "again"
+    assert s.count() == 1
+
+
+def test_a_data_set_removed_under_a_running_storage(tmp_path: Path) -> None:
+    """Removed by hand while open: the storage notices at the next call and opens what is at the path now (defining
+    it if missing, as at start), instead of acknowledging writes into the removed file."""
+    path = tmp_path / "gone.ksds"
+    s = KsdsStorage(path)
+    try:
+        s.create("svc", KeyValue("before", "v"))
+        for p in tmp_path.iterdir():
+            if p.name.startswith("gone.ksds"):
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+        s.create("svc", KeyValue("after", "v"))
+        s2 = KsdsStorage(path)  # another server on the same path sees what this one acknowledged
+        try:
+            assert s2.read("svc", "after").value == "v"
+        finally:
+            s2.close()
+    finally:
+        s.close()

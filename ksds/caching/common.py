@@ -68,12 +68,27 @@ def rule_is_stale(value: str, now_ms: int | None = None) -> bool:
     return now_ms - n > RULE_MAX_AGE_MS
 
 
+def _instant(dt: datetime) -> float:
+    """A date-time as epoch seconds; one too far from now for the platform's clock is minus or plus infinity (long
+    gone, or never), so a client's odd date is a decision, never an error."""
+    try:
+        return dt.timestamp()  # naive: local time, as APIML's LocalDateTime.now(); with an offset: that instant
+    except (ValueError, OverflowError, OSError):
+        return float("-inf") if dt.year < 1970 else float("inf")
+
+
 def _expires_at(v: Any) -> float | None:
-    """``expiresAt`` as epoch seconds, or None if it can't be read."""
+    """``expiresAt`` as epoch seconds (minus or plus infinity when it is too far off to say), or None if it can't
+    be read."""
     if isinstance(v, bool) or v is None:
         return None
-    if isinstance(v, (int, float)):
-        return float(v) / 1000.0
+    if isinstance(v, int):
+        try:
+            return v / 1000.0
+        except OverflowError:  # hundreds of digits: as far off as can be
+            return float("-inf") if v < 0 else float("inf")
+    if isinstance(v, float):
+        return None if math.isnan(v) else v / 1000.0
     if isinstance(v, list):
         if not 3 <= len(v) <= 7 or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
             return None
@@ -82,7 +97,7 @@ def _expires_at(v: Any) -> float | None:
             dt = datetime(y, mo, d, h, mi, sec, nano // 1000)
         except (ValueError, OverflowError):
             return None
-        return dt.timestamp()  # a LocalDateTime: the local time zone, as APIML's LocalDateTime.now()
+        return _instant(dt)  # a LocalDateTime: the local time zone
     if isinstance(v, str):
         s = v.strip()
         n = parse_java_long(s)
@@ -92,10 +107,7 @@ def _expires_at(v: Any) -> float | None:
             dt = datetime.fromisoformat(s.replace("Z", "+00:00") if s.endswith(("Z", "z")) else s)
         except ValueError:
             return None
-        try:
-            return dt.timestamp()  # naive: local time; with an offset: that instant
-        except (ValueError, OverflowError, OSError):
-            return None
+        return _instant(dt)
     return None
 
 
@@ -103,7 +115,7 @@ def token_is_expired(value: str, now: float | None = None) -> bool:
     """Whether an invalidated token (JSON with ``expiresAt``) has expired (``expiresAt`` strictly before now)."""
     try:
         obj = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # stored before the door refused it, or written by something else
         return False
     if not isinstance(obj, dict):
         return False
@@ -141,8 +153,11 @@ def item_expiry(map_key: str, kv: KeyValue, now_ms: int) -> int | None:
         except (ValueError, RecursionError):
             obj = None
         at = _expires_at(obj.get("expiresAt")) if isinstance(obj, dict) else None
-        if at is not None and math.isfinite(at):
-            derived = int(at * 1000)
+        if at is not None:
+            if math.isfinite(at):
+                derived = int(at * 1000)
+            elif at < 0:
+                derived = now_ms  # long gone: expired now (not kept for the ceiling's 90 days)
     else:
         n = parse_java_long(kv.value.strip())
         if n is not None:

@@ -85,6 +85,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import struct
 import threading
@@ -103,6 +104,7 @@ from ..errors import (
     DatasetInUseError,
     DatasetNotFoundError,
     DeadlockError,
+    KsdsError,
     LatchTimeoutError,
     NotADatasetError,
     RecordLockedError,
@@ -135,6 +137,7 @@ from .model import (
 
 T = TypeVar("T")
 P = ParamSpec("P")
+log = logging.getLogger("ksds")
 
 LAYOUTS = ("native", "zowe")
 #: Zowe's defaults, and the environment variables that change them (as Zowe's docs say)
@@ -368,7 +371,20 @@ class KsdsStorage(Storage):
             raise
 
     def _ready(self) -> None:
-        """Open the data set if the storage was made without it (``lazy_open``); at most one try a second."""
+        """Open the data set if the storage was made without it (``lazy_open``), or if the one it has open was removed
+        from under it (by hand: its file is no longer the one at the path; writes to it would be lost): at most one
+        try a second."""
+        ds = self._ds_or_none
+        if ds is not None and not ds.at_path():
+            with self._mutex:
+                if self._ds_or_none is ds:
+                    self._ds_or_none = None
+                    self._last_error = "the data set was removed while it was open"
+                    self._next_try = 0.0
+                    try:
+                        ds.close()
+                    except KsdsError as e:
+                        log.warning("%s: closing a data set that was removed: %s", self.path, e)
         if self._ds_or_none is not None or self._closed:
             return
         with self._mutex:
@@ -617,6 +633,21 @@ class KsdsStorage(Storage):
             c.count -= 1
         return changed
 
+    def _expired_entry(self, rkey: bytes, rec: bytes, now: int) -> bool:
+        """If the entry record ``rec`` (key ``rkey``) has expired by ``now``: remove it with its index records
+        (call in a transaction holding the counter's lock; the caller counts it off) and say so."""
+        decoded = self._decode(rec)
+        if decoded is None:
+            return False
+        kv, seq, _, own = decoded
+        if self._zowe:
+            own = self._slot_expires(rkey)
+        if not expired(own, now):
+            return False
+        self._unindex(rkey, kv, seq, own)
+        self._ds.erase(rkey)
+        return True
+
     def _purge_items(self, now: int) -> None:
         """Remove the map items expired by ``now`` (at most PURGE_BATCH; call in a transaction)."""
         for _ in range(PURGE_BATCH):
@@ -773,7 +804,11 @@ class KsdsStorage(Storage):
             expires = self._entry_expiry(kv, now)
             record = self._encode(service_id, stored, expires)
             rkey = record[: self._kl]
-            if ds.get(rkey) is not None:  # this key, or (zowe) one with the same hashCodes
+            old = ds.get(rkey)
+            if old is not None and self._expired_entry(rkey, old, now):
+                changed = True  # an expired entry the purge had not reached: it is gone, and its key is free
+                c.count -= 1
+            elif old is not None:  # this key, or (zowe) one with the same hashCodes
                 if changed:
                     ds.rewrite(self._counter_record(c))
                 raise StorageError(DUPLICATE_KEY, kv.key)
@@ -893,13 +928,17 @@ class KsdsStorage(Storage):
             if self._expired_first(EXP_ENTRY, self.now_ms()) is None:
                 return self._read_counter().count
 
-        def fn() -> int:
+        def fn() -> tuple[int, bool]:
             c = self._read_counter()
-            if self._purge_entries(c, self.now_ms()):
+            now = self.now_ms()
+            if self._purge_entries(c, now):
                 self._ds.rewrite(self._counter_record(c))
-            return c.count
+            return c.count, self._expired_first(EXP_ENTRY, now) is not None
 
-        return self._txn(fn, counter=True)
+        while True:  # a batch of PURGE_BATCH at a time, so that no transaction grows without bound
+            count, more = self._txn(fn, counter=True)
+            if not more:
+                return count
 
     # --- list maps ---------------------------------------------------------------------------------------------
 

@@ -79,9 +79,19 @@ MEMBERS = PREFIX + "members"
 SEQ = PREFIX + "seq"
 EXPIRY = PREFIX + "expiry"
 
-# KEYS: service hash, order, members, seq, expiry. ARGV: key, json, ident, score, size, reject (1/0), expiry ms or ''
+# KEYS: service hash, order, members, seq, expiry. ARGV: key, json, ident, score, size, reject (1/0), expiry ms
+# or '', now (ms: an entry there that has expired is gone)
 _CREATE = """#!lua
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'dup' end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  local exp = redis.call('ZSCORE', KEYS[5], 'E' .. ARGV[3])
+  if not exp or tonumber(exp) > tonumber(ARGV[8]) then return 'dup' end
+  -- an expired entry the purge has not reached: it is gone, and its key is free
+  local old = redis.call('HGET', KEYS[3], ARGV[3])
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[3])
+  if old then redis.call('ZREM', KEYS[2], old) end
+  redis.call('ZREM', KEYS[5], 'E' .. ARGV[3])
+end
 local size = tonumber(ARGV[5])
 if size > 0 then
   local count = redis.call('ZCARD', KEYS[2])
@@ -375,7 +385,7 @@ class RedisStorage(Storage):
             keys=[name, ORDER, MEMBERS, SEQ, EXPIRY],
             args=[
                 _utf8(kv.key), _utf8(self._json(service_id, stored)), _ident(name, kv.key), created_order(kv.created),
-                self.size, 1 if self.eviction == "reject" else 0, "" if expires is None else expires,
+                self.size, 1 if self.eviction == "reject" else 0, "" if expires is None else expires, now,
             ],
         )
         status = _text(got)
