@@ -110,10 +110,11 @@ class DataCI:
         """Records ``start`` to ``end`` (exclusive; default: the last), as new ``bytes``. O(records)."""
         rl = self.rl
         stop = self.n if end is None else end
-        data = self.buf[start * rl : stop * rl]
-        if type(data) is not bytes:
-            data = bytes(data)
-        return [data[o : o + rl] for o in range(0, len(data), rl)]
+        buf = self.buf
+        if type(buf) is not bytes:  # being changed: one copy of the records asked for, then slices of it
+            buf = bytes(buf[start * rl : stop * rl])
+            start, stop = 0, stop - start
+        return [buf[o : o + rl] for o in range(start * rl, stop * rl, rl)]
 
     def body(self, start: int = 0, end: int | None = None) -> bytes:
         """The bytes of records ``start`` to ``end`` (exclusive; default: the last). O(bytes)."""

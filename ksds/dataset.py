@@ -847,7 +847,7 @@ class Dataset:
         return Browse(self, key, gteq=gteq, generic=generic, backward=backward, stop=stop)
 
     def __iter__(self) -> Iterator[bytes]:
-        return self.browse()
+        return iter(self.browse())  # the browse's own generator: records pass through without a call each
 
     @_serialised
     def __len__(self) -> int:
