@@ -69,7 +69,7 @@ import portalocker
 from portalocker.portalocker import FlockLocker
 
 from .errors import DatasetInUseError, KsdsError, LatchTimeoutError
-from .locks import (
+from .lockbytes import (
     HAVE_OFD,
     OPEN_ANY,
     PORTABLE_OPEN,
@@ -246,7 +246,7 @@ class PortableOpenLocks:
             raise KsdsError(rls_unavailable(self.path))
         alone = self._others_gone(None)
         if HAVE_OFD:
-            from .locks import ofd_holds, ofd_share
+            from .lockbytes import ofd_holds, ofd_share
 
             ofd_share(self.fd, PORTABLE_OPEN)  # set, then test: see the module docstring
             if ofd_holds(self.fd, OPEN_ANY):
@@ -284,7 +284,7 @@ class PortableOpenLocks:
     def alone(self) -> bool:
         """Whether no other open of the data set exists (ours aside): every other slot file is free."""
         if HAVE_OFD:
-            from .locks import ofd_holds
+            from .lockbytes import ofd_holds
 
             if ofd_holds(self.fd, OPEN_ANY):
                 return False
