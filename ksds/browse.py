@@ -8,21 +8,47 @@ nothing is returned twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
 from . import btree
+from .btree import Position
 from .errors import DatasetClosedError
+from .pager import Pager
 
-if TYPE_CHECKING:
-    from .dataset import Dataset, Position
+T = TypeVar("T")
+
+
+class Source(Protocol):
+    """What a browse needs of the open data set it steps through (:class:`ksds.Dataset` is one): the open's mutex,
+    its change count, the key field, positioning by the start rules, and a step run under the latch. A browse is
+    made by the data set (``Dataset.browse``), which hands itself in; this module imports nothing above it."""
+
+    path: str
+    _pager: Pager | None
+    _mod: int
+    _ko: int
+    _kl: int
+    _mutex: threading.RLock
+    _uncounted: list[int]
+
+    def _acquire(self) -> None: ...
+
+    def _release(self) -> None: ...
+
+    def _open(self) -> Pager: ...
+
+    def _latched(self, p: Pager, exclusive: bool, fn: Callable[..., T], *args: Any) -> T: ...
+
+    def _position(self, key: bytes | None, gteq: bool, generic: bool, backward: bool) -> Position | None: ...
 
 
 class Browse:
     """An open browse over a :class:`~ksds.Dataset`; iterate it, ``reposition`` it, ``close`` it."""
 
     def __init__(
-        self, ds: Dataset, key: bytes | None, *, gteq: bool, generic: bool, backward: bool, stop: bytes | None = None
+        self, ds: Source, key: bytes | None, *, gteq: bool, generic: bool, backward: bool, stop: bytes | None = None
     ) -> None:
         self._ds = ds
         self.backward = backward
