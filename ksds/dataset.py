@@ -149,10 +149,11 @@ def delete(path: str) -> list[str]:
                 raise DatasetNotFoundError(
                     f"no data set at {path} any more (deleted or replaced meanwhile); not deleted"
                 )
-            # under the latch: no closing opener is writing the header now
-            decode_header(os.pread(fd, HEADER_SIZE, 0), path)
             if not locks.alone():
                 raise DatasetInUseError(f"{path} is in use: another process has it open; not deleted")
+            # under the latch and alone: nobody writes the header now (an exclusive updater, SHAREOPTIONS(1), writes
+            # it at its checkpoints without the latch, so it is read only once no one else has the data set open)
+            decode_header(os.pread(fd, HEADER_SIZE, 0), path)
             # the log and the lock file go first, the data file last: until it goes, nobody can open this data set
             # (an open waits for the latch, then finds its file gone), and a data set defined at the path after it
             # finds neither a log nor a lock file of this one

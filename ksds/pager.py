@@ -29,6 +29,7 @@ import dataclasses
 import errno
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -122,6 +123,8 @@ def log_path(path: str) -> str:
 
 #: how many times an open follows a data set deleted and defined again while it waited for the latch
 _REOPENS = 5
+#: how many times an open reads again a header that fails its check while another open exists (2 ms apart)
+_HEADER_TRIES = 50
 
 
 def same_file(fd: int, path: str) -> bool:
@@ -172,7 +175,7 @@ class Pager:
                     if not same_file(self.fd, path):
                         self._close_fds()
                         continue
-                    self.defn, self.created, self.state = decode_header(os.pread(self.fd, HEADER_SIZE, 0), path)
+                    self.defn, self.created, self.state = self._read_header()
                     alone = self.locks.acquire(writable=writable, rls=rls, share_region=self.state.share_region)
                     if power:
                         self.locks.announce_power()
@@ -188,6 +191,19 @@ class Pager:
                 self._close_fds()
                 raise
         raise KsdsError(f"{path}: the data set was deleted and defined again {_REOPENS} times while opening it")
+
+    def _read_header(self) -> tuple[Definition, int, State]:
+        """The header, read holding the latch. An exclusive updater (SHAREOPTIONS(1), not shared) writes it at its
+        checkpoints without the latch, so a header that fails its check while another open exists is read again
+        for a moment (that open then refuses ours as in use) before it counts as damage."""
+        for _ in range(_HEADER_TRIES):
+            try:
+                return decode_header(os.pread(self.fd, HEADER_SIZE, 0), self.path)
+            except CorruptionError:
+                if self.locks.alone():
+                    raise
+                time.sleep(0.002)
+        return decode_header(os.pread(self.fd, HEADER_SIZE, 0), self.path)
 
     def _open_file(self, path: str, writable: bool) -> None:
         if not os.path.exists(path):
