@@ -674,7 +674,18 @@ class Dataset:
         Returns True if the record was new (counted as a WRITE), False if it replaced one (a REWRITE). With RLS the
         record is locked for the request as by ``write``/``rewrite``. O(L log n), plus a split's cost when new.
         """
-        m = self._mutex
+        return self._by_record(record, True, self._put)
+
+    def _put(self, p: Pager, key: bytes, record: bytes) -> bool:
+        if self._replace(p, key, record):
+            return False
+        self._write(p, key, record)
+        return True
+
+    def _by_record(self, record: bytes, release: bool, fn: Callable[[Pager, bytes, bytes], T]) -> T:
+        """Run a request on a whole record (WRITE, REWRITE, put) holding the open's mutex: ``fn(pager, key,
+        record)``, under the record lock and the latch in shared mode (``release``: as :meth:`_update`)."""
+        m = self._mutex  # taken inline, not through @_serialised: this is the hot path of every update
         if not m.acquire(False):
             self._wait_turn()
         try:
@@ -682,40 +693,28 @@ class Dataset:
             record = self._record(record)
             key = record[self._ko : self._ko + self._kl]
             if p.shared:
-                return self._update(p, key, True, self._put, p, key, record)
-            return self._put(p, key, record)
+                return self._update(p, key, release, fn, p, key, record)
+            return fn(p, key, record)
         finally:
             m.release()
 
-    def _put(self, p: Pager, key: bytes, record: bytes) -> bool:
+    def _replace(self, p: Pager, key: bytes, record: bytes) -> bool:
+        """Replace the record with key ``key`` (one transaction); False if there is none (nothing changed)."""
         at = btree.replace(p, key)
         if at is None:
-            self._write(p, key, record)
-            return True
+            return False
         ci, j = at
         ci.replace(j, record)
         p.state.rec_updated += 1
         self._done(p)
-        return False
+        return True
 
     def write(self, record: bytes) -> None:
         """WRITE a new record (its key is the key field). Raises :class:`~ksds.DuplicateKeyError`.
 
         O(L log n) plus, on a split, O(records of a CI) (CI split) or O(CIs of a CA) (CA split).
         """
-        m = self._mutex  # the requests take the mutex inline (not through @_serialised): they are the hot path
-        if not m.acquire(False):
-            self._wait_turn()
-        try:
-            p = self._writable()
-            record = self._record(record)
-            key = record[self._ko : self._ko + self._kl]
-            if p.shared:
-                self._update(p, key, False, self._write, p, key, record)
-            else:
-                self._write(p, key, record)
-        finally:
-            m.release()
+        self._by_record(record, False, self._write)
 
     def _write(self, p: Pager, key: bytes, record: bytes) -> None:
         try:
@@ -734,28 +733,11 @@ class Dataset:
 
     def rewrite(self, record: bytes) -> None:
         """REWRITE the record whose key is the key field of ``record``. Raises :class:`~ksds.RecordNotFoundError`."""
-        m = self._mutex
-        if not m.acquire(False):
-            self._wait_turn()
-        try:
-            p = self._writable()
-            record = self._record(record)
-            key = record[self._ko : self._ko + self._kl]
-            if p.shared:
-                self._update(p, key, True, self._rewrite, p, key, record)
-            else:
-                self._rewrite(p, key, record)
-        finally:
-            m.release()
+        self._by_record(record, True, self._rewrite)
 
     def _rewrite(self, p: Pager, key: bytes, record: bytes) -> None:
-        at = btree.replace(p, key)
-        if at is None:
+        if not self._replace(p, key, record):
             raise RecordNotFoundError(f"{self.path}: no record with key {show_key(key)} to rewrite")
-        ci, j = at
-        ci.replace(j, record)
-        p.state.rec_updated += 1
-        self._done(p)
 
     def erase(self, key: bytes) -> None:
         """ERASE the record with key ``key``. Raises :class:`~ksds.RecordNotFoundError`.

@@ -37,3 +37,13 @@ def wait_for(path: str, timeout: float = 30) -> None:
         if time.monotonic() > end:
             raise TimeoutError(path)
         time.sleep(0.005)
+
+
+def run_all(commands: list[list[str]], env: dict[str, str]) -> list[subprocess.CompletedProcess[str]]:
+    """Run several commands at once (none of them may write a file another reads); their results, in order."""
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for c in commands]
+    done = []
+    for c, p in zip(commands, procs, strict=True):
+        out, err = p.communicate(timeout=120)
+        done.append(subprocess.CompletedProcess(c, p.returncode, out, err))
+    return done

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import procs
 import pytest
 
 import ksds
@@ -51,15 +52,8 @@ def command(*args: str) -> list[str]:
 
 
 def run_all(*commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
-    procs = [
-        subprocess.Popen(command(*c), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-        for c in commands
-    ]
-    done = []
-    for c, p in zip(commands, procs, strict=True):
-        out, err = p.communicate(timeout=120)
-        done.append(subprocess.CompletedProcess(list(c), p.returncode, out, err))
-    return done
+    """Several ``ksds`` commands at once (none of them writes a file another reads)."""
+    return procs.run_all([command(*c) for c in commands], ENV)
 
 
 def rec(i: int, fill: bytes = b"b") -> bytes:

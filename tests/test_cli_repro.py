@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import procs
 import pytest
 
 import ksds
@@ -30,16 +31,8 @@ def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[s
 
 
 def run_all(*commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
-    """Several commands at once (none of them writes a file another reads)."""
-    procs = [
-        subprocess.Popen(command(*c), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-        for c in commands
-    ]
-    done = []
-    for c, p in zip(commands, procs, strict=True):
-        out, err = p.communicate(timeout=120)
-        done.append(subprocess.CompletedProcess(list(c), p.returncode, out, err))
-    return done
+    """Several ``ksds`` commands at once (none of them writes a file another reads)."""
+    return procs.run_all([command(*c) for c in commands], ENV)
 
 
 def refused(p: subprocess.CompletedProcess[str], status: int = 12) -> str:
