@@ -223,13 +223,17 @@ class Browse:
                     if ds._mod != mod:
                         mod = ds._mod
                         pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
-                    elif more:
-                        nxt = btree.next_data(p, path, cache=False)
-                        pos = None if nxt is None else (path, nxt, 0)
-                    if pos is None:
-                        return
-                    path, ci, i = pos
-                    recs = ci.records(i)  # new bytes: another thread may change the CI once we let go
+                        more = False
+                    if more:
+                        nxt = btree.next_records(p, path)  # in place: no CI object, nothing pooled
+                        if nxt is None:
+                            return
+                        recs = nxt
+                    else:
+                        if pos is None:
+                            return
+                        path, ci, i = pos
+                        recs = ci.records(i)  # new bytes: another thread may change the CI once we let go
                 finally:
                     ds._release()
                 final = False
@@ -280,13 +284,17 @@ class Browse:
                     if ds._mod != mod:
                         mod = ds._mod
                         pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
-                    elif more:
-                        prv = btree.prev_data(p, path, cache=False)
-                        pos = None if prv is None else (path, prv, prv.n - 1)
-                    if pos is None:
-                        return
-                    path, ci, i = pos
-                    recs = ci.records(0, i + 1)[::-1] if i >= 0 else []
+                        more = False
+                    if more:
+                        prv = btree.prev_records(p, path)
+                        if prv is None:
+                            return
+                        recs = prv
+                    else:
+                        if pos is None:
+                            return
+                        path, ci, i = pos
+                        recs = ci.records(0, i + 1)[::-1] if i >= 0 else []
                 finally:
                     ds._release()
                 final = False

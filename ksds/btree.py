@@ -30,6 +30,7 @@ failure part way lets the pager's rollback drop them all.
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import Any
 
 from .ci import DataCI, IndexCI, stamp_of
 from .errors import DuplicateKeyError, RecordNotFoundError, show_key
@@ -109,10 +110,8 @@ def _peek_data(pager: Pager, ci: int, expect: int) -> DataCI:
     return obj
 
 
-def next_data(pager: Pager, path: Path, cache: bool = True) -> DataCI | None:
-    """Move ``path`` to the next data CI in key order and return it (None past the last). Amortised O(1).
-
-    ``cache`` False (browses): a data CI read from disk is not added to the pool."""
+def _step_next(pager: Pager, path: Path) -> tuple[int, int] | None:
+    """Move ``path`` to the next data CI in key order: its (CI number, stamp), or None past the last."""
     d = len(path) - 1
     while d >= 0:
         node, i = path[d]
@@ -127,12 +126,11 @@ def next_data(pager: Pager, path: Path, cache: bool = True) -> DataCI | None:
         node = get_index(pager, node.ptrs[i], node.stamps[i])
         i = 0
         path[dd] = (node, 0)
-    ptr, stamp = node.ptrs[i], node.stamps[i]
-    return get_data(pager, ptr, stamp) if cache else _peek_data(pager, ptr, stamp)
+    return node.ptrs[i], node.stamps[i]
 
 
-def prev_data(pager: Pager, path: Path, cache: bool = True) -> DataCI | None:
-    """Move ``path`` to the previous data CI in key order and return it (None before the first)."""
+def _step_prev(pager: Pager, path: Path) -> tuple[int, int] | None:
+    """Move ``path`` to the previous data CI in key order: its (CI number, stamp), or None before the first."""
     d = len(path) - 1
     while d >= 0:
         node, i = path[d]
@@ -147,8 +145,50 @@ def prev_data(pager: Pager, path: Path, cache: bool = True) -> DataCI | None:
         node = get_index(pager, node.ptrs[i], node.stamps[i])
         i = len(node.ptrs) - 1
         path[dd] = (node, i)
-    ptr, stamp = node.ptrs[i], node.stamps[i]
-    return get_data(pager, ptr, stamp) if cache else _peek_data(pager, ptr, stamp)
+    return node.ptrs[i], node.stamps[i]
+
+
+def next_data(pager: Pager, path: Path, cache: bool = True) -> DataCI | None:
+    """Move ``path`` to the next data CI in key order and return it (None past the last). Amortised O(1).
+
+    ``cache`` False (browses): a data CI read from disk is not added to the pool."""
+    step = _step_next(pager, path)
+    if step is None:
+        return None
+    return get_data(pager, *step) if cache else _peek_data(pager, *step)
+
+
+def prev_data(pager: Pager, path: Path, cache: bool = True) -> DataCI | None:
+    """Move ``path`` to the previous data CI in key order and return it (None before the first)."""
+    step = _step_prev(pager, path)
+    if step is None:
+        return None
+    return get_data(pager, *step) if cache else _peek_data(pager, *step)
+
+
+def next_records(pager: Pager, path: Path) -> list[bytes] | None:
+    """Move ``path`` to the next data CI in key order and return its records as new ``bytes`` (None past the
+    last), read in place (:meth:`Pager.view`): no CI object, nothing pooled. Amortised O(records of the CI)."""
+    step = _step_next(pager, path)
+    return None if step is None else _records(pager, step, False)
+
+
+def prev_records(pager: Pager, path: Path) -> list[bytes] | None:
+    """Move ``path`` to the previous data CI and return its records, last first (see :func:`next_records`)."""
+    step = _step_prev(pager, path)
+    return None if step is None else _records(pager, step, True)
+
+
+def _records(pager: Pager, step: tuple[int, int], backward: bool) -> list[bytes]:
+    buf: Any
+    buf, base, n = pager.view(*step)
+    rl = pager.codec.rl
+    if type(buf) is bytearray:  # being changed: one copy, then slices of it
+        buf = bytes(buf[base : base + n * rl])
+        base = 0
+    if backward:
+        return [buf[o : o + rl] for o in range(base + (n - 1) * rl, base - 1, -rl)]
+    return [buf[o : o + rl] for o in range(base, base + n * rl, rl)]
 
 
 def add_sibling(pager: Pager, path: Path, depth: int, left_high: bytes, right: IndexCI) -> None:

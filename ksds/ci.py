@@ -234,6 +234,8 @@ class Codec:
         self._ptr_off = self.index_cap * self.kl
         self._stamps_off = self._ptr_off + self.index_cap * 4
         self._trailer_off = self.ci_size - TRAILER_SIZE
+        #: where the descriptor (``TRAILER``) of a CI image starts
+        self.trailer_off = self._trailer_off
         self._own_stamp_off = self._trailer_off - 4  # an index CI's own stamp: the last 4 bytes of its body
         self._crc_off = self.ci_size - 4
         self._ptr_structs: dict[int, struct.Struct] = {}
@@ -319,12 +321,13 @@ class Codec:
             f"misdirected write, or the file restored from an older copy",
         )
 
-    def check(self, data: bytes, ci: int) -> tuple[int, int, int, int]:
-        """Check a CI's length, CRC32C and self-address; return (type, flags, count, aux)."""
+    def check(self, data: bytes, ci: int, crc: bool = True) -> tuple[int, int, int, int]:
+        """Check a CI's length, CRC32C (unless ``crc`` is False: an image this open already checked) and
+        self-address; return (type, flags, count, aux)."""
         if len(data) != self.ci_size:
             raise self.damaged(ci, f"is cut short: {len(data)} of {self.ci_size} bytes (file truncated?)")
-        kind, flags, count, number, aux, crc = TRAILER.unpack_from(data, self._trailer_off)
-        if crc32c(memoryview(data)[: self._crc_off]) != crc:
+        kind, flags, count, number, aux, stored = TRAILER.unpack_from(data, self._trailer_off)
+        if crc and crc32c(memoryview(data)[: self._crc_off]) != stored:
             if not any(data):
                 return 0, 0, 0, 0  # never written: all zeros
             raise self.damaged(ci, "fails its CRC32C check (damaged or torn write)")
@@ -332,9 +335,10 @@ class Codec:
             raise self.damaged(ci, f"holds the contents of CI {number} (misdirected write)")
         return kind, flags, count, aux
 
-    def decode(self, data: bytes, ci: int) -> AnyCI:
-        """Decode a CI read from disk. Raises :class:`DamagedCIError` naming the CI if anything is wrong."""
-        kind, flags, count, aux = self.check(data, ci)
+    def decode(self, data: bytes, ci: int, crc: bool = True) -> AnyCI:
+        """Decode a CI read from disk (its CRC32C checked unless ``crc`` is False). Raises
+        :class:`DamagedCIError` naming the CI if anything is wrong."""
+        kind, flags, count, aux = self.check(data, ci, crc)
         if kind == CI_DATA:
             if count * self.rl > self._trailer_off:
                 raise self.damaged(ci, f"claims {count} records, more than fit")

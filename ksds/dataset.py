@@ -473,18 +473,21 @@ class Dataset:
                 parent = node
                 node = get(ptr)
                 if parent.level == 1:
-                    if type(node) is not DataCI:
-                        node = btree.get_data(p, ptr, parent.stamps[i])
+                    if type(node) is DataCI:
+                        node.ref = True
+                        buf: Any = node.buf
+                        base = 0
+                        n = node.n
+                    else:  # the CI's image in place (the file's map), not pooled
+                        buf, base, n = p.view(ptr, parent.stamps[i])
                     break
                 if type(node) is not IndexCI:
                     node = btree.get_index(p, ptr, parent.stamps[i])
-            node.ref = True
             # binary search of the CI's records in place (the same loop as DataCI.find, inlined)
-            buf = node.buf
             rl = self._rl
-            ko = self._ko
+            ko = base + self._ko
             end = ko + self._kl
-            lo, hi = 0, node.n
+            lo, hi = 0, n
             while lo < hi:
                 mid = (lo + hi) >> 1
                 o = mid * rl
@@ -493,8 +496,9 @@ class Dataset:
                 else:
                     hi = mid
             o = lo * rl
-            if lo < node.n and buf[o + ko : o + end] == key:
+            if lo < n and buf[o + ko : o + end] == key:
                 p.state.rec_retrieved += 1
+                o += base
                 rec = buf[o : o + rl]
                 return rec if type(rec) is bytes else bytes(rec)
             raise RecordNotFoundError(f"{self.path}: no record with key {show_key(key)}")

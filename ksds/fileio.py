@@ -6,7 +6,8 @@ torn: whole 512-byte sectors of its first pieces) and traces what reached the fi
 methods below for everything it lets through, so what the crash harness kills is exactly what users run: the same
 ``pwritev`` of the same pieces with the same short-write loop, the same ``fdatasync``.
 
-Reads (``pread``) are not faults' business and stay direct ``os.pread`` calls in the pager and the log.
+Reads (``pread``, and the read-only map of the data set file an exclusive open searches in place: :meth:`FileIO.map`)
+are not faults' business: the pager and the log read directly.
 
 ``file`` names which file a call is about (:data:`DATA` or :data:`LOG`), for the trace. Each method is O(bytes).
 Thread safety: stateless (the faulty subclass counts events in one process; the crash tests use one thread).
@@ -14,6 +15,7 @@ Thread safety: stateless (the faulty subclass counts events in one process; the 
 
 from __future__ import annotations
 
+import mmap
 import os
 import sys
 
@@ -66,6 +68,16 @@ class FileIO:
             fcntl.fcntl(fd, _FULLFSYNC)
         else:
             os.fsync(fd)
+
+    def map(self, fd: int, length: int) -> mmap.mmap | None:
+        """A read-only shared map of the first ``length`` bytes of the file (None if ``length`` is 0 or the file
+        cannot be mapped). Pages come from the OS page cache, so the map sees every ``pwrite`` at once."""
+        if length <= 0:
+            return None
+        try:
+            return mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ)
+        except (OSError, ValueError):
+            return None
 
     def truncate(self, fd: int, file: int, size: int) -> None:
         os.ftruncate(fd, size)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import mmap
 import os
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 
 from . import faults, fileio
 from .bufferpool import BufferPool, capacity_for
-from .ci import AnyCI, Codec, FreeCI, IndexCI
+from .ci import AnyCI, Codec, DataCI, FreeCI, IndexCI
 from .definition import Definition
 from .errors import (
     CorruptionError,
@@ -49,9 +50,11 @@ from .errors import (
 )
 from .fileio import DATA
 from .format import (
+    CI_DATA,
     CI_FREE_CA,
     CI_FREE_INDEX,
     HEADER_SIZE,
+    TRAILER,
     State,
     decode_header,
     encode_header,
@@ -221,6 +224,8 @@ class Pager:
             raise KsdsError(f"{path}: cannot open for {'update' if writable else 'reading'}: {e.strerror}") from None
 
     def _close_fds(self) -> None:
+        if getattr(self, "mm", None) is not None:
+            self._unmap()
         if self.fd >= 0:
             if hasattr(self, "locks"):
                 self.locks.close()  # the portable locks' own descriptors (OFD locks go with the data file)
@@ -249,6 +254,13 @@ class Pager:
         #: an I/O error after a log append: the log may hold a transaction the caller was told failed
         self.failed: OSError | None = None
         self.pool = BufferPool(capacity_for(buffer_space, self.ci_size), self.dirty)
+        #: an exclusive open (nobody else changes the file) reads clean CIs through a read-only map of the file:
+        #: no system call, no copy for a lookup. ``mapped``: the CIs the map covers (0: no map yet);
+        #: ``checked``: one bit per mapped CI whose image passed its CRC32C check in this open (each image is
+        #: checked once; this open's own writes set the bit, and a remap starts over)
+        self.mm: mmap.mmap | None = None
+        self.mapped = 0
+        self.checked = bytearray()
         self.journal = Journal(log_path(path), self.ci_size, self.created)
         self.file_size = os.fstat(self.fd).st_size
         self.recovery: Recovery | None = None
@@ -306,10 +318,21 @@ class Pager:
                 ci,
             )
         data = self.images.get(ci)
+        crc = True
+        mapped = False
         if data is None:
             off = self.walmap.get(ci)
             if off is None:
-                data = os.pread(self.fd, self.ci_size, ci * self.ci_size)
+                if ci >= self.mapped and not self.shared:
+                    self._remap()
+                if ci < self.mapped:
+                    assert self.mm is not None
+                    base = ci * self.ci_size
+                    data = self.mm[base : base + self.ci_size]
+                    crc = not self.checked[ci >> 3] >> (ci & 7) & 1
+                    mapped = True
+                else:
+                    data = os.pread(self.fd, self.ci_size, ci * self.ci_size)
                 self.state.excps += 1
             else:
                 data = os.pread(self.journal.fd, self.ci_size, off + FRAME_HEADER.size)
@@ -317,7 +340,9 @@ class Pager:
         else:
             expect = 0
         self.pool.misses += 1
-        obj = self.codec.decode(data, ci)
+        obj = self.codec.decode(data, ci, crc)
+        if crc and mapped:
+            self.checked[ci >> 3] |= 1 << (ci & 7)
         if expect:  # read from the file: it must be the image its index entry saw written (lost writes)
             stamp = self.codec.stamp(data)
             if stamp != expect:
@@ -325,6 +350,54 @@ class Pager:
         if cache or len(self.pool) < self.pool.capacity:  # a browse still caches while there is room
             self.pool.put(obj)
         return obj
+
+    def view(self, ci: int, expect: int = 0) -> tuple[bytes | bytearray | mmap.mmap, int, int]:
+        """``(buffer, offset, count)``: where the ``count`` records of data CI ``ci`` lie, for a lookup that reads
+        them in place without adding the CI to the pool. In an exclusive open, a CI whose newest image is the
+        file's is read through the map: its CRC32C once per open, its self-address, type and the stamp ``expect``
+        its index entry keeps (lost writes) at every lookup. Otherwise the CI as :meth:`get` gives it. O(1)."""
+        if ci >= self.mapped and not self.shared:
+            self._remap()
+        if ci < self.mapped and ci not in self.pool.map and ci not in self.images and ci not in self.walmap:
+            assert self.mm is not None
+            base = ci * self.ci_size
+            if not self.checked[ci >> 3] >> (ci & 7) & 1:
+                self.codec.check(self.mm[base : base + self.ci_size], ci)
+                self.checked[ci >> 3] |= 1 << (ci & 7)
+                self.state.excps += 1
+                self.pool.misses += 1
+            kind, _, count, number, stamp, _ = TRAILER.unpack_from(self.mm, base + self.codec.trailer_off)
+            if kind == CI_DATA and number == ci:
+                if expect and stamp != expect:
+                    raise self.codec.stale(ci, stamp, expect)
+                return self.mm, base, count
+        obj = self.get(ci, expect)
+        if type(obj) is not DataCI:
+            raise self.codec.damaged(ci, f"is a {type(obj).__name__} where the index expects a data CI")
+        return obj.buf, 0, obj.n
+
+    def _remap(self) -> None:
+        """Map the whole CIs the file now holds (an exclusive open only: nobody else changes or truncates the
+        file, and this open only grows it). O(1); the bits of :attr:`checked` are kept for the CIs still mapped."""
+        cisz = self.ci_size
+        size = os.fstat(self.fd).st_size // cisz
+        if size <= self.mapped or self.shared:
+            return
+        mm = self.io.map(self.fd, size * cisz)
+        if mm is None:
+            return
+        if self.mm is not None:
+            self.mm.close()
+        self.mm = mm
+        self.mapped = size
+        self.checked.extend(bytes((size >> 3) + 1 - len(self.checked)))
+
+    def _unmap(self) -> None:
+        if self.mm is not None:
+            self.mm.close()
+            self.mm = None
+        self.mapped = 0
+        self.checked = bytearray()
 
     # --- sharing ----------------------------------------------------------------------------------------------
 
@@ -521,6 +594,8 @@ class Pager:
             if image is None:
                 image = os.pread(jfd, cisz, self.walmap[ci] + hs)
             io.pwrite(fd, DATA, image, ci * cisz)
+            if ci < self.mapped:
+                self.checked[ci >> 3] |= 1 << (ci & 7)  # our own image: checked when it was made
             faults.crashpoint("ci-written")
 
     def committed_image(self, ci: int) -> bytes:
@@ -628,6 +703,7 @@ class Pager:
     def abandon(self) -> None:
         """Close the files without writing anything (what a crash leaves; for tests)."""
         if self.fd >= 0:
+            self._unmap()
             self.journal.close(remove=False)
             self.locks.close()
             os.close(self.fd)

@@ -104,6 +104,12 @@ def test_every_stale_image_is_caught(tmp_path: Path, d: dict) -> None:
                 for n in sorted(live):  # keyed reads: every CI on every path is read from the file
                     ds.read(key(d, n))
             assert e.value.ci == ci, str(e.value)
+        if kinds[ci] == "data":
+            for backward in (False, True):  # browses read data CIs in place: the same check
+                with ksds.open(path, "r") as ds, pytest.raises(ksds.DamagedCIError) as e:
+                    for _ in ds.browse(backward=backward):
+                        pass
+                assert e.value.ci == ci, str(e.value)
         with open(path, "r+b") as f:  # put the right image back for the next one
             f.seek(ci * cisz)
             f.write(new[ci * cisz : (ci + 1) * cisz])
