@@ -103,6 +103,43 @@ def locate(pager: Pager, key: bytes) -> tuple[IndexCI, int, DataCI]:
         node = nxt
 
 
+def first_ge(pager: Pager, key: bytes) -> bytes | None:
+    """The first record with a key >= ``key`` (a copy), or None: READ GTEQ / GENERIC. The data CI is searched in
+    place (:meth:`Pager.view`), as an exact read does. O(L log n)."""
+    get = pager.pool.map.get
+    node = get(pager.state.root)
+    if type(node) is not IndexCI:
+        node = root(pager)
+    while True:
+        node.ref = True
+        i = bisect_left(node.keys, key)
+        ptr = node.ptrs[i]
+        if node.level == 1:
+            break
+        nxt = get(ptr)
+        if type(nxt) is not IndexCI:
+            nxt = get_index(pager, ptr, node.stamps[i])
+        node = nxt
+    buf: Any
+    buf, base, n = pager.view(ptr, node.stamps[i])
+    codec = pager.codec
+    rl = codec.rl
+    ko = base + codec.ko
+    end = ko + codec.kl
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if buf[mid * rl + ko : mid * rl + end] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < n:
+        o = base + lo * rl
+        return bytes(buf[o : o + rl])
+    pos = seek_ge(pager, key)  # every key of this CI is lower: the record is in a following CI
+    return None if pos is None else pos[1].record(pos[2])
+
+
 def _peek_data(pager: Pager, ci: int, expect: int) -> DataCI:
     obj = pager.peek(ci, expect)
     if type(obj) is not DataCI:
@@ -466,6 +503,18 @@ def delete(pager: Pager, key: bytes) -> None:
 # --- stamps (lost writes) -----------------------------------------------------------------------------------------
 
 
+def _entry_above(pager: Pager, key: bytes, level: int) -> tuple[IndexCI, int] | None:
+    """The index CI at ``level`` on the way to ``key`` and the entry it follows (None if the tree is lower)."""
+    node = root(pager)
+    while True:
+        i = bisect_left(node.keys, key)
+        if node.level == level:
+            return node, i
+        if node.level < level:
+            return None
+        node = get_index(pager, node.ptrs[i], node.stamps[i])
+
+
 def restamp(pager: Pager) -> None:
     """Before a checkpoint writes the log's CIs in place: make each index entry pointing at one of them (and the
     state, for the top CI) keep the stamp of the image it will have in the file.
@@ -480,31 +529,33 @@ def restamp(pager: Pager) -> None:
     codec = pager.codec
     new = stamp_of(st.txn + 1)  # the stamp of the index CIs changed here (they commit in the next transaction)
     kind_at = pager.ci_size - TRAILER_SIZE
+    ko, kl = codec.ko, codec.kl
+    zero = bytes(kl)
     stamps: dict[int, int] = {}
-    by_level: dict[int, list[int]] = {}
+    #: level -> {CI: its first key (where to look for its index entry)}, in the order found
+    by_level: dict[int, dict[int, bytes]] = {}
     for ci in pager.walmap:
         image = pager.committed_image(ci)
         stamp = codec.stamp(image)
         if stamp < 0:
             continue  # a free CI: no entry points at it
         stamps[ci] = stamp
-        level = 0 if image[kind_at] == CI_DATA else image[kind_at + 1]
-        by_level.setdefault(level, []).append(ci)
-    zero = bytes(pager.defn.key_length)
+        if image[kind_at] == CI_DATA:  # the first key, straight from the image: no CI object
+            level = 0
+            key = image[ko : ko + kl] if image[kind_at + 2 : kind_at + 4] != b"\0\0" else zero
+        else:
+            level = image[kind_at + 1]
+            key = image[:kl]
+        by_level.setdefault(level, {})[ci] = key
     for level in range(st.levels):
-        for ci in by_level.get(level, ()):
+        todo = by_level.get(level)
+        if not todo:
+            continue
+        up = by_level.setdefault(level + 1, {})
+        for ci, key in todo.items():
             if ci == st.root:
                 continue
-            obj = pager.get(ci)
-            if level == 0:
-                if type(obj) is not DataCI:
-                    continue
-                key = obj.key_at(0) if obj.n else zero
-            else:
-                if type(obj) is not IndexCI or obj.level != level:
-                    continue
-                key = obj.keys[0]
-            entry = next(((n, i) for n, i in path_to(pager, key) if n.level == level + 1), None)
+            entry = _entry_above(pager, key, level + 1)
             if entry is None:
                 continue
             node, i = entry
@@ -514,9 +565,8 @@ def restamp(pager: Pager) -> None:
             node.stamps[i] = stamps[ci]
             if stamps.get(node.ci) != new:
                 stamps[node.ci] = new
-                up = by_level.setdefault(level + 1, [])
                 if node.ci not in up:
-                    up.append(node.ci)
+                    up[node.ci] = node.keys[0]
     top = stamps.get(st.root)
     if top is not None and top != st.root_stamp:
         st.root_stamp = top

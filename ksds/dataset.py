@@ -517,20 +517,18 @@ class Dataset:
                 p.state.rec_retrieved += 1
                 return ci.record(j)
             raise RecordNotFoundError(f"{self.path}: no record with key {show_key(key)}")
+        ko = self._ko
+        end = ko + self._kl
         if generic:
-            pos = btree.seek_ge(p, key.ljust(self._kl, b"\0"))
-            if pos is not None:
-                _, ci, i = pos
-                if gteq or ci.key_at(i).startswith(key):
-                    p.state.rec_retrieved += 1
-                    return ci.record(i)
-            raise RecordNotFoundError(f"{self.path}: no record with a key starting {show_key(key)}")
-        pos = btree.seek_ge(p, key)
-        if pos is not None:
-            _, ci, i = pos
-            if gteq or ci.key_at(i) == key:
+            rec = btree.first_ge(p, key.ljust(self._kl, b"\0"))
+            if rec is not None and (gteq or rec[ko:end].startswith(key)):
                 p.state.rec_retrieved += 1
-                return ci.record(i)
+                return rec
+            raise RecordNotFoundError(f"{self.path}: no record with a key starting {show_key(key)}")
+        rec = btree.first_ge(p, key)
+        if rec is not None and (gteq or rec[ko:end] == key):
+            p.state.rec_retrieved += 1
+            return rec
         raise RecordNotFoundError(
             f"{self.path}: no record with key {'>= ' if gteq else ''}{show_key(key)}"
         )

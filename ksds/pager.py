@@ -362,7 +362,7 @@ class Pager:
             assert self.mm is not None
             base = ci * self.ci_size
             if not self.checked[ci >> 3] >> (ci & 7) & 1:
-                self.codec.check(self.mm[base : base + self.ci_size], ci)
+                self.codec.check_in(self.mm, base, ci)
                 self.checked[ci >> 3] |= 1 << (ci & 7)
                 self.state.excps += 1
                 self.pool.misses += 1
