@@ -14,7 +14,6 @@ a record exists as an object only when a request hands it out.
 
 from __future__ import annotations
 
-import mmap
 import struct
 
 from .definition import Definition
@@ -343,17 +342,6 @@ class Codec:
         if number != ci:
             raise self.damaged(ci, f"holds the contents of CI {number} (misdirected write)")
         return kind, flags, count, aux
-
-    def check_in(self, buf: bytes | mmap.mmap, base: int, ci: int) -> None:
-        """Check the image of CI ``ci`` at ``base`` in ``buf`` (the mapped file) as :meth:`check` does, in place."""
-        with memoryview(buf) as mv:
-            crc = crc32c(mv[base : base + self._crc_off])
-            if crc != int.from_bytes(buf[base + self._crc_off : base + self.ci_size], "big"):
-                self.check(bytes(mv[base : base + self.ci_size]), ci)  # names what is wrong (zeros, CRC)
-                return
-        number = int.from_bytes(buf[base + self._trailer_off + 4 : base + self._trailer_off + 8], "big")
-        if number != ci:
-            raise self.damaged(ci, f"holds the contents of CI {number} (misdirected write)")
 
     def decode(self, data: bytes, ci: int, crc: bool = True) -> AnyCI:
         """Decode a CI read from disk (its CRC32C checked unless ``crc`` is False). Raises

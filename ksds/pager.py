@@ -325,11 +325,13 @@ class Pager:
             if off is None:
                 if ci >= self.mapped and not self.shared:
                     self._remap()
-                if ci < self.mapped:
-                    assert self.mm is not None
+                if ci < self.mapped and self.checked[ci >> 3] >> (ci & 7) & 1:
+                    assert self.mm is not None  # checked before: a copy from the map, no system call, no CRC
                     base = ci * self.ci_size
                     data = self.mm[base : base + self.ci_size]
-                    crc = not self.checked[ci >> 3] >> (ci & 7) & 1
+                    crc = False
+                elif ci < self.mapped:  # first touch: pread is cheaper than a page fault (2 vs 5 us with the CRC)
+                    data = os.pread(self.fd, self.ci_size, ci * self.ci_size)
                     mapped = True
                 else:
                     data = os.pread(self.fd, self.ci_size, ci * self.ci_size)
@@ -361,16 +363,21 @@ class Pager:
         if ci < self.mapped and ci not in self.pool.map and ci not in self.images and ci not in self.walmap:
             assert self.mm is not None
             base = ci * self.ci_size
+            buf: bytes | mmap.mmap = self.mm
             if not self.checked[ci >> 3] >> (ci & 7) & 1:
-                self.codec.check_in(self.mm, base, ci)
+                # first touch in this open: read and check it (pread is cheaper than the map's page fault); the map
+                # serves the next lookups
+                buf = os.pread(self.fd, self.ci_size, base)
+                self.codec.check(buf, ci)
                 self.checked[ci >> 3] |= 1 << (ci & 7)
                 self.state.excps += 1
                 self.pool.misses += 1
-            kind, _, count, number, stamp, _ = TRAILER.unpack_from(self.mm, base + self.codec.trailer_off)
+                base = 0
+            kind, _, count, number, stamp, _ = TRAILER.unpack_from(buf, base + self.codec.trailer_off)
             if kind == CI_DATA and number == ci:
                 if expect and stamp != expect:
                     raise self.codec.stale(ci, stamp, expect)
-                return self.mm, base, count
+                return buf, base, count
         obj = self.get(ci, expect)
         if type(obj) is not DataCI:
             raise self.codec.damaged(ci, f"is a {type(obj).__name__} where the index expects a data CI")
