@@ -349,7 +349,7 @@ class Pager:
             stamp = self.codec.stamp(data)
             if stamp != expect:
                 raise self.codec.stale(ci, stamp, expect)
-        if cache or len(self.pool) < self.pool.capacity:  # a browse still caches while there is room
+        if cache or self.pool.used < self.pool.capacity:  # a browse still caches while there is room
             self.pool.put(obj)
         return obj
 
