@@ -15,6 +15,7 @@ a record exists as an object only when a request hands it out.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from .definition import Definition
 from .errors import DamagedCIError
@@ -342,6 +343,30 @@ class Codec:
         if number != ci:
             raise self.damaged(ci, f"holds the contents of CI {number} (misdirected write)")
         return kind, flags, count, aux
+
+    def entry_in(self, buf: Any, base: int, count: int, key: bytes) -> tuple[int, int] | None:
+        """In the index CI image at ``base`` in ``buf`` (``count`` entries, checked), the entry a search for
+        ``key`` follows -- the first whose high key is >= ``key``, as ``bisect_left`` over its decoded keys -- as
+        (CI pointer, stamp); None if every high key is lower. O(log count) key slices, no objects made."""
+        kl = self.kl
+        lo, hi = 0, count
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            o = base + mid * kl
+            if buf[o : o + kl] < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == count:
+            return None
+        o = base + self._ptr_off + 4 * lo
+        s = base + self._stamps_off + 4 * lo
+        return int.from_bytes(buf[o : o + 4], "big"), int.from_bytes(buf[s : s + 4], "big")
+
+    def own_stamp_in(self, buf: Any, base: int) -> int:
+        """The stamp an index CI image at ``base`` in ``buf`` carries (see :meth:`stamp`)."""
+        o = base + self._own_stamp_off
+        return int.from_bytes(buf[o : o + 4], "big")
 
     def decode(self, data: bytes, ci: int, crc: bool = True) -> AnyCI:
         """Decode a CI read from disk (its CRC32C checked unless ``crc`` is False). Raises

@@ -47,7 +47,7 @@ from .errors import (
 )
 from .format import HEADER_SIZE, MAGIC, State, decode_header
 from .locks import RLS_AVAILABLE, OpenLocks, RecordLocks
-from .pager import Pager, Recovery, create, data_set_path, log_path, same_file
+from .pager import CHECKPOINT_BYTES, Pager, Recovery, create, data_set_path, log_path, same_file
 from .portable_locks import rls_unavailable
 
 #: default buffer pool size (bytes of CIs kept in memory)
@@ -462,7 +462,8 @@ class Dataset:
                 return self._read_shared(p, key, gteq, generic, update, integrity)
             if type(key) is not bytes or len(key) != self._kl or gteq or generic:
                 return self._read_slow(p, key, gteq, generic)
-            get = p.pool.map.get
+            pool = p.pool
+            get = pool.map.get
             node: Any = get(p.state.root)
             if node is None:
                 node = btree.root(p)
@@ -470,19 +471,26 @@ class Dataset:
                 node.ref = True
                 i = bisect_left(node.keys, key)
                 ptr = node.ptrs[i]
-                parent = node
-                node = get(ptr)
-                if parent.level == 1:
-                    if type(node) is DataCI:
-                        node.ref = True
-                        buf: Any = node.buf
+                stamp = node.stamps[i]
+                level = node.level  # of the CI whose entry ``ptr`` is
+                child = get(ptr)
+                # an index CI that is not pooled while the pool is full: searched in place (the file's map)
+                while level > 1 and child is None and pool.used >= pool.capacity:
+                    entry = p.index_entry(ptr, stamp, key)
+                    if entry is None:
+                        break
+                    level, ptr, stamp = entry
+                    child = get(ptr)
+                if level == 1:
+                    if type(child) is DataCI:
+                        child.ref = True
+                        buf: Any = child.buf
                         base = 0
-                        n = node.n
+                        n = child.n
                     else:  # the CI's image in place (the file's map), not pooled
-                        buf, base, n = p.view(ptr, parent.stamps[i])
+                        buf, base, n = p.view(ptr, stamp)
                     break
-                if type(node) is not IndexCI:
-                    node = btree.get_index(p, ptr, parent.stamps[i])
+                node = child if type(child) is IndexCI else btree.get_index(p, ptr, stamp)
             # binary search of the CI's records in place (the same loop as DataCI.find, inlined)
             rl = self._rl
             ko = base + self._ko
@@ -1026,6 +1034,16 @@ class Dataset:
         while self._uncounted:
             st.rec_retrieved += self._uncounted.pop()
         return listcat(st, p.defn, p.file_size)
+
+    def log_stats(self) -> dict[str, int]:
+        """The write-ahead log as this open sees it: LOG-BYTES (appended since the last checkpoint, header
+        included), LOG-GENERATION (one more at each checkpoint; 0 before the first log) and CHECKPOINT-BYTES (the
+        size at which a checkpoint runs). O(1)."""
+        p = self._open()
+        j = p.journal
+        return {"LOG-BYTES": max(j.offset, 0), "LOG-GENERATION": j.generation or 0,
+                "CHECKPOINT-BYTES": CHECKPOINT_BYTES}
+
 
 def listcat(st: State, d: Definition, file_size: int) -> dict[str, Any]:
     """LISTCAT ALL's statistics of a data set in state ``st`` (keyed by LISTCAT's names): what

@@ -53,6 +53,8 @@ from .format import (
     CI_DATA,
     CI_FREE_CA,
     CI_FREE_INDEX,
+    CI_INDEX_SET,
+    CI_SEQUENCE_SET,
     HEADER_SIZE,
     TRAILER,
     State,
@@ -382,6 +384,40 @@ class Pager:
         if type(obj) is not DataCI:
             raise self.codec.damaged(ci, f"is a {type(obj).__name__} where the index expects a data CI")
         return obj.buf, 0, obj.n
+
+    def index_entry(self, ci: int, expect: int, key: bytes) -> tuple[int, int, int] | None:
+        """The entry a search for ``key`` follows in index CI ``ci``, read in place from the file's map without
+        decoding or pooling the CI: (level of the CI, its entry's CI pointer, the entry's stamp). None when the CI
+        is not a clean mapped CI (it is pooled, in the log, or the open shares the data set): use :meth:`get`.
+        Checked as :meth:`view` checks a data CI. O(log entries)."""
+        if ci >= self.mapped:
+            if self.shared:
+                return None
+            self._remap()
+            if ci >= self.mapped:
+                return None
+        if ci in self.pool.map or ci in self.images or ci in self.walmap:
+            return None
+        assert self.mm is not None
+        codec = self.codec
+        base = ci * self.ci_size
+        buf: bytes | mmap.mmap = self.mm
+        if not self.checked[ci >> 3] >> (ci & 7) & 1:
+            buf = os.pread(self.fd, self.ci_size, base)
+            codec.check(buf, ci)
+            self.checked[ci >> 3] |= 1 << (ci & 7)
+            self.state.excps += 1
+            self.pool.misses += 1
+            base = 0
+        kind, level, count, number, _, _ = TRAILER.unpack_from(buf, base + codec.trailer_off)
+        if kind not in (CI_SEQUENCE_SET, CI_INDEX_SET) or number != ci or not 0 < count <= codec.index_cap:
+            return None  # get() names what is wrong
+        if expect:
+            stamp = codec.own_stamp_in(buf, base)
+            if stamp != expect:
+                raise codec.stale(ci, stamp, expect)
+        entry = codec.entry_in(buf, base, count, key)
+        return None if entry is None else (level, entry[0], entry[1])
 
     def _remap(self) -> None:
         """Map the whole CIs the file now holds (an exclusive open only: nobody else changes or truncates the
