@@ -49,7 +49,7 @@ class DataCI:
     record layout (``rl``, ``ko``, ``kl``) is the data set's, shared by every CI of it.
     """
 
-    __slots__ = ("ci", "buf", "n", "ref", "rl", "ko", "kl")
+    __slots__ = ("ci", "buf", "n", "ref", "rl", "ko", "kl", "ops")
     ci: int
     buf: bytes | bytearray
     n: int
@@ -57,6 +57,10 @@ class DataCI:
     rl: int
     ko: int
     kl: int
+    #: the record operations since ``buf`` was last a clean image, in order: (op, slot, record or None), op 1
+    #: insert, 2 delete, 3 replace (what the log records: :mod:`ksds.journal`); None when the CI's whole image
+    #: must be logged (a CI made or laid out anew)
+    ops: list[tuple[int, int, bytes | None]] | None
 
     def __init__(self, ci: int, buf: bytes | bytearray, n: int, layout: tuple[int, int, int]) -> None:
         self.ci = ci
@@ -64,6 +68,7 @@ class DataCI:
         self.n = n
         self.ref = True
         self.rl, self.ko, self.kl = layout
+        self.ops = None
 
     # --- reading: O(log n) search, O(1) slices -------------------------------------------------------------
 
@@ -139,6 +144,7 @@ class DataCI:
         buf = self.buf
         if type(buf) is not bytearray:
             buf = self.buf = bytearray(buf)  # copy on write: the clean image may be shared with the log
+            self.ops = []  # a clean image: the log can record what changes from here
         return buf
 
     def insert(self, j: int, record: bytes) -> None:
@@ -150,6 +156,8 @@ class DataCI:
         buf[o + rl : end + rl] = buf[o:end]
         buf[o : o + rl] = record
         self.n += 1
+        if self.ops is not None:
+            self.ops.append((1, j, record))
 
     def delete(self, j: int) -> None:
         """Remove the record at slot ``j`` (the slot left at the end is zeroed). O(bytes moved)."""
@@ -160,15 +168,20 @@ class DataCI:
         buf[o : end - rl] = buf[o + rl : end]
         buf[end - rl : end] = bytes(rl)
         self.n -= 1
+        if self.ops is not None:
+            self.ops.append((2, j, None))
 
     def replace(self, j: int, record: bytes) -> None:
         """Replace the record at slot ``j``. O(record length)."""
         o = j * self.rl
         self._editable()[o : o + self.rl] = record
+        if self.ops is not None:
+            self.ops.append((3, j, record))
 
     def assign(self, body: bytes, n: int) -> None:
         """Make the CI hold the ``n`` records laid end to end in ``body`` (the rest of its record area zeroed)."""
         buf = self._editable()
+        self.ops = None
         old, new = self.n * self.rl, len(body)
         buf[:new] = body
         if old > new:
@@ -179,6 +192,7 @@ class DataCI:
         """Keep the first ``n`` records (the rest of the record area is zeroed)."""
         if n < self.n:
             buf = self._editable()
+            self.ops = None
             rl = self.rl
             buf[n * rl : self.n * rl] = bytes((self.n - n) * rl)
             self.n = n

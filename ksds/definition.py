@@ -63,6 +63,11 @@ class Definition:
     share_options: tuple[int, int] = (1, 3)
 
     @property
+    def layout(self) -> tuple[int, int, int]:
+        """(record length, key offset, key length): how a data CI's records are cut."""
+        return (self.record_length, self.key_offset, self.key_length)
+
+    @property
     def records_per_ci(self) -> int:
         """Most records a data CI can hold."""
         return (self.ci_size - CI_TRAILER) // self.record_length

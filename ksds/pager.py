@@ -61,7 +61,7 @@ from .format import (
     decode_header,
     encode_header,
 )
-from .journal import FRAME_HEADER, LOG_HEADER_SIZE, Journal, Replay
+from .journal import LOG_HEADER_SIZE, LOG_VERSION, Journal, Op, Replay
 from .locks import OpenLocks
 
 log = logging.getLogger("ksds")
@@ -246,10 +246,12 @@ class Pager:
         self.shared = rls or self.state.share_region >= 2
         self.dirty: dict[int, AnyCI] = {}
         self.state_dirty = False
-        #: CI -> offset of its newest committed frame in the current log generation (not yet in place)
+        #: CI -> log offset of the newest committed transaction that changed it, in the current log generation
+        #: (not yet in place)
         self.walmap: dict[int, int] = {}
-        #: CI -> that frame's image, kept when no other process writes (bounded by CHECKPOINT_BYTES): the
-        #: checkpoint and pool misses then need not read the log back
+        #: CI -> its newest committed image, for every CI of :attr:`walmap`: a pool miss and the checkpoint take
+        #: it from here, never from the log (whose frames may hold record operations only). Bounded by the log's
+        #: size: each CI in it has a whole image frame in it
         self.images: dict[int, bytes] = {}
         self.view_salt: int | None = None  # the log generation this process has read (up to journal.offset)
         self.view_changed = False  # begin() found transactions of other processes
@@ -263,7 +265,9 @@ class Pager:
         self.mm: mmap.mmap | None = None
         self.mapped = 0
         self.checked = bytearray()
-        self.journal = Journal(log_path(path), self.ci_size, self.created)
+        self.journal = Journal(log_path(path), self.ci_size, self.created, self.codec.layout)
+        #: the most record operations a data CI's log frame holds (more: its whole image is logged instead)
+        self.max_ops = max(1, (self.ci_size // 2) // (self.defn.record_length + 4))
         self.file_size = os.fstat(self.fd).st_size
         self.recovery: Recovery | None = None
         have_log = os.path.exists(self.journal.path)
@@ -319,28 +323,21 @@ class Pager:
                 f"{self.state.hurba * self.ci_size})",
                 ci,
             )
-        data = self.images.get(ci)
+        data = self.images.get(ci)  # the log's newest image: the newest by construction, not checked
         crc = True
         mapped = False
         if data is None:
-            off = self.walmap.get(ci)
-            if off is None:
-                if ci >= self.mapped and not self.shared:
-                    self._remap()
-                if ci < self.mapped and self.checked[ci >> 3] >> (ci & 7) & 1:
-                    assert self.mm is not None  # checked before: a copy from the map, no system call, no CRC
-                    base = ci * self.ci_size
-                    data = self.mm[base : base + self.ci_size]
-                    crc = False
-                elif ci < self.mapped:  # first touch: pread is cheaper than a page fault (2 vs 5 us with the CRC)
-                    data = os.pread(self.fd, self.ci_size, ci * self.ci_size)
-                    mapped = True
-                else:
-                    data = os.pread(self.fd, self.ci_size, ci * self.ci_size)
-                self.state.excps += 1
-            else:
-                data = os.pread(self.journal.fd, self.ci_size, off + FRAME_HEADER.size)
-                expect = 0  # the log's image is the newest by construction
+            if ci >= self.mapped and not self.shared:
+                self._remap()
+            if ci < self.mapped and self.checked[ci >> 3] >> (ci & 7) & 1:
+                assert self.mm is not None  # checked before: a copy from the map, no system call, no CRC
+                base = ci * self.ci_size
+                data = self.mm[base : base + self.ci_size]
+                crc = False
+            else:  # first touch: pread is cheaper than a page fault of the map (2 vs 5 us with the CRC)
+                data = os.pread(self.fd, self.ci_size, ci * self.ci_size)
+                mapped = ci < self.mapped
+            self.state.excps += 1
         else:
             expect = 0
         self.pool.misses += 1
@@ -480,16 +477,18 @@ class Pager:
             j.offset = LOG_HEADER_SIZE
             self._adopt(decode_header(os.pread(self.fd, HEADER_SIZE, 0), self.path)[2])
             self.view_changed = True
-        txns, end = j.scan(j.offset, salt, self.state.txn)
+        txns, end = j.scan(j.offset, salt, self.state.txn, self.images)
         if not txns:
             return
         walmap = self.walmap
+        images = self.images
         drop = self.pool.drop
+        at = j.offset
         for _, frames, _ in txns:
-            for ci, off in frames:
-                if ci:
-                    walmap[ci] = off
-                    drop(ci)
+            for ci, image in frames:
+                walmap[ci] = at
+                images[ci] = image
+                drop(ci)
         self._adopt(State.unpack(txns[-1][2]))
         j.offset = end
         self.view_changed = True
@@ -587,28 +586,33 @@ class Pager:
         st.txn += 1
         txn = st.txn
         encode = self.codec.encode
-        images = [(ci, encode(obj, txn)) for ci, obj in dirty.items()] or [(0, bytes(self.ci_size))]
+        walmap = self.walmap
+        most_ops = self.max_ops
+        changes: list[tuple[int, bytes, list[Op] | None]] = []
+        for ci, obj in dirty.items():
+            ops = None
+            if type(obj) is DataCI:
+                ops = obj.ops
+                obj.ops = None
+                # record operations only where the log holds the image they apply to (this generation's), and
+                # while they are smaller than the image
+                if ops is not None and (ci not in walmap or len(ops) > most_ops):
+                    ops = None
+            changes.append((ci, encode(obj, txn), ops))
         need = st.hurba * self.ci_size
         blob = st.pack()
         appended = self.journal.offset
         try:
             if need > self.file_size:
                 self._truncate(need)
-            self.journal.append(images, txn, blob)
+            self.journal.append(changes, txn, blob)
             faults.crashpoint("log-written")
             if self.power:
                 self.journal.sync()
-            walmap = self.walmap
-            fs = self.journal.frame_size
-            kept = self.images
-            keep = not self.shared
-            for k, (ci, image) in enumerate(images):
-                if ci:
-                    walmap[ci] = appended + k * fs
-                    if keep:
-                        kept[ci] = image
-                    elif kept:
-                        kept.pop(ci, None)  # (recovery keeps the replayed images) the log's frame is newer
+            images = self.images
+            for ci, image, _ in changes:
+                walmap[ci] = appended
+                images[ci] = image
         except OSError as e:
             if self.journal.offset != appended:
                 self.failed = e  # the commit frame may be in the log: no further transaction may follow it
@@ -625,28 +629,20 @@ class Pager:
                 log.error("%s: checkpoint failed: %s", self.path, e)
 
     def _flush(self) -> None:
-        """Copy the CIs of the current log generation in place (in CI order)."""
+        """Copy the CIs of the current log generation in place (their newest images, in CI order)."""
         fd = self.fd
-        jfd = self.journal.fd
         cisz = self.ci_size
-        hs = FRAME_HEADER.size
         io = self.io
         images = self.images
         for ci in sorted(self.walmap):
-            image = images.get(ci)
-            if image is None:
-                image = os.pread(jfd, cisz, self.walmap[ci] + hs)
-            io.pwrite(fd, DATA, image, ci * cisz)
+            io.pwrite(fd, DATA, images[ci], ci * cisz)
             if ci < self.mapped:
                 self.checked[ci >> 3] |= 1 << (ci & 7)  # our own image: checked when it was made
             faults.crashpoint("ci-written")
 
     def committed_image(self, ci: int) -> bytes:
         """The image of CI ``ci`` as the current log generation last committed it (it must be in :attr:`walmap`)."""
-        image = self.images.get(ci)
-        if image is None:
-            image = os.pread(self.journal.fd, self.ci_size, self.walmap[ci] + FRAME_HEADER.size)
-        return image
+        return self.images[ci]
 
     def _stamp_index(self) -> None:
         """Before the CIs of the log go in place: one more transaction, in which the index entries (and the state,
@@ -799,6 +795,7 @@ class Pager:
         Idempotent: a crash in the middle leaves a log that replays to the same data set."""
         cisz = self.ci_size
         io = self.io
+        file_hurba = self.state.hurba  # the header's: what the file held at the last checkpoint
         for _, images, _state in replay.transactions:
             for ci, image in images:
                 if ci:
@@ -816,6 +813,8 @@ class Pager:
         j.writable = True
         j.size = os.fstat(j.fd).st_size
         j.offset = replay.end
+        if replay.version != LOG_VERSION:
+            j = self._convert_log(j, replay.durable_cis if replay.durable_cis >= 0 else file_hurba)
         self.view_salt = j.salt
         if self.walmap and self.restamp is not None:
             self._stamp_index()
@@ -827,6 +826,29 @@ class Pager:
         self.walmap.clear()
         self.images.clear()
         self.pool.clear()
+
+
+    def _convert_log(self, old: Journal, durable_cis: int) -> Journal:
+        """Recovery of a log of an earlier version: its committed transactions, replayed, are written as one
+        transaction of whole images to a new log of this version beside it, synced, and renamed over it (then the
+        directory synced), so that what recovery appends next is in this version's format. A crash before the
+        rename leaves the old log, which replays the same. O(CIs in the log)."""
+        tmp = old.path + ".convert"
+        new = Journal(tmp, self.ci_size, self.created, self.codec.layout)
+        new.create(sync=False, durable_cis=durable_cis)
+        new.append([(ci, self.images[ci], None) for ci in sorted(self.walmap)], self.state.txn, self.committed)
+        new.sync()
+        os.rename(tmp, old.path)
+        dirfd = os.open(os.path.dirname(os.path.abspath(old.path)), os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+        new.path = old.path
+        old.close(remove=False)
+        log.warning("%s: converted its log from an earlier version of ksds", self.path)
+        self.journal = new
+        return new
 
 
 def create(path: str, defn: Definition, created: int) -> None:

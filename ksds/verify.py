@@ -55,10 +55,10 @@ def verify(path: str, *, recover: bool = False) -> VerifyReport:
 def _cut_log(path: str) -> int:
     """Cut the log just before its first damaged frame; return the bytes removed."""
     with open(path, "rb") as f:
-        _, created, _ = decode_header(f.read(HEADER_SIZE), path)
+        defn, created, _ = decode_header(f.read(HEADER_SIZE), path)
     lp = log_path(path)
     size = os.path.getsize(lp)
-    journal = Journal(lp, _ci_size(path), created)
+    journal = Journal(lp, defn.ci_size, created, defn.layout)
     try:
         journal.read()
         return 0
@@ -68,9 +68,3 @@ def _cut_log(path: str) -> int:
     with open(lp, "r+b") as f:
         f.truncate(journal.offset)
     return size - journal.offset
-
-
-def _ci_size(path: str) -> int:
-    with open(path, "rb") as f:
-        defn, _, _ = decode_header(f.read(HEADER_SIZE), path)
-    return defn.ci_size

@@ -35,7 +35,7 @@ from .ci import Codec, DataCI, IndexCI
 from .definition import Definition
 from .errors import CorruptionError, DatasetNotFoundError, JournalCorruptError, KsdsError, NotADatasetError
 from .format import HEADER_SIZE, State, decode_header
-from .journal import FRAME_HEADER, Journal, Replay
+from .journal import Journal, Replay
 from .locks import OpenLocks
 from .pager import data_set_path, log_path
 
@@ -173,7 +173,7 @@ class View:
         self.log_error = None
         self.transactions = 0
         self.durable_cis = state.hurba
-        journal = Journal(log_path(self.path), defn.ci_size, created)
+        journal = Journal(log_path(self.path), defn.ci_size, created, defn.layout)
         if journal.join(False):
             self._journal = journal
             st = os.fstat(journal.fd)
@@ -194,7 +194,7 @@ class View:
                 self.replay = replay
                 if replay.durable_cis >= 0:
                     self.durable_cis = replay.durable_cis
-                self._end = journal.offset - replay.discarded_frames * journal.frame_size
+                self._end = replay.end
                 for _, images, last in replay.transactions:
                     self._overlay.update((ci, image) for ci, image in images if ci)
                     state = State.unpack(last)
@@ -222,7 +222,7 @@ class View:
             return False
         if self._log_head is None or self.replay is None:
             return True  # a log with no header of this data set yet, or another data set's
-        txns, _ = j.scan(self._end, self._log_head[0], self.state.txn)
+        txns, _ = j.scan(self._end, self._log_head[0], self.state.txn, self._overlay)
         return not txns
 
     def _current(self) -> bool:
@@ -234,13 +234,8 @@ class View:
         head = self._log_head
         if j is not None and head is not None and self.replay is not None and self._same_generation():
             # the same generation: take in the transactions committed since (their frames are in the log)
-            txns, end = j.scan(self._end, head[0], self.state.txn)
-            images = {
-                ci: os.pread(j.fd, self.definition.ci_size, off + FRAME_HEADER.size)
-                for _, frames, _ in txns
-                for ci, off in frames
-                if ci
-            }
+            txns, end = j.scan(self._end, head[0], self.state.txn, self._overlay)
+            images = {ci: image for _, frames, _ in txns for ci, image in frames if ci}
             if txns and self._same_generation():  # (the frames were not overwritten by a new one meanwhile)
                 self.version += 1
                 self._overlay = {**self._overlay, **images}

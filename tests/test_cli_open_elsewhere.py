@@ -25,7 +25,7 @@ KL, RL = 8, 40
 ENV = {k: v for k, v in os.environ.items() if k != "KSDS_FAULTS"}
 
 #: opens argv[1] for update, writes argv[2] records from key argv[3] (one committed transaction each), then
-#: with argv[4] == "torn" sets the commit flag to 0 and writes a batch of argv[2] more: frames of a transaction that
+#: with argv[4] == "torn" writes a batch of argv[2] more whose commit frame is left out: frames of a transaction that
 #: has no commit frame (what a process that dies in the middle of a request leaves). Says "ready", waits for a
 #: line on stdin, then closes the data set ("close") or dies without closing it ("die").
 HOLDER = r"""
@@ -35,8 +35,15 @@ path, n, first, torn = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv
 d = ksds.open(path)
 for i in range(first, first + n):
     d.write(b"%08d" % i + b"h" * 32)
-if torn:
-    ksds.journal.FLAG_COMMIT = 0  # from here on, frames without a commit frame
+if torn:  # from here on, each transaction's frames reach the log but its commit frame never does
+    J = ksds.journal.Journal
+    append = J.append
+    def no_commit(self, changes, txn, state):
+        append(self, changes, txn, state)
+        n = ksds.journal.frame_length(ksds.journal.STATE_SIZE)
+        self.offset -= n
+        os.pwrite(self.fd, bytes(n), self.offset)
+    J.append = no_commit
     with d.batch():
         for i in range(first + n, first + 2 * n):
             d.write(b"%08d" % i + b"t" * 32)

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 import ksds
-from ksds.journal import LOG_HEADER_SIZE, Journal
+from ksds.format import HEADER_SIZE, decode_header
+from ksds.journal import Journal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KL, RL = 8, 100
@@ -155,18 +156,24 @@ def test_flipped_bit_in_the_middle_of_the_log_is_refused(path: str) -> None:
     log = path + "-wal"
     with open(log, "rb") as f:
         data = f.read()
-    frame = Journal(log, 512, 0).frame_size
-    off = LOG_HEADER_SIZE + 10 * frame + 77
+    with open(path, "rb") as f:
+        defn, created, _ = decode_header(f.read(HEADER_SIZE), path)
+    journal = Journal(log, defn.ci_size, created, defn.layout)
+    assert journal.join(False)
+    frames = journal.frames()
+    journal.close(remove=False)
+    at = frames[20][0]  # the 21st frame: about ten transactions (a CI frame and a commit each) come before it
+    off = at + 77
     with open(log, "r+b") as f:
         f.seek(off)
         f.write(bytes([data[off] ^ 0x01]))
-    with pytest.raises(ksds.JournalCorruptError, match=f"offset {LOG_HEADER_SIZE + 10 * frame}"):
+    with pytest.raises(ksds.JournalCorruptError, match=f"offset {at}"):
         ksds.open(path)
     report = ksds.examine(path)
     assert not report.sound
     # VERIFY RECOVER keeps what came before the damage, and says what it gave up
     result = ksds.verify(path, recover=True)
-    assert result.log_bytes_discarded == len(data) - (LOG_HEADER_SIZE + 10 * frame)
+    assert result.log_bytes_discarded == len(data) - at
     got = keys_in(path)
     assert got == list(range(len(got))) and 5 <= len(got) < 50
     assert ksds.examine(path).sound
@@ -268,3 +275,47 @@ def test_the_fault_plan_runs_the_production_io_path(tmp_path, monkeypatch) -> No
         monkeypatch.undo()
     assert plan.counts["io"] >= 2  # the plan saw the write and the sync as events
     assert os.path.getsize(tmp_path / "trace") > 0
+
+
+def _as_version_2(path: str) -> None:
+    """Rewrite the log of ``path`` (left by a crash) as ksds before record-level logging wrote it: log version 2,
+    fixed-size frames of whole images, the commit flag and the state on each transaction's last frame."""
+    from ksds.format import STATE_SIZE, crc32c
+    from ksds.journal import FLAG_COMMIT_V2, FRAME_HEADER_V2, LOG_HEADER, LOG_MAGIC, LOG_SLOT
+
+    with open(path, "rb") as f:
+        defn, created, _ = decode_header(f.read(HEADER_SIZE), path)
+    log = path + "-wal"
+    journal = Journal(log, defn.ci_size, created, defn.layout)
+    replay = journal.read()
+    assert replay.transactions and replay.version == 3
+    head = LOG_HEADER.pack(LOG_MAGIC, 2, defn.ci_size, journal.salt, created, journal.generation, replay.durable_cis)
+    head += crc32c(head).to_bytes(4, "big")
+    out = bytearray(2 * LOG_SLOT)
+    slot = (journal.generation % 2) * LOG_SLOT
+    out[slot : slot + len(head)] = head
+    for txn, images, state in replay.transactions:
+        frames = images or [(0, bytes(defn.ci_size))]
+        for i, (ci, image) in enumerate(frames):
+            last = i == len(frames) - 1
+            fh = FRAME_HEADER_V2.pack(journal.salt, ci, txn, i, FLAG_COMMIT_V2 if last else 0,
+                                      state if last else bytes(STATE_SIZE))
+            out += fh + image + crc32c(image, crc32c(fh)).to_bytes(4, "big")
+    with open(log, "wb") as f:
+        f.write(out)
+
+
+def test_a_version_2_log_is_recovered_and_converted(path: str) -> None:
+    """A data set left unclosed by a ksds that wrote log version 2 is recovered by this one: the log is rewritten
+    in this version (one transaction of whole images, synced, renamed over it) before recovery appends to it."""
+    load(path, range(40), abandon=True)
+    with ksds.open(path) as ds:  # a reference: the same records, recovered from the log as written
+        ds.checkpoint()
+    want = keys_in(path)
+    load(path, range(40, 90), abandon=True)
+    _as_version_2(path)
+    with ksds.open(path) as ds:
+        assert ds.recovery is not None and ds.recovery.transactions == 50
+        assert [int(ds.key_of(r)) for r in ds] == want + list(range(40, 90))
+    assert not os.path.exists(path + "-wal") and not os.path.exists(path + "-wal.convert")
+    assert ksds.examine(path).sound
