@@ -474,8 +474,9 @@ class Dataset:
                 stamp = node.stamps[i]
                 level = node.level  # of the CI whose entry ``ptr`` is
                 child = get(ptr)
-                # an index CI that is not pooled while the pool is full: searched in place (the file's map)
-                while level > 1 and child is None and pool.used >= pool.capacity:
+                # an index CI that is not pooled, read for the first time in this open or while the pool is full:
+                # searched in place (a CI read once is not worth decoding; a full pool is not churned)
+                while level > 1 and child is None and (pool.used >= pool.capacity or not p.touched(ptr)):
                     entry = p.index_entry(ptr, stamp, key)
                     if entry is None:
                         break

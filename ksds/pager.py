@@ -382,6 +382,10 @@ class Pager:
             raise self.codec.damaged(ci, f"is a {type(obj).__name__} where the index expects a data CI")
         return obj.buf, 0, obj.n
 
+    def touched(self, ci: int) -> bool:
+        """Whether this open has read CI ``ci`` from the file's map before (its CRC32C is checked). O(1)."""
+        return ci < self.mapped and bool(self.checked[ci >> 3] >> (ci & 7) & 1)
+
     def index_entry(self, ci: int, expect: int, key: bytes) -> tuple[int, int, int] | None:
         """The entry a search for ``key`` follows in index CI ``ci``, read in place from the file's map without
         decoding or pooling the CI: (level of the CI, its entry's CI pointer, the entry's stamp). None when the CI
