@@ -3,7 +3,7 @@
 Records of a fixed length, each with a fixed-length key at a fixed offset, stored in control intervals (CIs)
 grouped into control areas (CAs), found through a persistent B+-tree index, with VSAM's CI and CA splits,
 FREESPACE, LISTCAT statistics and VSAM/COBOL error codes. Every CI is checksummed (CRC32C) and every request
-is atomic across crashes (a write-ahead log of whole CIs).
+is atomic across crashes (a write-ahead log of record operations and CI images).
 
     import ksds
     ksds.define("cust.ksds", key_length=8, record_length=80)

@@ -1,6 +1,7 @@
-"""The write-ahead log (``PATH-wal``): whole-CI redo frames, one transaction per request or batch.
+"""The write-ahead log (``PATH-wal``): redo frames (whole CI images, or a data CI's record operations), one
+transaction per request or batch.
 
-Why a redo log of whole CIs (and not a rollback journal or copy-on-write): a request's CIs are written to the log
+Why a redo log (and not a rollback journal or copy-on-write): what a request changes is written to the log
 in one ``pwritev`` (plus one ``fdatasync`` in power mode) and only later in place, so a request costs one sync,
 a torn CI in the data file is always repaired from the log, and recovery is a replay that never has to reason
 about half-done splits: a transaction's frames are either all there with their commit frame, or ignored.
@@ -278,10 +279,7 @@ class Journal:
         buf = obj.buf if type(obj.buf) is bytearray else bytearray(obj.buf)
         buf[t:] = payload[:TRAILER_SIZE]
         if crc32c(memoryview(buf)[: cisz - 4]) != int.from_bytes(buf[cisz - 4 :], "big"):
-            raise JournalCorruptError(
-                f"{self.path}: the record operations of the log frame at offset {pos} do not rebuild CI {ci} "
-                f"(its CRC32C fails after them)"
-            )
+            return None  # the operations do not rebuild the image their descriptor describes
         return bytes(buf)
 
     def frames(self) -> list[tuple[int, int, int, int]]:
@@ -424,6 +422,8 @@ class Journal:
         replay.discarded_frames = len(pending)
         self.offset = off
         head = source.read(off, FRAME_HEAD.size)
+        if not damaged and 0 < len(head) < FRAME_HEAD.size and any(head):
+            replay.discarded_bytes = len(head)  # a frame header cut short by the end of the file
         if not damaged and len(head) == FRAME_HEAD.size:
             fsalt, _, _, _, _, _, length = FRAME_HEAD.unpack(head)
             if fsalt == salt:  # a frame of this generation that did not check: torn, or cut short by the crash
@@ -467,19 +467,24 @@ class Journal:
             pos += 8
 
     def _read_v2(self, data: bytes, salt: int, replay: Replay) -> Replay:
-        """Version 2 (fixed-size frames of whole images, each with a state field): replayed as it was written, so
-        a data set left unclosed by ksds before record-level logging is recovered by this version."""
+        """Version 2 (fixed-size frames of whole images, each with a state field), read by version 2's rules (the
+        damage-in-the-middle check included), so a data set left unclosed by ksds before record-level logging is
+        recovered by this version."""
         fs = FRAME_HEADER_V2.size + self.ci_size + 4
         hs = FRAME_HEADER_V2.size
         off = LOG_HEADER_SIZE
         pending: list[tuple[int, bytes]] = []
         expect: int | None = None
+        last_commit = -1
         while off + fs <= len(data):
             frame = data[off : off + fs]
             fsalt, ci, txn, _, flags, state = FRAME_HEADER_V2.unpack_from(frame, 0)
             if fsalt != salt:
-                break
-            if crc32c(frame[:-4]) != int.from_bytes(frame[-4:], "big") or (expect is not None and txn != expect):
+                break  # a frame of an older generation: the normal end of the log
+            ok = crc32c(frame[:-4]) == int.from_bytes(frame[-4:], "big")
+            if ok and expect is not None and txn != expect:
+                ok = False
+            if not ok:
                 replay.damaged_at = off
                 break
             expect = txn
@@ -488,10 +493,30 @@ class Journal:
                 replay.transactions.append((txn, pending, state))
                 pending = []
                 expect = txn + 1
+                last_commit = txn
                 replay.end = off + fs
             off += fs
         replay.discarded_frames = len(pending)
         self.offset = off
+        if off + fs <= len(data):
+            later: list[tuple[int, int]] = []
+            pos = off + fs
+            while pos + fs <= len(data):
+                frame = data[pos : pos + fs]
+                fsalt, _, txn, _, _, _ = FRAME_HEADER_V2.unpack_from(frame, 0)
+                if fsalt == salt and txn > last_commit and crc32c(frame[:-4]) == int.from_bytes(frame[-4:], "big"):
+                    later.append((pos, txn))
+                pos += fs
+            in_flight = expect if expect is not None else min((t for _, t in later), default=0)
+            for pos, txn in later:
+                if txn > in_flight:
+                    raise JournalCorruptError(
+                        f"{self.path}: log frame at offset {off} is damaged (checksum or sequence) but frames of "
+                        f"later transactions follow at offset {pos}; replaying would lose committed requests "
+                        f"(ksds verify --recover keeps what comes before the damage)"
+                    )
+        else:
+            replay.discarded_bytes = len(data) - off
         return replay
 
 

@@ -1,26 +1,28 @@
 """The pager: the data set file, its log, the buffer pool, transactions, checkpoints, recovery and allocation.
 
-Everything above it (the index, the requests) works on decoded CIs that it gets with :meth:`Pager.get` and
-hands back with :meth:`Pager.dirty_ci`; the pager makes each transaction atomic and durable:
+Everything above it (the index, the requests) works on decoded CIs that it gets with :meth:`Pager.get` (or reads
+in place: :meth:`Pager.view`, :meth:`Pager.index_entry`) and hands back with :meth:`Pager.dirty_ci`; the pager
+makes each transaction atomic and durable:
 
-1. :meth:`commit` encodes the transaction's changed CIs once and appends them to the log in one write, the
-   last frame carrying the state (commit); in power mode it syncs the log. The CIs are not yet written in
-   place: :attr:`walmap` maps each to its newest frame, and a pool miss reads it from there;
+1. :meth:`commit` encodes the transaction's changed CIs once and appends them to the log in one write -- a data
+   CI already imaged in the log's generation as its record operations, any other CI as its whole image -- then a
+   commit frame carrying the state; in power mode it syncs the log. The CIs are not yet written in place:
+   :attr:`walmap` names them and :attr:`images` keeps their newest images, which a pool miss takes;
 2. :meth:`checkpoint` (when the log reaches ``CHECKPOINT_BYTES``, and when the last opener closes) copies
    those CIs in place, once each, and writes the header CI; syncs the data file (power mode, or a shared log);
    and starts a new log generation;
 3. at open, a log with committed transactions and no other process using it means the data set was not closed
-   cleanly: they are replayed (whole CI images, so replay is idempotent), the header is rewritten from the last
-   commit's state, and :attr:`recovery` says what was done.
+   cleanly: they are replayed (each CI's newest image rebuilt from the log, so replay is idempotent), the header
+   is rewritten from the last commit's state, and :attr:`recovery` says what was done.
 
 So a request costs one log write (plus one sync in power mode), and a CI updated many times between
 checkpoints is written in place once.
 
 **Sharing.** With SHAREOPTIONS(2), (3), (4) or RLS, several processes use one data set and one log. Each request
 runs between :meth:`begin` and :meth:`end`, under the latch (:mod:`ksds.locks`): :meth:`begin` reads the
-transactions other processes committed since this one last looked (their CIs leave the pool, the state is theirs)
-and a new log generation (someone's checkpoint) empties the pool. CIs of the current generation are read from the
-log, so a process that dies in the middle of a request leaves nothing anyone reads: its frames have no commit.
+transactions other processes committed since this one last looked (their CIs leave the pool, their rebuilt images
+go to :attr:`images`, the state is theirs) and a new log generation (someone's checkpoint) empties the pool. So a
+process that dies in the middle of a request leaves nothing anyone reads: its frames have no commit.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class Recovery:
     """What opening a data set that was not closed cleanly did (``Dataset.recovery``)."""
 
     transactions: int  # committed transactions replayed from the log
-    frames: int  # CI images written back
+    frames: int  # frames of committed transactions replayed (images and record operations)
     discarded_frames: int  # frames of a transaction cut off by the crash (never acknowledged)
     discarded_bytes: int  # a partial frame at the end of the log
     damaged_at: int | None  # log offset where a damaged (torn) frame ended the log
