@@ -40,46 +40,171 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-@contextmanager
-def redis_server() -> Iterator[str]:
-    """A fresh redis-server on 127.0.0.1 (no persistence); yields its URL. Fails if redis-server is missing:
-    ``.ci/run`` installs it, so the Redis tests are never skipped in CI."""
-    exe = shutil.which("redis-server")
+def _redis_exe(name: str = "redis-server") -> str:
+    """The path of redis-server (or redis-sentinel). Fails if it is missing: ``.ci/run`` installs both, so the
+    Redis tests are never skipped in CI."""
+    exe = shutil.which(name)
     if exe is None:
-        raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="ksds-redis-")
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
+        raise RuntimeError(f"{name} is not installed (apt-get install -y {name})")
+    return exe
+
+
+class RedisProcess:
+    """A redis-server (``redis-sentinel`` with ``sentinel=True``) on 127.0.0.1:``port`` with ``args``, its files
+    in ``workdir`` (its log: ``NAME.log``); :meth:`start` again after :meth:`stop` or :meth:`kill` restarts it on
+    the same port."""
+
+    def __init__(self, name: str, port: int, args: list[str], workdir: Path, sentinel: bool = False) -> None:
+        self.name, self.port, self.args, self.workdir, self.sentinel = name, port, args, workdir, sentinel
+        self.log = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisProcess:
+        if self.sentinel:
+            conf = self.workdir / f"{self.name}.conf"  # Sentinel rewrites its configuration file
+            conf.write_text("\n".join(self.args) + "\n")
+            cmd = [_redis_exe("redis-sentinel"), str(conf), "--logfile", str(self.log)]
+        else:
+            cmd = [_redis_exe(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                   "no", "--dir", str(self.workdir), "--logfile", str(self.log), *self.args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir)
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            wait_port(self.port)
+        except TimeoutError:
+            self.kill()
+            raise RuntimeError(f"{self.name} did not start: {self.logs()}") from None
+        return self
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else "(no log)"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextmanager
+def redis_processes() -> Iterator[tuple[Path, list[RedisProcess]]]:
+    """A work directory and a list to put :class:`RedisProcess` es in: all stopped, and the directory removed, at
+    the end."""
+    workdir = Path(tempfile.mkdtemp(prefix="ksds-redis-"))
+    procs: list[RedisProcess] = []
+    try:
+        yield workdir, procs
+    finally:
+        for p in procs:
+            p.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def redis_server(*args: str) -> Iterator[str]:
+    """A fresh redis-server on 127.0.0.1 (no persistence), with ``args`` (e.g. ``--requirepass``); yields its URL
+    (without credentials)."""
+    with redis_processes() as (workdir, procs):
+        procs.append(RedisProcess("redis", free_port(), list(args), workdir).start())
+        yield f"redis://127.0.0.1:{procs[0].port}/0"
+
+
+@contextmanager
+def redis_tls_server(pki: Path, auth_clients: str = "yes") -> Iterator[RedisProcess]:
+    """A redis-server that speaks TLS only (``--port 0``), with ``pki``'s server certificate (for 127.0.0.1),
+    verifying client certificates against ``pki``'s CA (``--tls-auth-clients`` yes, optional or no)."""
+    with redis_processes() as (workdir, procs):
+        port = free_port()
+        tls = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(pki / "server.pem"), "--tls-key-file",
+               str(pki / "server.key"), "--tls-ca-cert-file", str(pki / "ca.pem"), "--tls-auth-clients", auth_clients]
+        procs.append(RedisProcess("redis-tls", port, tls, workdir).start())  # --port 0 wins: the last one does
+        yield procs[0]
+
+
+class SentinelSetup:
+    """A master, a replica of it and a Sentinel watching them (quorum 1, down after 1 s), all with passwords: the
+    data nodes ``password`` (user ``default``), the Sentinel its own ``sentinel_password``."""
+
+    NAME = "mymaster"
+
+    def __init__(self, master: RedisProcess, replica: RedisProcess, sentinel: RedisProcess, password: str,
+                 sentinel_password: str) -> None:
+        self.master, self.replica, self.sentinel = master, replica, sentinel
+        self.password, self.sentinel_password = password, sentinel_password
+
+    def ask_sentinel(self) -> Any:
+        """A redis-py client of the Sentinel (close it)."""
+        import redis
+
+        return redis.Redis(port=self.sentinel.port, password=self.sentinel_password, socket_timeout=5)
+
+    def master_port(self) -> int:
+        """The master's port, as the Sentinel says now."""
+        with self.ask_sentinel() as r:
+            return int(r.sentinel_get_master_addr_by_name(self.NAME)[1])
+
+    def data(self, node: RedisProcess) -> Any:
+        """A redis-py client of ``node`` (close it)."""
+        import redis
+
+        return redis.Redis(port=node.port, password=self.password, socket_timeout=5)
+
+
+@contextmanager
+def redis_sentinel(password: str = "heslo", sentinel_password: str = "sentinel-secret") -> Iterator[SentinelSetup]:
+    """A :class:`SentinelSetup`, ready: the replica in sync with the master, and known to the Sentinel."""
+    with redis_processes() as (workdir, procs):
+        auth = ["--requirepass", password, "--masterauth", password, "--repl-diskless-sync-delay", "0"]
+        master = RedisProcess("master", free_port(), auth, workdir)
+        procs.append(master.start())
+        replica = RedisProcess("replica", free_port(), [*auth, "--replicaof", "127.0.0.1", str(master.port)], workdir)
+        procs.append(replica.start())
+        setup = SentinelSetup(master, replica, RedisProcess("sentinel", free_port(), [], workdir, sentinel=True),
+                              password, sentinel_password)
+        end = time.monotonic() + 20
+        with setup.data(replica) as r:
+            while r.info("replication").get("master_link_status") != "up":
+                if time.monotonic() > end:
+                    raise RuntimeError(f"the replica does not sync: {replica.logs()}")
+                time.sleep(0.05)
+        setup.sentinel.args = [
+            f"port {setup.sentinel.port}", "bind 127.0.0.1", f"dir {workdir}", f"requirepass {sentinel_password}",
+            f"sentinel monitor {setup.NAME} 127.0.0.1 {master.port} 1", f"sentinel auth-pass {setup.NAME} {password}",
+            f"sentinel down-after-milliseconds {setup.NAME} 1000", f"sentinel failover-timeout {setup.NAME} 10000",
+        ]
+        procs.append(setup.sentinel.start())
+        with setup.ask_sentinel() as s:
+            while not any(r["port"] == replica.port and not {"s_down", "disconnected"} & set(r["flags"].split(","))
+                          for r in s.sentinel_slaves(setup.NAME)):
+                if time.monotonic() > end:
+                    raise RuntimeError(f"the Sentinel does not see the replica: {setup.sentinel.logs()}")
+                time.sleep(0.1)
+        yield setup
 
 
 # --- ksds serve -----------------------------------------------------------------------------------------------
 
 
 class Server:
-    """``python -m ksds serve ARGS --host 127.0.0.1 --port 0`` (stdout and stderr in files under ``workdir``)."""
+    """``python -m ksds serve ARGS --host 127.0.0.1 --port 0`` (stdout and stderr in files under ``workdir``), in
+    the environment ``env`` (None: this process's)."""
 
-    def __init__(self, args: list[str], workdir: Path, name: str, timeout: float = 30.0) -> None:
+    def __init__(self, args: list[str], workdir: Path, name: str, timeout: float = 30.0,
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.out = workdir / f"{name}.out"
         self.err = workdir / f"{name}.err"
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ksds", "serve", "--host", "127.0.0.1", "--port", "0", *args],
-                stdout=out, stderr=err, cwd=workdir,
+                stdout=out, stderr=err, cwd=workdir, env=env,
             )
         end = time.monotonic() + timeout
         while True:
@@ -123,8 +248,8 @@ class Servers:
         self.workdir = workdir
         self.started: list[Server] = []
 
-    def start(self, *args: str, name: str | None = None) -> Server:
-        server = Server(list(args), self.workdir, name or f"server{len(self.started)}")
+    def start(self, *args: str, name: str | None = None, env: dict[str, str] | None = None) -> Server:
+        server = Server(list(args), self.workdir, name or f"server{len(self.started)}", env=env)
         self.started.append(server)
         return server
 

@@ -478,7 +478,7 @@ def test_redis_layout_is_zowes(redis_url: str) -> None:
     r.flushdb()
     s = RedisStorage(redis_url, size=10)
     s.create("gateway", KeyValue("key", "value", created="1700000000000"))
-    assert r.hget("gateway", "key") == b'{"key":"key","value":"value","serviceId":"gateway","created":"1700000000000"}'
+    assert r.hget("gateway", "key") == b'{"key":"key","value":"value","created":"1700000000000"}'  # Zowe's RedisEntry
     r.hset("gateway", "from-zowe", '{"key":"from-zowe","value":"é","serviceId":"gateway","created":"1"}')
     assert s.read("gateway", "from-zowe") == KeyValue("from-zowe", "é", "gateway", "1")
     assert set(s.read_for_service("gateway")) == {"key", "from-zowe"}

@@ -1,14 +1,16 @@
 """The ``redis`` storage mode: the cache on a Redis server, as Zowe's Redis back end keeps it.
 
-**Entries** (Zowe's layout): one hash per caller, field = the entry's key, value = the KeyValue as Zowe's Jackson
-writes it (``{"key","value","serviceId","created"}``, empty fields left out; ``serviceId`` is Zowe's string of the
-caller, ``"<DN>, SERVICE=<id>"``). The hash of a service id alone without ``=`` is named by it, as Zowe names it
-(so such a Redis filled by Zowe is served as is), and so is the hash of a caller whose DN was proven (a
-verified certificate, or a trusted DN header): Zowe's string ``"<DN>, SERVICE=<id>"``. A caller without a proven
-DN whose service id holds ``=`` (as every DN's string does) gets the hash ``\\0ksds:id:`` followed by its
-:func:`~ksds.caching.model.partition_key` instead: a service id can never name the hash of a DN. create = HSETNX
-(false: 409); update = HEXISTS + HSET (404); read = HGET; readForService = HGETALL; delete = HGET + HDEL;
-deleteForService = DEL.
+**Entries** (Zowe's layout): one hash per caller, field = the entry's key, value = the KeyValue as Zowe's Redis
+storage writes it (``RedisEntry.getEntryAsString``: Jackson, ``{"key","value","created"}`` in that order, empty
+fields left out, and no ``serviceId``: Zowe's Redis storage does not set it, the hash's name says whose the entry
+is; one read with a ``serviceId``, written by earlier ksds versions, is served all the same). Only Zowe's fields
+are written, as Zowe's reader (a plain Jackson ``ObjectMapper``) refuses a field it does not know. The hash of a
+service id alone without ``=`` is named by it, as Zowe names it (so such a Redis filled by Zowe is served as is),
+and so is the hash of a caller whose DN was proven (a verified certificate, or a trusted DN header): Zowe's string
+``"<DN>, SERVICE=<id>"``. A caller without a proven DN whose service id holds ``=`` (as every DN's string does)
+gets the hash ``\\0ksds:id:`` followed by its :func:`~ksds.caching.model.partition_key` instead: a service id can
+never name the hash of a DN. create = HSETNX (false: 409); update = HEXISTS + HSET (404); read = HGET;
+readForService = HGETALL; delete = HGET + HDEL; deleteForService = DEL.
 
 **Unlike Zowe, the size limit and removeOldest apply** (Zowe leaves them to Redis's maxmemory), atomically, in
 Lua scripts (each runs alone on the server), with bookkeeping keys that start with a NUL byte (a service id
@@ -28,7 +30,21 @@ hash):
   with the read), so nothing expired is returned even before it is removed. (The installed Redis 7.0 has no
   per-field ``HEXPIRE``, which came in 7.4, and the entries' bookkeeping must go with them anyway.)
 
-Entries written into the service hashes by something else (Zowe itself) are served but not counted.
+Entries written into the service hashes by something else (Zowe itself) are served but not counted. The
+bookkeeping keys describe the entries ksds wrote; Zowe never reads them (a service id from an HTTP header cannot
+start with NUL) and they do not change the hashes Zowe reads, so Zowe and ksds can serve one Redis in turn. While
+both write to it at once, what Zowe deletes stays in ksds's count until removeOldest reaches it (or DEL of the
+keys above), and an entry that ksds wrote with ``ttlSeconds`` and Zowe then wrote again without one still expires.
+
+**Connections** (:class:`~ksds.caching.redis_config.RedisConfig`: Zowe's ``masterNodeUri``, Sentinel, TLS with
+PEM or PKCS#12 stores, the timeout): redis-py, connecting on first use; each command may take ``timeout`` seconds
+(Zowe: 60), each connect at most 10. There are no hidden retries (a command retried after its connection broke
+may have run already: a create would then answer 409 for its own entry): a request while Redis is down, or whose
+connection breaks, answers 503 ZWECS703W at once, and the next request reconnects (a connection that Redis closed,
+when it restarted, is noticed before it is used; in Sentinel mode each new connection asks the Sentinels for the
+master, so after a failover the next request reaches the new one). Zowe's Lettuce instead queues commands while it
+reconnects, up to its timeout, and Zowe exits when Redis is not there at start; ksds starts, and answers 503 until
+Redis is there.
 
 **List maps**: a hash per map, ``\\0ksds:map:<len(name)>:<name><mapKey>`` (item key -> value), and a set per
 caller of its map keys, ``\\0ksds:maps:<name>``, where ``name`` is the name of the caller's entries' hash.
@@ -47,7 +63,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import redis
+from redis.backoff import NoBackoff
 from redis.exceptions import BusyLoadingError, OutOfMemoryError
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from .. import zowe
 from .common import (
@@ -72,6 +91,7 @@ from .model import (
     caller_dn,
     partition_key,
 )
+from .redis_config import DEFAULT_TIMEOUT, ClientCertificate, RedisConfig, client_certificate, trusted_pem
 
 PREFIX = "\0ksds:"
 ORDER = PREFIX + "order"
@@ -286,31 +306,91 @@ def _scalar(v: Any) -> str:
     return ""
 
 
+def connect(config: RedisConfig) -> tuple[redis.Redis, Callable[[], None]]:
+    """A redis-py client as ``config`` says (nothing is connected yet), and the function that closes it (and
+    what it needed: the Sentinel clients, a key file made from a PKCS#12 key store)."""
+    common: dict[str, Any] = {
+        "socket_timeout": float(config.timeout),
+        "socket_connect_timeout": config.connect_timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    tls: dict[str, Any] = {}
+    cert: ClientCertificate | None = None
+    if config.tls:
+        tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+        if config.truststore is not None:
+            tls["ssl_ca_data"] = trusted_pem(config.truststore)
+        if config.keystore is not None:
+            cert = client_certificate(config.keystore)
+            tls.update(ssl_certfile=cert.certfile, ssl_keyfile=cert.keyfile, ssl_password=cert.password)
+    closers: list[Callable[[], None]] = []
+    try:
+        if config.sentinel is not None:
+            nodes = config.sentinel.nodes
+            where = [(n.host, n.port) for n in nodes]
+            sentinel = Sentinel(where, sentinel_kwargs=dict(common))  # type: ignore[no-untyped-call]
+            # each Sentinel with its own password (Zowe's nodes: [password@]host:port), without TLS as Zowe's
+            sentinel.sentinels = [
+                redis.Redis(n.host, n.port, username=None if n.username == "default" else n.username,
+                            password=n.password, **common)
+                for n in nodes
+            ]
+            closers.append(sentinel.close)
+            username, password, db = config.credentials()
+            client = sentinel.master_for(  # type: ignore[no-untyped-call]
+                config.sentinel.master, username=username, password=password, db=db, ssl=config.tls, **common, **tls)
+        elif config.url is not None:
+            client = redis.Redis.from_url(config.url, **common, **tls)
+        else:
+            username, password, _ = config.credentials()
+            assert config.node is not None
+            client = redis.Redis(config.node.host, config.node.port, username=username, password=password,
+                                 ssl=config.tls, **common, **tls)
+    except BaseException:
+        if cert is not None:
+            cert.cleanup()
+        raise
+    closers.insert(0, client.close)
+    if cert is not None:
+        closers.append(cert.cleanup)
+
+    def close() -> None:
+        for c in closers:
+            c()
+
+    return client, close
+
+
 class RedisStorage(Storage):
-    """The cache on the Redis server at ``url`` (``redis://[[user]:password@]host:port/db``, ``rediss://`` for
-    TLS). ``client``: an existing ``redis.Redis`` to use instead (not closed by :meth:`close`)."""
+    """The cache on Redis: ``url`` is a :class:`~ksds.caching.redis_config.RedisConfig`, or one Redis's address as
+    a redis-py URL (``redis://[[user]:password@]host:port/db``, ``rediss://`` for TLS) or Zowe's ``masterNodeUri``
+    (``[[user:]password@]host[:port]``), with ``timeout`` seconds per command. ``client``: an existing
+    ``redis.Redis`` to use instead (not closed by :meth:`close`)."""
 
     thread_safe = True
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | RedisConfig | None = None,
         *,
         size: int = DEFAULT_SIZE,
         eviction: str = DEFAULT_EVICTION,
         client: redis.Redis | None = None,
-        timeout: float = 60.0,
+        timeout: float = DEFAULT_TIMEOUT,
         clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(size, eviction, clock=clock)
+        self._close: Callable[[], None] | None = None
         if client is None:
             if not url:
-                raise ValueError("the redis storage needs a URL (redis://host:port/db)")
-            client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-            self._own = True
+                raise ValueError("the redis storage needs a URL (redis://host:port/db) or Zowe's masterNodeUri")
+            config = url if isinstance(url, RedisConfig) else RedisConfig.from_address(url, timeout=timeout)
+            client, self._close = connect(config)
+            self.config: RedisConfig | None = config
         else:
-            self._own = False
-        self.url = url
+            self.config = url if isinstance(url, RedisConfig) else None
+        #: where (for messages: no password)
+        self.url = str(self.config) if self.config is not None else url
         self._r: redis.Redis = client
         r = self._r
         self._create = r.register_script(_CREATE)
@@ -347,8 +427,9 @@ class RedisStorage(Storage):
         return cast(list[Any], self._run(go))
 
     @staticmethod
-    def _json(service_id: str, kv: KeyValue) -> str:
-        return zowe.to_json(zowe.KeyValue(kv.key, kv.value, service_id, kv.created))
+    def _json(kv: KeyValue) -> str:
+        """The entry as Zowe's Redis storage writes it: no ``serviceId`` (the hash's name is the caller)."""
+        return zowe.to_json(zowe.KeyValue(kv.key, kv.value, "", kv.created))
 
     @staticmethod
     def _parse(service_id: str, key: str, data: Any) -> KeyValue:
@@ -384,7 +465,7 @@ class RedisStorage(Storage):
             self._create,
             keys=[name, ORDER, MEMBERS, SEQ, EXPIRY],
             args=[
-                _utf8(kv.key), _utf8(self._json(service_id, stored)), _ident(name, kv.key), created_order(kv.created),
+                _utf8(kv.key), _utf8(self._json(stored)), _ident(name, kv.key), created_order(kv.created),
                 self.size, 1 if self.eviction == "reject" else 0, "" if expires is None else expires, now,
             ],
         )
@@ -413,7 +494,7 @@ class RedisStorage(Storage):
         got = self._run(
             self._update,
             keys=[name, ORDER, MEMBERS, SEQ, EXPIRY],
-            args=[_utf8(kv.key), _utf8(self._json(service_id, stored)), _ident(name, kv.key),
+            args=[_utf8(kv.key), _utf8(self._json(stored)), _ident(name, kv.key),
                   created_order(kv.created), "" if expires is None else expires],
         )
         if _text(got) == "missing":
@@ -446,6 +527,14 @@ class RedisStorage(Storage):
     def count(self) -> int:
         self._now()
         return int(self._run(self._r.zcard, ORDER))
+
+    def used_memory(self) -> int | None:
+        """Bytes the Redis server uses (``INFO memory``'s used_memory); None while Redis does not answer."""
+        try:
+            used = self._r.info("memory").get("used_memory")
+        except redis.RedisError:
+            return None
+        return used if isinstance(used, int) else None
 
     # --- list maps ---------------------------------------------------------------------------------------------
 
@@ -526,5 +615,6 @@ class RedisStorage(Storage):
         self._evict_items(service_id, map_key, False)
 
     def close(self) -> None:
-        if self._own:
-            self._r.close()
+        close, self._close = self._close, None
+        if close is not None:
+            close()

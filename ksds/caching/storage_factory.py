@@ -6,7 +6,12 @@ Modes: ``ksds`` (a KSDS data set; Zowe's ``VSAM``, also accepted as ``vsam``), `
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .model import DEFAULT_EVICTION, DEFAULT_SIZE, EVICTION_STRATEGIES, Storage
+
+if TYPE_CHECKING:
+    from .redis_config import RedisConfig
 
 MODES = ("ksds", "memory", "redis")
 _ALIASES = {"ksds": "ksds", "vsam": "ksds", "memory": "memory", "inmemory": "memory", "redis": "redis"}
@@ -16,7 +21,7 @@ def make_storage(
     mode: str,
     *,
     dataset: str | None = None,
-    redis_url: str | None = None,
+    redis_url: str | RedisConfig | None = None,
     size: int = DEFAULT_SIZE,
     eviction: str = DEFAULT_EVICTION,
     layout: str = "native",
@@ -27,10 +32,12 @@ def make_storage(
     lazy_open: bool = True,
 ) -> Storage:
     """A storage of mode ``mode``. ``dataset``: the data set path (ksds: required); ``redis_url`` (redis:
-    required); ``size`` (0: no limit) and ``eviction`` ("reject" or "removeOldest"), for every mode;
-    ``layout``, ``key_length``, ``record_length``, ``durability``, ``lock_timeout`` and ``lazy_open`` (a data set
-    that cannot be opened now is opened by a later call, which answers 503 ZWECS703W until then): ksds only
-    (see :class:`~ksds.caching.ksds_storage.KsdsStorage`). Raises ValueError naming what is wrong."""
+    required): a :class:`~ksds.caching.redis_config.RedisConfig` (Sentinel, TLS, the timeout), or one Redis's
+    address, a redis-py URL or Zowe's ``masterNodeUri``; ``size`` (0: no limit) and ``eviction`` ("reject" or
+    "removeOldest"), for every mode; ``layout``, ``key_length``, ``record_length``, ``durability``,
+    ``lock_timeout`` and ``lazy_open`` (a data set that cannot be opened now is opened by a later call, which
+    answers 503 ZWECS703W until then): ksds only (see :class:`~ksds.caching.ksds_storage.KsdsStorage`). Raises
+    ValueError naming what is wrong."""
     if not isinstance(mode, str) or mode.lower() not in _ALIASES:
         raise ValueError(f"storage mode must be one of {', '.join(MODES)}, not {mode!r}")
     m = _ALIASES[mode.lower()]
@@ -58,7 +65,8 @@ def make_storage(
         return MemoryStorage(size=size, eviction=eviction)
     if m == "redis":
         if not redis_url:
-            raise ValueError("the redis storage mode needs redis_url (redis://host:port/db)")
+            raise ValueError("the redis storage mode needs redis_url (redis://host:port/db, Zowe's "
+                             "[[user:]password@]host[:port], or a RedisConfig)")
         from .redis_storage import RedisStorage
 
         return RedisStorage(redis_url, size=size, eviction=eviction)
