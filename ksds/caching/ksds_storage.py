@@ -279,6 +279,10 @@ class KsdsStorage(Storage):
 
     #: safe to call from several threads at once (the REST server need not serialise the calls)
     thread_safe = True
+    #: its calls take microseconds (the page cache; one at a time anyway, under the mutex) and wait only for another
+    #: process's request (the latch, the counter's record lock): the REST server makes them on its event loop,
+    #: where a trip to the thread pool and the threads' contention for the GIL would cost more than the call
+    inline_calls = True
 
     def __init__(
         self,
@@ -310,6 +314,15 @@ class KsdsStorage(Storage):
             self._check_lengths(want_kl if want_kl is not None else DEFAULT_KEY_LENGTH,
                                 want_rl if want_rl is not None else DEFAULT_RECORD_LENGTH)
         self.lock_timeout = lock_timeout
+        #: figures for the service's metrics (counted when their transaction commits): entries removed by
+        #: removeOldest, entries and map items removed because they expired, and the record locks met
+        self.evictions = 0
+        self.expired_entries = 0
+        self.expired_items = 0
+        self.lock_wait_seconds = 0.0
+        self.lock_retries = 0
+        self.lock_timeouts = 0
+        self._pending = [0, 0, 0]  # evictions, expired entries, expired items of the transaction under way
         self._want = (want_kl, want_rl, durability)
         self._mutex = threading.RLock()
         self._ds_or_none: Dataset | None = None
@@ -323,6 +336,11 @@ class KsdsStorage(Storage):
                 raise
             self._last_error = f"{type(e).__name__}: {e}"
             self._next_try = time.monotonic() + 1.0
+
+    @property
+    def dataset(self) -> Dataset | None:
+        """The open data set (None while it is not open), for figures such as its LISTCAT statistics."""
+        return self._ds_or_none
 
     @property
     def _ds(self) -> Dataset:
@@ -631,6 +649,7 @@ class KsdsStorage(Storage):
             self._unindex(rkey, kv, seq, None)
             self._ds.erase(rkey)
             c.count -= 1
+            self._pending[1] += 1
         return changed
 
     def _expired_entry(self, rkey: bytes, rec: bytes, now: int) -> bool:
@@ -646,6 +665,7 @@ class KsdsStorage(Storage):
             return False
         self._unindex(rkey, kv, seq, own)
         self._ds.erase(rkey)
+        self._pending[1] += 1
         return True
 
     def _purge_items(self, now: int) -> None:
@@ -665,6 +685,7 @@ class KsdsStorage(Storage):
                 continue
             if own == expires:
                 self._ds.erase(rkey)
+                self._pending[2] += 1
 
     def _evict_oldest(self) -> bool | None:
         """Remove the oldest entry: True; False if the oldest index record pointed nowhere; None if no index."""
@@ -683,6 +704,7 @@ class KsdsStorage(Storage):
         if ds.get(entry_key) is None:
             return False
         ds.erase(entry_key)
+        self._pending[0] += 1
         return True
 
     def _prefixed(self, prefix: bytes) -> Iterator[bytes]:
@@ -750,17 +772,30 @@ class KsdsStorage(Storage):
                 locked = False
                 try:
                     if counter:
+                        waited = time.monotonic()
                         try:
                             ds.read(self._counter_key, update=True)
                         except RecordNotFoundError:  # the counter was erased (by hand?): build it again
                             self._txn(self._ensure_counter, counter=False)
                             continue
+                        finally:
+                            self.lock_wait_seconds += time.monotonic() - waited
                         locked = True
+                    self._pending = pending = [0, 0, 0]
                     with ds.batch():
-                        return fn()
+                        result = fn()
+                    self.evictions += pending[0]
+                    self.expired_entries += pending[1]
+                    self.expired_items += pending[2]
+                    return result
+                except LatchTimeoutError:
+                    self.lock_timeouts += 1
+                    raise
                 except (RecordLockedError, DeadlockError):
                     if time.monotonic() >= deadline:
+                        self.lock_timeouts += 1
                         raise
+                    self.lock_retries += 1
                 finally:
                     if locked:
                         ds.unlock(self._counter_key)

@@ -43,6 +43,11 @@ from .model import (
 _Exp = tuple[int, int, str, str, str, str]
 
 
+def _nbytes(text: str) -> int:
+    """The UTF-8 length of ``text``."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 @dataclass
 class _Slot:
     kv: KeyValue
@@ -61,6 +66,8 @@ class MemoryStorage(Storage):
 
     #: safe to call from several threads at once (the REST server need not serialise the calls)
     thread_safe = True
+    #: its calls take microseconds and never wait: the REST server makes them on its event loop (no thread hop)
+    inline_calls = True
 
     def __init__(
         self, size: int = DEFAULT_SIZE, eviction: str = DEFAULT_EVICTION, *, clock: Callable[[], float] | None = None
@@ -74,6 +81,12 @@ class MemoryStorage(Storage):
         self._count = 0
         self._maps: dict[str, dict[str, dict[str, _Item]]] = {}
         self._closed = False
+        #: figures for the service's metrics: entries removed by removeOldest, entries and map items removed
+        #: because they expired, and the UTF-8 bytes of the keys and values held (entries and map items)
+        self.evictions = 0
+        self.expired_entries = 0
+        self.expired_items = 0
+        self.stored_bytes = 0
 
     # --- expiry ---------------------------------------------------------------------------------------------
 
@@ -88,10 +101,12 @@ class MemoryStorage(Storage):
                 if slot is not None and slot.expiry == exp:
                     self._remove(part, key)
                     self._count -= 1
+                    self.expired_entries += 1
             else:
                 item = self._maps.get(part, {}).get(map_key, {}).get(key)
                 if item is not None and item.expiry == exp:
                     self._drop_item(part, map_key, key)
+                    self.expired_items += 1
             if self._expiry and self._expiry[0] == exp:  # pointed nowhere (cannot happen; never loop on it)
                 self._expiry.remove(exp)
         return now
@@ -109,6 +124,7 @@ class MemoryStorage(Storage):
         order = (created_order(kv.created), next(self._seq), part, kv.key)
         self._entries.setdefault(part, {})[kv.key] = _Slot(kv, order, self._expire_at("E", part, "", kv.key, expires))
         self._oldest.add(order)
+        self.stored_bytes += _nbytes(kv.key) + _nbytes(kv.value)
 
     def _remove(self, part: str, key: str) -> KeyValue:
         entries = self._entries[part]
@@ -118,6 +134,7 @@ class MemoryStorage(Storage):
         self._oldest.remove(slot.order)
         if slot.expiry is not None:
             self._expiry.remove(slot.expiry)
+        self.stored_bytes -= _nbytes(key) + _nbytes(slot.kv.value)
         return slot.kv
 
     def create(self, service_id: str, kv: KeyValue) -> KeyValue:
@@ -137,6 +154,7 @@ class MemoryStorage(Storage):
                     _, _, sid, key = self._oldest[0]
                     self._remove(sid, key)
                     self._count -= 1
+                    self.evictions += 1
             self._add(part, stored, expires)
             self._count += 1
         return with_service(service_id, stored)
@@ -184,10 +202,11 @@ class MemoryStorage(Storage):
         with self._lock:
             self._now()
             entries = self._entries.pop(partition_key(service_id), {})
-            for slot in entries.values():
+            for key, slot in entries.items():
                 self._oldest.remove(slot.order)
                 if slot.expiry is not None:
                     self._expiry.remove(slot.expiry)
+                self.stored_bytes -= _nbytes(key) + _nbytes(slot.kv.value)
             self._count -= len(entries)
 
     def count(self) -> int:
@@ -206,6 +225,7 @@ class MemoryStorage(Storage):
             return
         if item.expiry is not None:
             self._expiry.remove(item.expiry)
+        self.stored_bytes -= _nbytes(key) + _nbytes(item.value)
         if not items:
             del maps[map_key]
             if not maps:
@@ -220,6 +240,7 @@ class MemoryStorage(Storage):
             if not expired(expires, now):  # else: removed instead of stored (Zowe: ttlSeconds <= 0)
                 exp = self._expire_at("M", part, map_key, kv.key, expires)
                 self._maps.setdefault(part, {}).setdefault(map_key, {})[kv.key] = _Item(kv.value, exp)
+                self.stored_bytes += _nbytes(kv.key) + _nbytes(kv.value)
         return with_service(service_id, kv)
 
     def get_all_map_items(self, service_id: str, map_key: str) -> dict[str, str]:

@@ -22,12 +22,27 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import DefinitionError, KsdsError
-from . import alter, cache_records, define, delete, examine, listcat, map, print_, repro, serve, verify, zowe_records
+from . import (
+    alter,
+    cache_records,
+    define,
+    delete,
+    examine,
+    listcat,
+    map,
+    print_,
+    repro,
+    serve,
+    static_definition,
+    verify,
+    zowe_records,
+)
 from ._common import FAILED, USAGE, ArgumentParser, CliError, UsageError, one_line, option_names
 
 __all__ = ["main", "build_parser"]
 
-VERBS = (define, listcat, print_, repro, examine, verify, alter, delete, map, zowe_records, cache_records, serve)
+VERBS = (define, listcat, print_, repro, examine, verify, alter, delete, map, zowe_records, cache_records, serve,
+         static_definition)
 
 
 def build_parser() -> ArgumentParser:
