@@ -1,25 +1,31 @@
-"""The caching section (``--caching``): the caching service's REST API per storage mode, and the storages in process
+"""The caching section (``--caching``): the caching service's REST API per server mode, and the storages in process
 against diskcache.
 
-**Through the REST API.** For each storage mode (``ksds`` on a new data set in the results folder, ``memory``,
-``redis`` on a redis-server started here on a free loopback port with no persistence, as ``tests/servers.py``
-does), a real ``python -m ksds serve --storage MODE --port 0`` is started (its address is read from the line it
-prints), checked with its health endpoint, driven, then stopped with SIGTERM (and waited for). The client is
-httpx in this process, with Zowe's identity header ``X-CS-Service-ID`` and keep-alive connections, in two passes:
+**Through the REST API.** For each mode of :data:`MODES` a real ``python -m ksds serve --storage STORAGE --port 0``
+is started (its address is read from the line it prints once it serves), checked with its health endpoint, driven,
+then stopped with SIGTERM (and waited for): ``memory``; ``memory-h11``, the same with ``KSDS_HTTP=h11`` (the
+pure-Python HTTP path, h11 on asyncio's own loop, as where httptools and uvloop are missing: the fast path's
+reference in the same run); ``ksds`` on a new data set in the results folder; ``ksds-w2``, the same with
+``--workers 2`` (two server processes on one listening socket and one data set, RLS); ``redis`` on a redis-server
+started here on a free loopback port with no persistence, as ``tests/servers.py`` does, and ``redis-w2`` (2 workers
+on it).
 
-* one client (one ``httpx.Client``, requests one after another): ``requests`` creates (``POST /cache``), then
-  reads (``GET /cache/{key}``, each body checked), updates (``PUT /cache``) and deletes (``DELETE /cache/{key}``)
-  of those keys in a seeded random order; each request is timed alone, giving p50 and p99, and the phase's
-  requests / its wall time;
-* ``threads`` clients (one ``httpx.Client`` each, in threads of this process, started together by a barrier),
-  the same four phases on other keys, the keys dealt out between the threads: requests / (last end - first
-  start), and the latencies of every thread together.
+The client is light so that it measures the server: :class:`RawClient`, HTTP/1.1 written and parsed by hand over
+one keep-alive socket with ``TCP_NODELAY`` (each request one ``sendall``; the response read by its
+``Content-Length``), with Zowe's identity header ``X-CS-Service-ID``. Each client is a process of its own
+(``python -m benchmarks.caching --client CONFIG``), so a pass with 4 clients is 4 processes beside the server's,
+released together by a barrier (each says ``ready``, then the parent sends every one ``go OP``, phase by phase).
+For 1 and then :data:`CLIENTS` clients: ``requests`` creates (``POST /cache``), then reads (``GET /cache/{key}``,
+each body checked), updates (``PUT /cache``) and deletes (``DELETE /cache/{key}``) of those keys, the keys dealt out
+between the clients and each client's taken in a seeded random order. Each request is timed alone
+(``time.monotonic``, one clock for every process); a phase's req/s is all its requests / (last end - first
+start), and p50/p99 are over every client's requests.
 
 A phase stops early once it has run ``budget`` seconds (the row says how many requests it made), so a slow mode
 cannot make the section unbounded. Values look like JWTs (base64url, 200 to 1000 characters, seeded); keys are
 short ASCII. Every status is checked (201, 200, 204, 204), every read's value, and after each pass ``GET /cache``
-must hold exactly the keys not deleted; then ``DELETE /cache`` clears them (untimed). After the ksds server has
-stopped, its data set must open without recovery (it was closed cleanly).
+must hold exactly the keys not deleted; then ``DELETE /cache`` clears them (untimed). Each server must exit 0 on
+SIGTERM, and after the ksds servers have stopped, their data sets must open without recovery (closed cleanly).
 
 **In process.** The storages themselves (``make_storage(mode, ...)``, no HTTP): ``create``, ``read`` (value
 checked), ``update``, ``delete`` of ``inproc_requests`` entries, against ``diskcache.Cache`` in the same run
@@ -42,24 +48,40 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-MODES = ("ksds", "memory", "redis")
+#: the server modes through the API: (name, storage, extra ``ksds serve`` arguments, extra environment)
+SERVER_MODES: dict[str, tuple[str, list[str], dict[str, str]]] = {
+    "memory": ("memory", [], {}),
+    "memory-h11": ("memory", [], {"KSDS_HTTP": "h11"}),
+    "ksds": ("ksds", [], {}),
+    "ksds-w2": ("ksds", ["--workers", "2"], {}),
+    "redis": ("redis", [], {}),
+    "redis-w2": ("redis", ["--workers", "2"], {}),
+}
+MODES = tuple(SERVER_MODES)
 OPS = ("create", "read", "update", "delete")
-DEFAULT_REQUESTS = 500
+DEFAULT_REQUESTS = 2000
 QUICK_REQUESTS = 40
 DEFAULT_INPROC = 1000
 QUICK_INPROC = 100
 DEFAULT_BUDGET = 5.0
-THREADS = 4
+CLIENTS = 4
+THREADS = CLIENTS  # (the name of earlier versions, where the clients were threads)
 API = "/cachingservice/api/v1"
 SERVICE_HEADER = "X-CS-Service-ID"
 #: the storages' default size limit (Zowe's); a run needing more entries asks for no limit
 DEFAULT_SIZE_LIMIT = 10_000
+#: what item 11 of issue 13 asks of this section (4 clients, loopback, the project's 2-core machine):
+#: (mode or modes, op, least req/s, most p99 ms or None)
+TARGETS: tuple[tuple[tuple[str, ...], str, float, float | None], ...] = (
+    (("memory",), "read", 4000.0, None),
+    (("ksds", "ksds-w2"), "read", 3000.0, 10.0),
+    (("ksds", "ksds-w2"), "create", 1500.0, 10.0),
+)
 _JWT_HEAD = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9"  # {"alg":"RS256","typ":"JWT"}
 
 
@@ -95,6 +117,136 @@ def percentile(sorted_values: list[float], q: float) -> float:
         return 0.0
     k = max(0, min(len(sorted_values) - 1, math.ceil(q * len(sorted_values)) - 1))
     return sorted_values[k]
+
+
+# --- the client -----------------------------------------------------------------------------------------------------
+
+
+class RawClient:
+    """An HTTP/1.1 client of one keep-alive connection, as light as a client can be in Python: a request is one
+    ``sendall`` of bytes built by hand, a response is read up to its headers and then by its ``Content-Length``
+    (``ksds serve`` sends one with every response). ``TCP_NODELAY`` is set, so no request waits for an ACK."""
+
+    def __init__(self, host: str, port: int, headers: dict[str, str] | None = None, timeout: float = 30.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        fixed = {"Host": f"{host}:{port}", **(headers or {})}
+        self._fixed = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()).encode()
+        self._buf = bytearray()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """(status, body) of one request; OSError or ValueError if the connection fails or the response is not
+        what HTTP/1.1 with a Content-Length looks like."""
+        head = f"{method} {path} HTTP/1.1\r\n".encode() + self._fixed
+        if body is not None:
+            head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            self.sock.sendall(head + body)
+        else:
+            self.sock.sendall(head + b"\r\n")
+        buf, recv = self._buf, self.sock.recv
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            chunk = recv(65536)
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            buf += chunk
+        lines = bytes(buf[:end]).split(b"\r\n")
+        del buf[: end + 4]
+        status = int(lines[0].split(b" ", 2)[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                raise ValueError(f"a response with Transfer-Encoding {value.strip().decode()!r}")
+        while len(buf) < length:
+            chunk = recv(65536)
+            if not chunk:
+                raise ConnectionError("the server closed the connection in a response")
+            buf += chunk
+        data = bytes(buf[:length])
+        del buf[:length]
+        return status, data
+
+
+EXPECTED_STATUS = {"create": 201, "read": 200, "update": 204, "delete": 204}
+
+
+def _phase_items(op: str, keys: list[str], first: dict[str, str], second: dict[str, str]
+                 ) -> list[tuple[str, str, bytes | None, str | None]]:
+    """(method, path, body, value a read must return) of each request of a phase."""
+    if op == "create":
+        return [("POST", f"{API}/cache", json.dumps({"key": k, "value": first[k]}).encode(), None) for k in keys]
+    if op == "read":
+        return [("GET", f"{API}/cache/{k}", None, first[k]) for k in keys]
+    if op == "update":
+        return [("PUT", f"{API}/cache", json.dumps({"key": k, "value": second[k]}).encode(), None) for k in keys]
+    return [("DELETE", f"{API}/cache/{k}", None, None) for k in keys]
+
+
+def client_main(cfg: dict[str, Any]) -> None:
+    """One client process: its share of the keys, each phase when the parent says ``go OP``, a JSON report per
+    phase on stdout (latencies in seconds, start and end on ``time.monotonic()``, errors, the keys done)."""
+    keys, first, second = entries(cfg["seed"], cfg["tag"], cfg["requests"])
+    mine = keys[cfg["index"]::cfg["clients"]]
+    first_of = dict(zip(keys, first, strict=True))
+    second_of = dict(zip(keys, second, strict=True))
+    client = RawClient(cfg["host"], cfg["port"], {SERVICE_HEADER: cfg["service"]})
+    client.request("GET", f"{API}/cache/warm-up-key-that-is-not-there")  # the connection, before any clock
+    created: list[str] = []
+    print("ready", flush=True)
+    clock = time.monotonic
+    for line in sys.stdin:
+        word, _, op = line.strip().partition(" ")
+        if word != "go":
+            break
+        if op == "create":
+            order = mine
+        else:
+            order = list(created)
+            random.Random(f"{cfg['seed']}:caching:{cfg['tag']}:{cfg['index']}:{op}").shuffle(order)
+        items = _phase_items(op, order, first_of, second_of)
+        want = EXPECTED_STATUS[op]
+        deadline = clock() + cfg["budget"]
+        lat: list[float] = []
+        done: list[str] = []
+        errors = 0
+        first_error = ""
+        request = client.request
+        gc.collect()
+        gc.disable()
+        start = clock()
+        for k, (method, path, body, value) in zip(order, items, strict=True):
+            if clock() > deadline:
+                break
+            t0 = clock()
+            try:
+                status, data = request(method, path, body)
+                lat.append(clock() - t0)
+                if status != want:
+                    raise ValueError(f"status {status} {data[:200]!r}")
+                if value is not None and json.loads(data).get("value") != value:
+                    raise ValueError("another value came back")
+            except (OSError, ValueError) as e:
+                errors += 1
+                first_error = first_error or f"{op} {k}: {type(e).__name__}: {e}"
+                if isinstance(e, OSError):  # the connection is gone: a new one for the rest
+                    client.close()
+                    client = RawClient(cfg["host"], cfg["port"], {SERVICE_HEADER: cfg["service"]})
+                    request = client.request
+                continue
+            done.append(k)
+        end = clock()
+        gc.enable()
+        if op == "create":
+            created = done
+        print(json.dumps({"lat": lat, "start": start, "end": end, "errors": errors, "first_error": first_error,
+                          "done": done, "planned": len(items)}), flush=True)
+    client.close()
 
 
 # --- servers --------------------------------------------------------------------------------------------------------
@@ -150,31 +302,43 @@ def redis_server() -> Iterator[str | None]:
 
 
 class Server:
-    """``python -m ksds serve`` on a free loopback port (``--port 0``; the address is read from its first line)."""
+    """``python -m ksds serve`` of a mode (:data:`SERVER_MODES`) on a free loopback port (``--port 0``; the address
+    is read from the line it prints). ``command``/``env``/``cwd``: another server to run the same way (e.g. an
+    older checkout, for a before/after comparison)."""
 
-    def __init__(self, mode: str, work: str, redis_url: str | None, size: int | None) -> None:
+    def __init__(self, mode: str, work: str, redis_url: str | None, size: int | None,
+                 command: list[str] | None = None, env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+        storage, extra, mode_env = SERVER_MODES[mode]
         self.mode = mode
-        self.dataset = os.path.join(work, f"serve-{mode}.ksds") if mode == "ksds" else None
-        args = [sys.executable, "-m", "ksds", "serve", "--storage", mode, "--host", "127.0.0.1", "--port", "0"]
+        self.dataset = os.path.join(work, f"serve-{mode}.ksds") if storage == "ksds" else None
+        args = [*(command or [sys.executable, "-m", "ksds"]), "serve", "--storage", storage, "--host", "127.0.0.1",
+                "--port", "0", *extra]
         if self.dataset:
             args += ["--dataset", self.dataset]
-        if mode == "redis":
+        if storage == "redis":
             assert redis_url
             args += ["--redis-url", redis_url]
         if size is not None:
             args += ["--size", str(size)]
         self.args = args
+        self.env = {**os.environ, **mode_env, **(env or {})}
+        if not mode_env.get("KSDS_HTTP") and "KSDS_HTTP" not in (env or {}):
+            self.env.pop("KSDS_HTTP", None)
+        self.cwd = cwd or _project_root()
         self.errfile = os.path.join(work, f"serve-{mode}.stderr")
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.line = ""
         self.exit_code: int | None = None
         self.startup_s = 0.0
 
     def start(self, timeout: float = 60.0) -> str:
         t0 = time.perf_counter()
         with open(self.errfile, "w") as err:
-            self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=err, text=True,
-                                         cwd=_project_root())
+            self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=err, text=True, cwd=self.cwd,
+                                         env=self.env)
         assert self.proc.stdout is not None
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
@@ -184,20 +348,24 @@ class Server:
             sel.close()
         line = self.proc.stdout.readline() if ready else ""
         if " at http" not in line:
-            raise RuntimeError(f"ksds serve --storage {self.mode} did not start: {self.stderr_tail() or line}")
+            raise RuntimeError(f"ksds serve ({self.mode}) did not start: {self.stderr_tail() or line}")
+        self.line = line.strip()
         self.url = line.split(" at ", 1)[1].split()[0]  # http://127.0.0.1:PORT/cachingservice/api/v1
-        import httpx
-
-        health = self.url[: -len(API)] + "/cachingservice/application/health"
+        self.port = int(self.url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
         end = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(health, timeout=5).status_code == 200:
+                c = RawClient(self.host, self.port, timeout=5)
+                try:
+                    status, _ = c.request("GET", "/cachingservice/application/health")
+                finally:
+                    c.close()
+                if status == 200:
                     break
-            except httpx.HTTPError:
+            except OSError:
                 pass
             if time.monotonic() > end or self.proc.poll() is not None:
-                raise RuntimeError(f"ksds serve --storage {self.mode}: not healthy: {self.stderr_tail()}")
+                raise RuntimeError(f"ksds serve ({self.mode}): not healthy: {self.stderr_tail()}")
             time.sleep(0.05)
         self.startup_s = time.perf_counter() - t0
         return self.url
@@ -222,87 +390,26 @@ class Server:
 # --- driving the API ------------------------------------------------------------------------------------------------
 
 
-def _client(base: str, service: str) -> Any:
-    import httpx
-
-    return httpx.Client(base_url=base, timeout=30.0,
-                        headers={SERVICE_HEADER: service, "Content-Type": "application/json"})
-
-
-def _request_fn(client: Any, op: str) -> Callable[[str, bytes | None], Any]:
-    post, get, put, delete = client.post, client.get, client.put, client.delete
-    if op == "create":
-        return lambda k, body: post("/cache", content=body)
-    if op == "read":
-        return lambda k, body: get(f"/cache/{k}")
-    if op == "update":
-        return lambda k, body: put("/cache", content=body)
-    return lambda k, body: delete(f"/cache/{k}")
+def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        if not sel.select(timeout):
+            raise TimeoutError(f"no answer from client process {proc.pid} in {timeout:g} s")
+    finally:
+        sel.close()
+    return proc.stdout.readline()
 
 
-EXPECTED_STATUS = {"create": 201, "read": 200, "update": 204, "delete": 204}
-
-
-def _drive(client: Any, op: str, items: list[tuple[str, bytes | None, str | None]],
-           deadline: float) -> dict[str, Any]:
-    """One client's share of a phase: (key, body, value a read must return) items, until done or ``deadline``."""
-    call = _request_fn(client, op)
-    want = EXPECTED_STATUS[op]
-    lat: list[float] = []
-    done: list[str] = []
-    errors = 0
-    first_error = ""
-    clock = time.perf_counter
-    start = clock()
-    for k, body, value in items:
-        if clock() > deadline:
-            break
-        t0 = clock()
-        try:
-            r = call(k, body)
-            lat.append(clock() - t0)
-            if r.status_code != want:
-                raise ValueError(f"status {r.status_code} {r.text[:200]}")
-            if value is not None and r.json().get("value") != value:
-                raise ValueError("another value came back")
-        except Exception as e:  # noqa: BLE001 - a failed request is counted, and the phase goes on
-            errors += 1
-            first_error = first_error or f"{op} {k}: {type(e).__name__}: {e}"
-            continue
-        done.append(k)
-    return {"lat": lat, "start": start, "end": clock(), "errors": errors, "first_error": first_error, "done": done}
-
-
-def _phase(clients: list[Any], op: str, items: list[tuple[str, bytes | None, str | None]],
-           budget: float) -> dict[str, Any]:
-    if len(clients) == 1:
-        gc.collect()
-        parts = [_drive(clients[0], op, items, time.perf_counter() + budget)]
-    else:
-        n = len(clients)
-        parts = [{}] * n
-        barrier = threading.Barrier(n + 1)
-        deadline = [0.0]
-
-        def run(j: int) -> None:
-            barrier.wait()
-            parts[j] = _drive(clients[j], op, items[j::n], deadline[0])
-
-        threads = [threading.Thread(target=run, args=(j,), daemon=True) for j in range(n)]
-        for t in threads:
-            t.start()
-        gc.collect()
-        deadline[0] = time.perf_counter() + budget
-        barrier.wait()
-        for t in threads:
-            t.join()
+def _summary(parts: list[dict[str, Any]]) -> dict[str, Any]:
     lat = sorted(x for p in parts for x in p["lat"])
     span = max(p["end"] for p in parts) - min(p["start"] for p in parts)
-    done = [k for p in parts for k in p["done"]]
+    planned = sum(p["planned"] for p in parts)
     errors = sum(p["errors"] for p in parts)
     out: dict[str, Any] = {
         "requests": len(lat),
-        "planned": len(items),
+        "planned": planned,
         "seconds": span,
         "rps": len(lat) / span if span > 0 else 0.0,
         "p50_ms": percentile(lat, 0.50) * 1e3,
@@ -310,74 +417,99 @@ def _phase(clients: list[Any], op: str, items: list[tuple[str, bytes | None, str
         "mean_ms": statistics.mean(lat) * 1e3 if lat else 0.0,
         "max_ms": lat[-1] * 1e3 if lat else 0.0,
         "errors": errors,
-        "cut_short": len(lat) < len(items),
-        "_done": done,
+        "cut_short": len(lat) < planned,
+        "_done": [k for p in parts for k in p["done"]],
     }
     if errors:
         out["first_error"] = next(p["first_error"] for p in parts if p["first_error"])
     return out
 
 
-def http_pass(url: str, mode: str, threads: int, requests: int, budget: float, seed: int) -> dict[str, Any]:
-    """The four phases through the API with ``threads`` clients; checks; clean-up."""
-    tag = f"{mode}-t{threads}"
+def http_pass(server: Server, mode: str, clients: int, requests: int, budget: float, seed: int) -> dict[str, Any]:
+    """The four phases through the API with ``clients`` client processes; checks; clean-up."""
+    tag = f"{mode}-c{clients}"
     service = f"benchmark-{tag}"
-    keys, first, second = entries(seed, tag, requests)
-    value_of = dict(zip(keys, first, strict=True))
-    new_of = dict(zip(keys, second, strict=True))
-    clients = [_client(url, service) for _ in range(threads)]
+    cfg = {"host": server.host, "port": server.port, "service": service, "seed": seed, "tag": tag,
+           "requests": requests, "clients": clients, "budget": budget}
+    procs: list[subprocess.Popen[str]] = []
     phases: dict[str, Any] = {}
-    check: dict[str, Any] = {}
     try:
-        for c in clients:  # open each keep-alive connection before timing
-            c.get("/cache/warm-up-key-that-is-not-there")
-        created: list[str] = []
-        gone: set[str] = set()
+        for j in range(clients):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.caching", "--client", json.dumps({**cfg, "index": j})],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                cwd=_project_root(),
+            ))
+        for p in procs:
+            if _readline(p, 60).strip() != "ready":
+                raise RuntimeError(_client_failure(p))
         for op in OPS:
-            items: list[tuple[str, bytes | None, str | None]]
-            if op == "create":
-                items = [(k, json.dumps({"key": k, "value": value_of[k]}).encode(), None) for k in keys]
-            else:
-                order = list(created)
-                random.Random(f"{seed}:caching:{tag}:{op}").shuffle(order)
-                if op == "read":
-                    items = [(k, None, value_of[k]) for k in order]
-                elif op == "update":
-                    items = [(k, json.dumps({"key": k, "value": new_of[k]}).encode(), None) for k in order]
-                else:
-                    items = [(k, None, None) for k in order]
-            ph = _phase(clients, op, items, budget)
-            if op == "create":
-                created = ph["_done"]
-            elif op == "delete":
-                gone = set(ph["_done"])
-            del ph["_done"]
-            phases[op] = ph
-        left = clients[0].get("/cache")
-        expected_left = set(created) - gone
-        found_left = set(left.json()) if left.status_code == 200 else None
-        check = {"left_expected": len(expected_left), "left_found": None if found_left is None else len(found_left),
-                 "ok": found_left == expected_left and not any(p["errors"] for p in phases.values())}
-        clients[0].delete("/cache")
+            for p in procs:  # the barrier: every client has its connection and waits
+                assert p.stdin is not None
+                p.stdin.write(f"go {op}\n")
+                p.stdin.flush()
+            parts = []
+            for p in procs:
+                line = _readline(p, budget + 60)
+                if not line.strip():
+                    raise RuntimeError(_client_failure(p))
+                parts.append(json.loads(line))
+            phases[op] = _summary(parts)
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.close()
+        for p in procs:
+            p.wait(30)
     finally:
-        for c in clients:
-            c.close()
-    return {"threads": threads, "service": service, "phases": phases, "check": check}
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            for f in (p.stdin, p.stdout, p.stderr):
+                if f is not None:
+                    f.close()
+    created = phases["create"].pop("_done")
+    gone = set(phases["delete"].pop("_done"))
+    for ph in phases.values():
+        ph.pop("_done", None)
+    expected_left = set(created) - gone
+    c = RawClient(server.host, server.port, {SERVICE_HEADER: service})
+    try:
+        status, data = c.request("GET", f"{API}/cache")
+        found_left = set(json.loads(data)) if status == 200 else None
+        c.request("DELETE", f"{API}/cache")
+    finally:
+        c.close()
+    check = {"left_expected": len(expected_left), "left_found": None if found_left is None else len(found_left),
+             "ok": found_left == expected_left and not any(p["errors"] for p in phases.values())}
+    return {"clients": clients, "threads": clients, "service": service, "phases": phases, "check": check}
 
 
-def run_http(mode: str, work: str, redis_url: str | None, requests: int, threads: int, budget: float,
-             seed: int, log: Any) -> dict[str, Any]:
+def _client_failure(p: subprocess.Popen[str]) -> str:
+    if p.poll() is None:
+        p.kill()
+    p.wait()
+    err = p.stderr.read() if p.stderr is not None else ""
+    lines = [x for x in err.splitlines() if x.strip()]
+    return f"client process {p.pid} failed (exit {p.returncode}): {lines[-1] if lines else 'no message'}"
+
+
+def run_http(mode: str, work: str, redis_url: str | None, requests: int, clients: int, budget: float,
+             seed: int, log: Any, server: Server | None = None) -> dict[str, Any]:
     size = None if requests <= DEFAULT_SIZE_LIMIT else 0  # the default limit, unless a pass needs more
-    server = Server(mode, work, redis_url, size)
-    out: dict[str, Any] = {"mode": mode, "command": " ".join(["python", *server.args[1:]]), "passes": []}
+    server = server or Server(mode, work, redis_url, size)
+    storage, extra, env = SERVER_MODES[mode]
+    out: dict[str, Any] = {"mode": mode, "storage": storage, "workers": int(extra[1]) if extra else 1,
+                           "env": env, "command": " ".join(["python", *server.args[1:]]), "passes": []}
     try:
         server.start()
         out["startup_s"] = server.startup_s
-        for t in (1, threads):
-            p = http_pass(server.url, mode, t, requests, budget, seed)
+        out["server_line"] = server.line
+        for c in (1, clients):
+            p = http_pass(server, mode, c, requests, budget, seed)
             out["passes"].append(p)
-            log("  caching http " + f"{mode:<7}{t} client{'s' if t > 1 else ' '}: " + ", ".join(
-                f"{op} {ph['rps']:,.0f}/s p50 {ph['p50_ms']:.2f} ms"
+            log(f"  caching http {mode:<11}{c} client{'s' if c > 1 else ' '}: " + ", ".join(
+                f"{op} {ph['rps']:,.0f}/s p50 {ph['p50_ms']:.2f} p99 {ph['p99_ms']:.2f} ms"
                 + (f" [{ph['requests']}/{ph['planned']}]" if ph["cut_short"] else "")
                 for op, ph in p["phases"].items()))
     except Exception as e:  # a mode that fails is reported, not fatal
@@ -396,6 +528,27 @@ def run_http(mode: str, work: str, redis_url: str | None, requests: int, threads
         except Exception as e:  # noqa: BLE001
             out["closed_cleanly"] = False
             out["dataset_error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def targets(http: list[dict[str, Any]], clients: int) -> list[dict[str, Any]]:
+    """Each of :data:`TARGETS` against this run: the best of the modes it names, with ``clients`` clients."""
+    out = []
+    for modes, op, least_rps, most_p99 in TARGETS:
+        best: tuple[float, float, str] | None = None
+        for m in http:
+            if m["mode"] not in modes:
+                continue
+            for p in m["passes"]:
+                ph = p["phases"].get(op)
+                if p["clients"] == clients and ph is not None and not ph["errors"]:
+                    cand = (ph["rps"], ph["p99_ms"], m["mode"])
+                    if best is None or cand[0] > best[0]:
+                        best = cand
+        met = best is not None and best[0] >= least_rps and (most_p99 is None or best[1] < most_p99)
+        out.append({"modes": list(modes), "op": op, "clients": clients, "least_rps": least_rps,
+                    "most_p99_ms": most_p99, "rps": best[0] if best else None, "p99_ms": best[1] if best else None,
+                    "best_mode": best[2] if best else None, "met": met})
     return out
 
 
@@ -541,40 +694,53 @@ def run_inprocess(work: str, redis_url: str | None, requests: int, repeat: int, 
 
 
 def run_caching(*, out: str, requests: int, inproc_requests: int, repeat: int, budget: float, seed: int,
-                log: Any, threads: int = THREADS, modes: tuple[str, ...] = MODES) -> dict[str, Any]:
+                log: Any, threads: int = CLIENTS, modes: tuple[str, ...] = MODES) -> dict[str, Any]:
     started = time.perf_counter()
     work = os.path.join(out, "caching-work")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     http: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
-    log(f"caching: {requests:,} requests per operation per mode through the API (1 and {threads} clients, "
-        f"{budget:g} s at most per phase); {inproc_requests:,} per operation in process, repeat {repeat}")
+    clients = threads
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    log(f"caching: {requests:,} requests per operation per mode through the API (1 and {clients} client "
+        f"processes, {budget:g} s at most per phase); {inproc_requests:,} per operation in process, repeat {repeat}")
     try:
         with redis_server() as redis_url:
             for mode in modes:
-                if mode == "redis" and redis_url is None:
-                    skipped["redis"] = "redis-server is not installed (apt-get install -y redis-server)"
-                    log(f"  caching: skipping redis: {skipped['redis']}")
+                if SERVER_MODES[mode][0] == "redis" and redis_url is None:
+                    skipped[mode] = "redis-server is not installed (apt-get install -y redis-server)"
+                    log(f"  caching: skipping {mode}: {skipped[mode]}")
                     continue
-                http.append(run_http(mode, work, redis_url, requests, threads, budget, seed, log))
+                http.append(run_http(mode, work, redis_url, requests, clients, budget, seed, log))
             inproc = run_inprocess(work, redis_url, inproc_requests, repeat, seed, log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    try:
-        import httpx
-
-        client_version = f"httpx {httpx.__version__}"
-    except ImportError:  # pragma: no cover - the section needs it
-        client_version = "httpx ?"
     return {
         "requests": requests,
-        "threads": threads,
+        "clients": clients,
+        "threads": clients,
         "budget_s": budget,
         "value_chars": [200, 1000],
-        "client": client_version,
+        "client": "RawClient (HTTP/1.1 over a keep-alive socket, TCP_NODELAY), one process per client",
+        "cpus": os.cpu_count(),
+        "load_before": load,
         "http": http,
+        "targets": targets(http, clients),
         "skipped": skipped,
         "inprocess": inproc,
         "runtime_s": time.perf_counter() - started,
     }
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--client":
+        client_main(json.loads(argv[1]))
+        return 0
+    print("usage: python -m benchmarks.caching --client CONFIG_JSON (use python -m benchmarks --caching)",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -121,8 +121,9 @@ def test_quick_sharing_and_caching_sections(tmp_path: object) -> None:
 
     ca = results["caching"]
     modes = {m["mode"]: m for m in ca["http"]}
-    want = {"ksds", "memory"} | ({"redis"} if shutil.which("redis-server") else set())
-    assert set(modes) == want and set(ca["skipped"]) == {"redis"} - want
+    redis = {"redis", "redis-w2"}
+    want = {"ksds", "ksds-w2", "memory", "memory-h11"} | (redis if shutil.which("redis-server") else set())
+    assert set(modes) == want and set(ca["skipped"]) == redis - want
     for mode, m in modes.items():
         assert "error" not in m, (mode, m.get("error"), m.get("server_stderr"))
         assert m["exit_code"] == 0, (mode, m.get("server_stderr"))
@@ -134,7 +135,10 @@ def test_quick_sharing_and_caching_sections(tmp_path: object) -> None:
                 assert ph["errors"] == 0, (mode, op, ph.get("first_error"))
                 assert 0 < ph["requests"] <= ph["planned"] and ph["rps"] > 0
                 assert 0 < ph["p50_ms"] <= ph["p99_ms"]
-    assert modes["ksds"]["closed_cleanly"] is True
+    assert modes["ksds"]["closed_cleanly"] is True and modes["ksds-w2"]["closed_cleanly"] is True
+    assert modes["ksds-w2"]["workers"] == 2 and "2 workers" in modes["ksds-w2"]["server_line"]
+    assert "HTTP h11 on asyncio" in modes["memory-h11"]["server_line"]
+    assert [t["op"] for t in ca["targets"]] == ["read", "read", "create"]
     stores = ca["inprocess"]["stores"]
     assert {"ksds", "memory"} <= set(stores)
     for name, r in stores.items():

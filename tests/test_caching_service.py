@@ -700,9 +700,10 @@ def test_tls_without_a_client_certificate(tls_server: Server, pki: Path) -> None
         m = message(r)
         assert r.status_code == 403 and m["messageNumber"] == "ZWECS801E"
         assert anonymous.get("/cache", headers={SID: "svc"}).status_code == 403
-        # public: health, info, the API document
-        for path in ("/application/health", "/application/info", "/v3/api-docs"):
+        # public: info, the API document; health needs a certificate, as Zowe's (tests/test_service_endpoints.py)
+        for path in ("/application/info", "/v3/api-docs"):
             assert anonymous.get(tls_server.base + "/cachingservice" + path).status_code == 200, path
+        assert anonymous.get(tls_server.base + "/cachingservice/application/health").status_code == 403
     with tls_client(tls_server, pki, "client-evil") as evil, pytest.raises(httpx.TransportError):
         evil.get("/cache")  # a certificate from an untrusted CA: the handshake fails
     with pytest.raises(httpx.TransportError):  # plain HTTP on the HTTPS port
@@ -773,6 +774,7 @@ def test_calls_to_a_storage_that_is_not_thread_safe_are_serialised() -> None:
 
     class Unsafe(MemoryStorage):
         thread_safe = False
+        inline_calls = False  # its calls sleep: they go to the thread pool
 
         def __init__(self) -> None:
             super().__init__()

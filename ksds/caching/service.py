@@ -16,6 +16,8 @@ PUT      ``/cache``  (body: KeyValue, key in it)     204, no body
 POST     ``/cache-list/{mapKey}`` (body: KeyValue)   201: ``key -> value`` put in the caller's map
 GET      ``/cache-list/{mapKey}``                    200, ``{"<key>": "<value>"}``
 GET      ``/cache-list``                             200, ``{"<mapKey>": {"<key>": "<value>"}}``
+GET      ``/cache-list-legacy``                      200, ``{}``: Zowe 3.6's read of the whole-map layout Zowe's
+                                                     Infinispan had before; ksds never had it
 POST     ``/cache-query`` (body: ``{"<mapKey>":      200, ``{"<mapKey>": {"<key>": "<value>"}}`` of the items
          ["<key>", ...]}``)                          found (Zowe 3.6); more than ``max_query_keys`` (66) in all: 400
 DELETE   ``/cache-list/evict/rules/{mapKey}``        204: items older than 90 days removed
@@ -46,7 +48,12 @@ too deeply, are 400 ZWECS130E; a response whose data UTF-8 cannot hold (stored b
 JSON's ``\\uXXXX`` escapes. When the server runs with TLS and verifies client certificates
 (:mod:`ksds.caching.tls`), the certificate's DN (as Java's ``getSubjectX500Principal().getName()`` writes it) is
 the DN, whatever the header says: a header naming another DN is 401 (the fix Zowe issue 4423 asks for), and with
-``require_client_cert`` a request of the API without a certificate is 403.
+``require_client_cert`` a request of the API without a certificate is 403. ``dn_format`` says which of Java's two
+forms the certificate's DN is written in (the one the gateway in use writes the header in, so that a partition
+stays the same when callers move from the header to TLS). Every path may end with one ``/`` (ZAAS reads
+``/cache-list/``; Zowe maps ``/cache/``, ``/cache-list/``, ``/cache-query/`` and ``/cache-list-legacy/``). The
+health endpoint (``/cachingservice/application/health``) needs a verified client certificate with
+``health_requires_cert`` (Zowe's ``apiml.health.protected``, true by default); info and the API document are public.
 
 Differences from Zowe, on purpose:
 
@@ -64,7 +71,10 @@ Differences from Zowe, on purpose:
 
 Storage calls are synchronous (the ksds engine does file I/O): they run in Starlette's thread pool, one at a time
 unless the storage says it is thread-safe (a ``thread_safe = True`` attribute; a ksds ``Dataset`` is not, and
-KsdsStorage serialises its own calls on it).
+KsdsStorage serialises its own calls on it). A storage whose calls are short and need no thread of their own (an
+``inline_calls = True`` attribute: memory, and ksds, whose calls take microseconds and are one at a time anyway) is
+called on the event loop itself: a trip to the thread pool and back, and the threads' contention for the GIL, cost
+more than such a call (Redis, which waits on the network, stays in the thread pool).
 """
 
 from __future__ import annotations
@@ -79,7 +89,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 from starlette.applications import Starlette
@@ -105,7 +115,10 @@ from .model import (
     now_millis,
 )
 from .openapi import openapi_document
-from .tls import same_dn
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+from .tls import DnFormat, certificate_dn, same_dn
 
 __all__ = ["API", "BASE", "make_app", "parse_key_value", "parse_query", "service_id"]
 
@@ -351,7 +364,8 @@ def _header(request: Request, name: str) -> str | None:
 
 
 def service_id(
-    request: Request, *, trust_dn_header: bool = True, require_client_cert: bool = False, flat: bool = False
+    request: Request, *, trust_dn_header: bool = True, require_client_cert: bool = False, flat: bool = False,
+    dn_format: DnFormat = "rfc2253",
 ) -> Identity:
     """The caller (Zowe's ``getServiceId``, kept as its DN and service id), the client certificate's DN winning
     over the header.
@@ -361,9 +375,12 @@ def service_id(
     certificate when ``require_client_cert``. ``flat``: the storage partitions by Zowe's string
     (``"<DN>, SERVICE=<id>"``), so a service id without a DN that could be such a string (it holds ``=``, as
     every DN does) is 401 ZWECS800E: it would reach the partition of the caller that proved that DN.
+    ``dn_format``: the form the certificate's DN is written in (:func:`~ksds.caching.tls.java_dn`), the one the
+    gateway writes the header in, so that a caller keeps its partition when it moves from the header to TLS; a
+    header sent with the certificate may name it in either form.
     """
     tls = (request.scope.get("extensions") or {}).get("tls") or {}
-    cert_dn: str | None = tls.get("client_cert_name")
+    cert_dn = certificate_dn(tls, dn_format)
     header_dn = _header(request, DN_HEADER)
     service = _header(request, SERVICE_HEADER)
     if cert_dn is not None:
@@ -419,6 +436,7 @@ _ALLOWED: dict[str, tuple[str, ...]] = {
     "cache": ("GET", "DELETE", "POST", "PUT"),
     "cache/{key}": ("GET", "DELETE", "PUT"),
     "cache-list": ("GET",),
+    "cache-list-legacy": ("GET",),
     "cache-list/{mapKey}": ("GET", "POST"),
     "cache-query": ("POST",),
     "evict": ("DELETE",),
@@ -436,6 +454,8 @@ def _route(segs: list[str]) -> tuple[str, list[str]] | None:
             return "cache/{key}", [rest[1]]
         if rest == ["cache-list"]:
             return "cache-list", []
+        if rest == ["cache-list-legacy"]:
+            return "cache-list-legacy", []
         if rest == ["cache-query"]:
             return "cache-query", []
         if len(rest) == 2 and rest[0] == "cache-list":
@@ -452,6 +472,13 @@ def _route(segs: list[str]) -> tuple[str, list[str]] | None:
     return None
 
 
+def _verified_certificate(request: Request) -> bool:
+    """Whether the request's connection presented a client certificate the server verified (the ASGI TLS
+    extension has its chain: :func:`~ksds.caching.tls.tls_extension`)."""
+    tls = (request.scope.get("extensions") or {}).get("tls") or {}
+    return bool(tls.get("client_cert_chain"))
+
+
 class CachingService:
     """The endpoints, on one storage. :func:`make_app` wraps it in a Starlette application."""
 
@@ -464,8 +491,12 @@ class CachingService:
         max_body: int = DEFAULT_MAX_BODY,
         mode: str = "",
         max_query_keys: int = DEFAULT_MAX_QUERY_KEYS,
+        dn_format: DnFormat = "rfc2253",
+        health_requires_cert: bool = False,
     ) -> None:
         self.storage = storage
+        self.dn_format: DnFormat = dn_format
+        self.health_requires_cert = health_requires_cert
         self.max_query_keys = max_query_keys
         self.trust_dn_header = trust_dn_header
         self.require_client_cert = require_client_cert
@@ -475,7 +506,10 @@ class CachingService:
         self.flat = storage.flat_identities
         self.started = time.time()
         self._lock: threading.Lock | None = None if getattr(storage, "thread_safe", False) else threading.Lock()
+        self._inline = bool(getattr(storage, "inline_calls", False))
         self._closed = False
+        #: the Prometheus metrics (``GET /metrics``; :mod:`ksds.caching.metrics`), None: not served
+        self.metrics: Metrics | None = None
 
     # storage calls: in the thread pool, one at a time unless the storage is thread-safe
     def _locked(self, fn: Callable[..., T], *args: Any) -> T:
@@ -485,6 +519,8 @@ class CachingService:
             return fn(*args)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._inline:
+            return self._locked(fn, *args)
         return await run_in_threadpool(self._locked, fn, *args)
 
     def close(self) -> None:
@@ -513,10 +549,19 @@ class CachingService:
     def _sid(self, request: Request) -> Identity:
         return service_id(
             request, trust_dn_header=self.trust_dn_header, require_client_cert=self.require_client_cert,
-            flat=self.flat,
+            flat=self.flat, dn_format=self.dn_format,
         )
 
     async def endpoint(self, request: Request) -> Response:
+        metrics = self.metrics
+        if metrics is None:
+            return await self._answer(request)
+        start = time.perf_counter()
+        response = await self._answer(request)
+        metrics.observe(request.scope["path"], request.method, response.status_code, time.perf_counter() - start)
+        return response
+
+    async def _answer(self, request: Request) -> Response:
         try:
             return await self._dispatch(request)
         except StorageError as e:
@@ -532,6 +577,8 @@ class CachingService:
             return error_response(INTERNAL_ERROR, str(request.url), str(e), f"{type(e).__name__}: {e}")
 
     async def _dispatch(self, request: Request) -> Response:
+        if request.scope["path"] == "/metrics" and self.metrics is not None:
+            return await self._metrics(request, self.metrics)
         segs = _segments(request)
         found = _route(segs) if segs is not None else None
         if found is None:
@@ -548,6 +595,10 @@ class CachingService:
         if name == "doc":
             return json_response(200, openapi_document(str(request.base_url).rstrip("/")))
         if name == "health":
+            if self.health_requires_cert and not _verified_certificate(request):
+                raise StorageError(
+                    CERTIFICATE_REQUIRED, "the health endpoint is protected (ksds serve --health-auth none opens it)"
+                )
             return await self._health()
         if name == "info":
             return json_response(200, self._info())
@@ -582,6 +633,13 @@ class CachingService:
         if name == "cache-list":
             maps = await self.call(st.get_all_maps, sid)
             return json_response(200, maps or {})
+        if name == "cache-list-legacy":
+            # Zowe 3.6: the maps of the whole-map layout Zowe's Infinispan storage had before its per-item one,
+            # for tokens issued before the cutover. ksds never had that layout (every map item is its own
+            # record, which /cache-query finds), so nothing is in it; one keyed lookup (its answer unused) makes
+            # it 503 like every endpoint while the storage is not available
+            await self.call(st.get_map_items, sid, {"invalidTokens": ["\0"]})
+            return json_response(200, {})
         if name == "cache-query":
             query = parse_query(await self._body(request), self.max_query_keys)
             found_items = await self.call(st.get_map_items, sid, query)
@@ -601,6 +659,17 @@ class CachingService:
         else:
             await self.call(st.remove_non_relevant_tokens, sid, map_key)
         return empty_response(204)
+
+    async def _metrics(self, request: Request, metrics: Metrics) -> Response:
+        """``GET /metrics``: Prometheus's text format; a client certificate is needed where the API needs one."""
+        if request.method not in ("GET", "HEAD"):
+            raise _MethodNotAllowed(("GET",))
+        if self.require_client_cert and not ((request.scope.get("extensions") or {}).get("tls") or {}).get(
+                "client_cert_name"):
+            raise StorageError(CERTIFICATE_REQUIRED, "the request came without a client certificate")
+        snapshot = metrics.snapshot()
+        body = await self.call(metrics.render, snapshot)
+        return Response(body, 200, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def _health(self) -> Response:
         storage: dict[str, Any] = {"status": "UP", "details": {"mode": self.mode}}
@@ -654,6 +723,9 @@ def make_app(
     close_storage: bool = True,
     mode: str = "",
     max_query_keys: int = DEFAULT_MAX_QUERY_KEYS,
+    metrics: bool = True,
+    dn_format: DnFormat = "rfc2253",
+    health_requires_cert: bool = False,
 ) -> Starlette:
     """The caching service on ``storage``, as a Starlette (ASGI) application.
 
@@ -664,11 +736,21 @@ def make_app(
     ``max_body``: the largest request body (bytes; 413 beyond). ``close_storage``: close the storage when the
     application shuts down (after the requests in flight). ``mode``: the storage mode named by health and info.
     ``max_query_keys``: the most item keys one ``/cache-query`` may ask for (Zowe's ``caching.storage.maxQueryKeys``).
+    ``dn_format``: the form a client certificate's DN is written in, ``rfc2253`` (Java's
+    ``getSubjectX500Principal().getName()``) or ``legacy`` (``getSubjectDN().getName()``, Zowe 3.0's gateway): the
+    one the gateway in use writes ``X-Certificate-DistinguishedName`` in. ``health_requires_cert``: the health
+    endpoint answers only a request with a verified client certificate (403 ZWECS801E without), as Zowe's does
+    (``apiml.health.protected``).
+    ``metrics``: serve Prometheus metrics at ``GET /metrics`` (:mod:`ksds.caching.metrics`).
     """
     service = CachingService(
         storage, trust_dn_header=trust_dn_header, require_client_cert=require_client_cert, max_body=max_body,
-        mode=mode, max_query_keys=max_query_keys,
+        mode=mode, max_query_keys=max_query_keys, dn_format=dn_format, health_requires_cert=health_requires_cert,
     )
+    if metrics:  # GET /metrics (prometheus-client, of the service extra)
+        from .metrics import Metrics
+
+        service.metrics = Metrics(storage, mode or type(storage).__name__, __version__)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
