@@ -436,16 +436,21 @@ class Journal:
         if off < len(data):
             # Where the scan stopped, frames of the transaction in flight may follow (a torn write reaches the
             # disk out of order); frames of a *later* transaction mean damage in the middle of the log.
-            later = list(self._later_frames(source, off + 8, salt, last_commit))
-            in_flight = expect if expect is not None else min((t for _, t in later), default=0)
-            for pos, txn in later:
-                if txn > in_flight:
-                    raise JournalCorruptError(
-                        f"{self.path}: log frame at offset {off} is damaged (checksum or sequence) but frames of "
-                        f"later transactions follow at offset {pos}; replaying would lose committed requests "
-                        f"(ksds verify --recover keeps what comes before the damage)"
-                    )
+            self._refuse_later(off, expect, list(self._later_frames(source, off + 8, salt, last_commit)))
         return replay
+
+    def _refuse_later(self, off: int, expect: int | None, later: list[tuple[int, int]]) -> None:
+        """The damage-in-the-middle rule: where the scan stopped at ``off``, the transaction in flight is
+        ``expect`` (or, if no frame was taken, the lowest txn of ``later``); a valid frame of a later transaction
+        after it, (offset, txn) in ``later``, means committed requests lie beyond the damage."""
+        in_flight = expect if expect is not None else min((t for _, t in later), default=0)
+        for pos, txn in later:
+            if txn > in_flight:
+                raise JournalCorruptError(
+                    f"{self.path}: log frame at offset {off} is damaged (checksum or sequence) but frames of "
+                    f"later transactions follow at offset {pos}; replaying would lose committed requests "
+                    f"(ksds verify --recover keeps what comes before the damage)"
+                )
 
     def _later_frames(self, source: _Bytes, pos: int, salt: int, after: int) -> Iterator[tuple[int, int]]:
         """Valid frames of generation ``salt`` of a transaction later than ``after``, at 8-byte aligned offsets
@@ -507,14 +512,7 @@ class Journal:
                 if fsalt == salt and txn > last_commit and crc32c(frame[:-4]) == int.from_bytes(frame[-4:], "big"):
                     later.append((pos, txn))
                 pos += fs
-            in_flight = expect if expect is not None else min((t for _, t in later), default=0)
-            for pos, txn in later:
-                if txn > in_flight:
-                    raise JournalCorruptError(
-                        f"{self.path}: log frame at offset {off} is damaged (checksum or sequence) but frames of "
-                        f"later transactions follow at offset {pos}; replaying would lose committed requests "
-                        f"(ksds verify --recover keeps what comes before the damage)"
-                    )
+            self._refuse_later(off, expect, later)
         else:
             replay.discarded_bytes = len(data) - off
         return replay
