@@ -14,6 +14,7 @@ Message numbers follow IDCAMS's where one fits (IDC11733I key sequence error, ..
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ from .ci import Codec, DataCI, FreeCI, IndexCI
 from .errors import CorruptionError, DamagedCIError, KsdsError
 from .format import CI_FREE_CA, CI_FREE_INDEX, State
 from .pager import data_set_path
-from .wal_view import View
+from .wal_view import View, in_use
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ class ExamineReport:
         self.findings.append(Finding(severity, code, ci, message))
 
 
+#: how many times EXAMINE walks a data set that keeps changing under it before it reports the last walk
+_EXAMINE_RETRIES = 5
+
+
 def examine(
     path: str,
     *,
@@ -71,17 +76,44 @@ def examine(
 ) -> ExamineReport:
     """Check the data set at ``path``; never raises for damage (it is reported), only for a missing file."""
     path = data_set_path(path)
-    report = ExamineReport(path)
     if not os.path.isfile(path):
         from .errors import DatasetNotFoundError
 
         raise DatasetNotFoundError(f"no data set at {path}")
     try:
-        view = View(path)
+        busy = in_use(path)
+    except OSError:
+        busy = False  # View says what is wrong
+    # A data set open elsewhere is read live (each CI read from the file is checked against the log and the
+    # header, so a checkpoint running meanwhile is noticed); a walk that saw the view change is done again.
+    for attempt in range(_EXAMINE_RETRIES):
+        report, version = _examine_once(path, busy, indextest, datatest, progress)
+        if version is None:
+            return report
+        time.sleep(0.001 * min(attempt + 1, 10))
+    report.add(
+        "warning",
+        "IDC11768I",
+        None,
+        f"the data set changed during each of {_EXAMINE_RETRIES} walks (another process is updating it): this "
+        f"report may mix two of its states; examine it again when it is quieter",
+    )
+    return report
+
+
+def _examine_once(
+    path: str, live: bool, indextest: bool, datatest: bool, progress: Callable[[int, int], None] | None
+) -> tuple[ExamineReport, int | None]:
+    """One examination: the report, and None, or the view's version if the view changed during the walk (the
+    report then mixes two states of the data set and is not to be trusted)."""
+    report = ExamineReport(path)
+    try:
+        view = View(path, live=live)
     except KsdsError as e:  # no ksds header, or one that fails its check
         report.add("error", "IDC11701I", 0, str(e))
-        return report
+        return report, None
     with view:
+        start = view.version
         defn, state, replay = view.definition, view.state, view.replay
         cisz = defn.ci_size
         size = view.file_size
@@ -124,8 +156,19 @@ def examine(
             )
         checker = _Checker(report, view.codec, state, defn.cis_per_ca, view.ci, indextest, datatest, progress)
         checker.in_log = view.in_log
-        checker.run()
-    return report
+        checker.moving = live
+        try:
+            checker.run()
+        except _Moved:
+            return report, view.version
+        changed = view.version != start
+    return report, (view.version if changed else None)
+
+
+class _Moved(Exception):
+    """EXAMINE read a CI that a checkpoint wrote after the view was read: walk again."""
+
+
 
 
 class _Checker:
@@ -154,6 +197,8 @@ class _Checker:
         self.done = 0
         #: whether a CI's bytes come from the log (its stamp is then not checked: the log is newest)
         self.in_log: Callable[[int], bool] = lambda ci: False
+        #: the data set is open elsewhere: a CI newer than its index expects means it moved on (not damage)
+        self.moving = False
 
     def err(self, code: str, ci: int | None, msg: str) -> None:
         self.r.add("error", code, ci, msg)
@@ -170,6 +215,8 @@ class _Checker:
             if expect and not self.in_log(ci):
                 stamp = self.codec.stamp(data)
                 if stamp != expect:
+                    if self.moving and (stamp - expect) & 0xFFFFFFFF < 0x80000000:
+                        raise _Moved(ci)  # a newer image: a checkpoint wrote it since the view was read
                     raise self.codec.stale(ci, stamp, expect)
             return obj
         except DamagedCIError as e:
