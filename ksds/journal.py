@@ -367,8 +367,11 @@ class Journal:
             data = f.read()
         replay = Replay()
         if len(data) < LOG_HEADER_SIZE:
-            replay.discarded_bytes = len(data)
-            return replay
+            # a log whose generation went to slot 0 of a new file holds only that slot: a header, no frames
+            if self._best_slot(data.ljust(LOG_HEADER_SIZE, b"\0")) is None:
+                replay.discarded_bytes = len(data)
+                return replay
+            data = data.ljust(LOG_HEADER_SIZE, b"\0")
         best = self._best_slot(data[:LOG_HEADER_SIZE])
         if best is None:
             if len(data) <= LOG_HEADER_SIZE or not any(data[LOG_HEADER_SIZE:]):
