@@ -32,7 +32,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Any
 
-from .ci import DataCI, IndexCI, stamp_of
+from .ci import DataCI, IndexCI, search, stamp_of
 from .errors import DuplicateKeyError, RecordNotFoundError, show_key
 from .faults import crashpoint
 from .format import CI_DATA, TRAILER_SIZE
@@ -103,38 +103,47 @@ def locate(pager: Pager, key: bytes) -> tuple[IndexCI, int, DataCI]:
         node = nxt
 
 
-def first_ge(pager: Pager, key: bytes) -> bytes | None:
-    """The first record with a key >= ``key`` (a copy), or None: READ GTEQ / GENERIC. The data CI is searched in
-    place (:meth:`Pager.view`), as an exact read does. O(L log n)."""
-    get = pager.pool.map.get
-    node = get(pager.state.root)
-    if type(node) is not IndexCI:
+def records_for(pager: Pager, key: bytes) -> tuple[Any, int, int]:
+    """Where the records of the data CI a search for ``key`` ends at lie: ``(buffer, offset, count)``, the pooled
+    CI's bytes or its image in place (:meth:`Pager.view`), not pooled. An index CI that is not pooled, read for the
+    first time in this open or while the pool is full, is searched in place too (:meth:`Pager.index_entry`: a CI
+    read once is not worth decoding, and a full pool is not churned). The descent of every keyed read; pool hits
+    are inlined (a dict get and a reference bit per level). O(L log n)."""
+    pool = pager.pool
+    get = pool.map.get
+    node: Any = get(pager.state.root)
+    if node is None:
         node = root(pager)
     while True:
         node.ref = True
         i = bisect_left(node.keys, key)
         ptr = node.ptrs[i]
-        if node.level == 1:
-            break
-        nxt = get(ptr)
-        if type(nxt) is not IndexCI:
-            nxt = get_index(pager, ptr, node.stamps[i])
-        node = nxt
-    buf: Any
-    buf, base, n = pager.view(ptr, node.stamps[i])
+        stamp = node.stamps[i]
+        level = node.level  # of the CI whose entry ``ptr`` is
+        child = get(ptr)
+        while level > 1 and child is None and (pool.used >= pool.capacity or not pager.touched(ptr)):
+            entry = pager.index_entry(ptr, stamp, key)
+            if entry is None:
+                break
+            level, ptr, stamp = entry
+            child = get(ptr)
+        if level == 1:
+            if type(child) is DataCI:
+                child.ref = True
+                return child.buf, 0, child.n
+            return pager.view(ptr, stamp)
+        node = child if type(child) is IndexCI else get_index(pager, ptr, stamp)
+
+
+def first_ge(pager: Pager, key: bytes) -> bytes | None:
+    """The first record with a key >= ``key`` (a copy), or None: READ GTEQ / GENERIC. The data CI is searched in
+    place, as an exact read does (:func:`records_for`). O(L log n)."""
+    buf, base, n = records_for(pager, key)
     codec = pager.codec
     rl = codec.rl
-    ko = base + codec.ko
-    end = ko + codec.kl
-    lo, hi = 0, n
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if buf[mid * rl + ko : mid * rl + end] < key:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < n:
-        o = base + lo * rl
+    j = search(buf, base, n, rl, codec.ko, codec.kl, key)
+    if j < n:
+        o = base + j * rl
         return bytes(buf[o : o + rl])
     pos = seek_ge(pager, key)  # every key of this CI is lower: the record is in a following CI
     return None if pos is None else pos[1].record(pos[2])

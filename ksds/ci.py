@@ -39,6 +39,23 @@ def stamp_of(txn: int) -> int:
     return (txn & 0xFFFFFFFF) or 1
 
 
+def search(buf: Any, base: int, n: int, rl: int, ko: int, kl: int, key: bytes) -> int:
+    """Binary search in place: of the ``n`` records of ``rl`` bytes from ``base`` in ``buf`` (a CI's image, or the
+    file's map), keys at ``ko`` for ``kl`` bytes, the slot of the first whose key is >= ``key`` (``n`` if none).
+    O(log n) key slices, no objects but the slices."""
+    ko += base
+    end = ko + kl
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        o = mid * rl
+        if buf[o + ko : o + end] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 class DataCI:
     """A data CI as its bytes: ``n`` records of ``rl`` bytes from offset 0 of ``buf``, in key order.
 
@@ -74,19 +91,7 @@ class DataCI:
 
     def find(self, key: bytes) -> int:
         """The slot of the first record whose key is >= ``key`` (``n`` if none). O(log n) key slices."""
-        buf = self.buf
-        rl = self.rl
-        ko = self.ko
-        end = ko + self.kl
-        lo, hi = 0, self.n
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            o = mid * rl
-            if buf[o + ko : o + end] < key:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        return search(self.buf, 0, self.n, self.rl, self.ko, self.kl, key)
 
     def find_after(self, key: bytes) -> int:
         """The slot of the first record whose key is > ``key`` (``n`` if none). O(log n)."""

@@ -21,14 +21,13 @@ import math
 import os
 import threading
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from . import btree
 from .browse import Browse
-from .ci import DataCI, IndexCI
+from .ci import search
 from .definition import CI_TRAILER, Definition, check_freespace, check_share_options, make_definition
 from .errors import (
     DatasetClosedError,
@@ -471,54 +470,15 @@ class Dataset:
 
     def _find(self, p: Pager, key: bytes) -> bytes | None:
         """READ EQUAL of a key of the right length in an unshared open, holding the mutex: the record (a copy) or
-        None. The hot path of every keyed read: pool hits inlined, an unpooled CI searched in place (the file's
-        map). O(L log n)."""
-        pool = p.pool
-        get = pool.map.get
-        node: Any = get(p.state.root)
-        if node is None:
-            node = btree.root(p)
-        while True:
-            node.ref = True
-            i = bisect_left(node.keys, key)
-            ptr = node.ptrs[i]
-            stamp = node.stamps[i]
-            level = node.level  # of the CI whose entry ``ptr`` is
-            child = get(ptr)
-            # an index CI that is not pooled, read for the first time in this open or while the pool is full:
-            # searched in place (a CI read once is not worth decoding; a full pool is not churned)
-            while level > 1 and child is None and (pool.used >= pool.capacity or not p.touched(ptr)):
-                entry = p.index_entry(ptr, stamp, key)
-                if entry is None:
-                    break
-                level, ptr, stamp = entry
-                child = get(ptr)
-            if level == 1:
-                if type(child) is DataCI:
-                    child.ref = True
-                    buf: Any = child.buf
-                    base = 0
-                    n = child.n
-                else:  # the CI's image in place (the file's map), not pooled
-                    buf, base, n = p.view(ptr, stamp)
-                break
-            node = child if type(child) is IndexCI else btree.get_index(p, ptr, stamp)
-        # binary search of the CI's records in place (the same loop as DataCI.find, inlined)
+        None. The hot path of every keyed read: the descent of :func:`btree.records_for`, then a binary search of
+        the records in place. O(L log n)."""
+        buf, base, n = btree.records_for(p, key)
         rl = self._rl
-        ko = base + self._ko
-        end = ko + self._kl
-        lo, hi = 0, n
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            o = mid * rl
-            if buf[o + ko : o + end] < key:
-                lo = mid + 1
-            else:
-                hi = mid
-        o = lo * rl
-        if lo < n and buf[o + ko : o + end] == key:
+        ko = self._ko
+        j = search(buf, base, n, rl, ko, self._kl, key)
+        o = base + j * rl
+        if j < n and buf[o + ko : o + ko + self._kl] == key:
             p.state.rec_retrieved += 1
-            o += base
             rec = buf[o : o + rl]
             return rec if type(rec) is bytes else bytes(rec)
         return None
