@@ -359,21 +359,9 @@ class Pager:
         them in place without adding the CI to the pool. In an exclusive open, a CI whose newest image is the
         file's is read through the map: its CRC32C once per open, its self-address, type and the stamp ``expect``
         its index entry keeps (lost writes) at every lookup. Otherwise the CI as :meth:`get` gives it. O(1)."""
-        if ci >= self.mapped and not self.shared:
-            self._remap()
-        if ci < self.mapped and ci not in self.pool.map and ci not in self.images and ci not in self.walmap:
-            assert self.mm is not None
-            base = ci * self.ci_size
-            buf: bytes | mmap.mmap = self.mm
-            if not self.checked[ci >> 3] >> (ci & 7) & 1:
-                # first touch in this open: read and check it (pread is cheaper than the map's page fault); the map
-                # serves the next lookups
-                buf = os.pread(self.fd, self.ci_size, base)
-                self.codec.check(buf, ci)
-                self.checked[ci >> 3] |= 1 << (ci & 7)
-                self.state.excps += 1
-                self.pool.misses += 1
-                base = 0
+        at = self._in_place(ci)
+        if at is not None:
+            buf, base = at
             kind, _, count, number, stamp, _ = TRAILER.unpack_from(buf, base + self.codec.trailer_off)
             if kind == CI_DATA and number == ci:
                 if expect and stamp != expect:
@@ -384,6 +372,27 @@ class Pager:
             raise self.codec.damaged(ci, f"is a {type(obj).__name__} where the index expects a data CI")
         return obj.buf, 0, obj.n
 
+    def _in_place(self, ci: int) -> tuple[bytes | mmap.mmap, int] | None:
+        """Where CI ``ci``'s image can be read in place: (the file's map, its offset), or on its first touch in this
+        open (bytes read with ``pread``, 0) after its CRC32C check; None when the file does not hold its newest
+        image (it is pooled or in the log) or the open shares the data set (no map). O(1)."""
+        if ci >= self.mapped and not self.shared:
+            self._remap()
+        if ci >= self.mapped or ci in self.pool.map or ci in self.images or ci in self.walmap:
+            return None
+        assert self.mm is not None
+        base = ci * self.ci_size
+        if self.checked[ci >> 3] >> (ci & 7) & 1:
+            return self.mm, base
+        # first touch in this open: read and check it (pread is cheaper than the map's page fault); the map serves
+        # the next lookups
+        data = os.pread(self.fd, self.ci_size, base)
+        self.codec.check(data, ci)
+        self.checked[ci >> 3] |= 1 << (ci & 7)
+        self.state.excps += 1
+        self.pool.misses += 1
+        return data, 0
+
     def touched(self, ci: int) -> bool:
         """Whether this open has read CI ``ci`` from the file's map before (its CRC32C is checked). O(1)."""
         return ci < self.mapped and bool(self.checked[ci >> 3] >> (ci & 7) & 1)
@@ -393,25 +402,11 @@ class Pager:
         decoding or pooling the CI: (level of the CI, its entry's CI pointer, the entry's stamp). None when the CI
         is not a clean mapped CI (it is pooled, in the log, or the open shares the data set): use :meth:`get`.
         Checked as :meth:`view` checks a data CI. O(log entries)."""
-        if ci >= self.mapped:
-            if self.shared:
-                return None
-            self._remap()
-            if ci >= self.mapped:
-                return None
-        if ci in self.pool.map or ci in self.images or ci in self.walmap:
+        at = self._in_place(ci)
+        if at is None:
             return None
-        assert self.mm is not None
+        buf, base = at
         codec = self.codec
-        base = ci * self.ci_size
-        buf: bytes | mmap.mmap = self.mm
-        if not self.checked[ci >> 3] >> (ci & 7) & 1:
-            buf = os.pread(self.fd, self.ci_size, base)
-            codec.check(buf, ci)
-            self.checked[ci >> 3] |= 1 << (ci & 7)
-            self.state.excps += 1
-            self.pool.misses += 1
-            base = 0
         kind, level, count, number, _, _ = TRAILER.unpack_from(buf, base + codec.trailer_off)
         if kind not in (CI_SEQUENCE_SET, CI_INDEX_SET) or number != ci or not 0 < count <= codec.index_cap:
             return None  # get() names what is wrong
