@@ -23,8 +23,9 @@ A *path* is the list of ``(IndexCI, entry)`` pairs from the top CI down to the s
 cursor) is a path, a data CI and a slot in it. Costs are in the functions' docstrings (L = index levels, n =
 records in a CI).
 
-Every change marks each CI it is about to change dirty *before* changing it (:meth:`Pager.dirty_ci`), so that a
-failure part way lets the pager's rollback drop them all.
+Space (index CIs, CAs, free CIs of a CA) comes from :mod:`ksds.space`. Every change marks each CI it is about to
+change dirty *before* changing it (:meth:`Pager.dirty_ci`), so that a failure part way lets the pager's rollback
+drop them all.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Any
 
+from . import space
 from .ci import DataCI, IndexCI, search, stamp_of
 from .errors import DuplicateKeyError, RecordNotFoundError, show_key
 from .faults import crashpoint
@@ -245,7 +247,7 @@ def add_sibling(pager: Pager, path: Path, depth: int, left_high: bytes, right: I
     st = pager.state
     if depth == 0:
         node = path[0][0]
-        top = IndexCI(pager.alloc_index_ci(), node.level + 1, 0, [left_high, right.keys[-1]], [node.ci, right.ci])
+        top = IndexCI(space.alloc_index_ci(pager), node.level + 1, 0, [left_high, right.keys[-1]], [node.ci, right.ci])
         pager.dirty_ci(top)
         st.root = top.ci
         st.root_stamp = 0  # a new CI: in the log until the checkpoint stamps it
@@ -269,7 +271,7 @@ def insert_after(pager: Pager, path: Path, depth: int, left_high: bytes, high: b
         return
     assert node.level > 1, "a sequence-set CI never holds more entries than its CA has CIs"
     m = len(node.keys) // 2
-    right = IndexCI(pager.alloc_index_ci(), node.level, 0, node.keys[m:], node.ptrs[m:], node.stamps[m:])
+    right = IndexCI(space.alloc_index_ci(pager), node.level, 0, node.keys[m:], node.ptrs[m:], node.stamps[m:])
     del node.keys[m:]
     del node.ptrs[m:]
     del node.stamps[m:]
@@ -287,8 +289,8 @@ def remove_entry(pager: Pager, path: Path, depth: int) -> None:
     if len(node.keys) == 1:
         assert depth > 0, "the last data CI of a data set is never removed"
         if node.level == 1:
-            pager.free_ca(node.ca)
-        pager.free_index_ci(node.ci)
+            space.free_ca(pager, node.ca)
+        space.free_index_ci(pager, node.ci)
         remove_entry(pager, path, depth - 1)
         return
     pager.dirty_ci(node)  # before any change: a failure below must let rollback drop it
@@ -326,7 +328,7 @@ def shrink(pager: Pager) -> None:
         st.root = top.ptrs[0]
         st.root_stamp = top.stamps[0]
         st.levels -= 1
-        pager.free_index_ci(top.ci)
+        space.free_index_ci(pager, top.ci)
 
 
 
@@ -400,15 +402,6 @@ def insert(pager: Pager, key: bytes, record: bytes, after: bytes | None) -> bool
     return at_end
 
 
-def _free_ci(pager: Pager, seq: IndexCI) -> int | None:
-    """A CI of the sequence-set CI's CA that no entry points at (None: the CA is full). O(CIs of a CA)."""
-    used = set(seq.ptrs)
-    for c in range(seq.ca, seq.ca + pager.defn.cis_per_ca):
-        if c not in used:
-            return c
-    return None
-
-
 def _split_ci(
     pager: Pager, path: Path, ci: DataCI, pos: int, key: bytes, record: bytes, sequential: bool, after: bytes | None
 ) -> None:
@@ -416,7 +409,7 @@ def _split_ci(
     n = ci.n
     d = pager.defn
     st = pager.state
-    free = _free_ci(pager, seq)
+    free = space.free_ci(pager, seq)
     if sequential and pos == n and i == len(seq.keys) - 1:
         # appending past the last record of the last CI of a CA
         if free is None or len(seq.keys) >= d.load_cis_per_ca:
@@ -450,9 +443,9 @@ def _new_ca(pager: Pager, path: Path, key: bytes, record: bytes) -> None:
     """Sequential insert past the end of a full CA: the record starts a new CA (nothing moves)."""
     seq, i = path[-1]
     st = pager.state
-    base = pager.alloc_ca()
+    base = space.alloc_ca(pager)
     high = seq.keys[i]
-    nseq = IndexCI(pager.alloc_index_ci(), 1, base, [high], [base])
+    nseq = IndexCI(space.alloc_index_ci(pager), 1, base, [high], [base])
     pager.dirty_ci(pager.codec.new_data(base, record, 1))
     pager.dirty_ci(nseq)
     left_high = pred(key)
@@ -469,15 +462,14 @@ def _split_ca(pager: Pager, path: Path, at: int | None) -> None:
     seq, _ = path[-1]
     n = len(seq.keys)
     s = n // 2 if at is None else min(max(at, 1), n - 1)
-    base = pager.alloc_ca()
+    base = space.alloc_ca(pager)
     ptrs = []
     for j, (old, stamp) in enumerate(zip(seq.ptrs[s:], seq.stamps[s:], strict=True)):
         src = get_data(pager, old, stamp)
-        pager.dirty.pop(old, None)
-        pager.pool.drop(old)
+        pager.forget(old)
         pager.dirty_ci(pager.codec.new_data(base + j, src.body(), src.n))
         ptrs.append(base + j)
-    nseq = IndexCI(pager.alloc_index_ci(), 1, base, seq.keys[s:], ptrs)
+    nseq = IndexCI(space.alloc_index_ci(pager), 1, base, seq.keys[s:], ptrs)
     pager.dirty_ci(seq)
     del seq.keys[s:]
     del seq.ptrs[s:]
@@ -502,8 +494,7 @@ def delete(pager: Pager, key: bytes) -> None:
     pager.dirty_ci(ci)
     ci.delete(j)
     if ci.n == 0 and st.data_cis > 1:
-        pager.dirty.pop(ci.ci, None)
-        pager.pool.drop(ci.ci)
+        pager.forget(ci.ci)
         st.data_cis -= 1
         path = path_to(pager, key)
         remove_entry(pager, path, len(path) - 1)

@@ -1,4 +1,4 @@
-"""The pager: the data set file, its log, the buffer pool, transactions, checkpoints, recovery and allocation.
+"""The pager: the data set file, its log, the buffer pool, transactions, checkpoints and recovery.
 
 Everything above it (the index, the requests) works on decoded CIs that it gets with :meth:`Pager.get` (or reads
 in place: :meth:`Pager.view`, :meth:`Pager.index_entry`) and hands back with :meth:`Pager.dirty_ci`; the pager
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from . import faults, fileio
 from .bufferpool import BufferPool, capacity_for
-from .ci import AnyCI, Codec, DataCI, FreeCI, IndexCI
+from .ci import AnyCI, Codec, DataCI, IndexCI
 from .definition import Definition
 from .errors import (
     CorruptionError,
@@ -51,10 +51,9 @@ from .errors import (
     NotADatasetError,
 )
 from .fileio import DATA
+from .filemap import FileMap
 from .format import (
     CI_DATA,
-    CI_FREE_CA,
-    CI_FREE_INDEX,
     CI_INDEX_SET,
     CI_SEQUENCE_SET,
     HEADER_SIZE,
@@ -70,8 +69,6 @@ log = logging.getLogger("ksds")
 
 #: checkpoint when the log holds this many bytes of frames
 CHECKPOINT_BYTES = 8 << 20
-#: highest CI number (CI numbers are 32-bit)
-MAX_CI = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -228,8 +225,8 @@ class Pager:
             raise KsdsError(f"{path}: cannot open for {'update' if writable else 'reading'}: {e.strerror}") from None
 
     def _close_fds(self) -> None:
-        if getattr(self, "mm", None) is not None:
-            self._unmap()
+        if getattr(self, "fmap", None) is not None:
+            self.fmap.close()
         if self.fd >= 0:
             if hasattr(self, "locks"):
                 self.locks.close()  # the portable locks' own descriptors (OFD locks go with the data file)
@@ -261,12 +258,8 @@ class Pager:
         self.failed: OSError | None = None
         self.pool = BufferPool(capacity_for(buffer_space, self.ci_size), self.dirty)
         #: an exclusive open (nobody else changes the file) reads clean CIs through a read-only map of the file:
-        #: no system call, no copy for a lookup. ``mapped``: the CIs the map covers (0: no map yet);
-        #: ``checked``: one bit per mapped CI whose image passed its CRC32C check in this open (each image is
-        #: checked once; this open's own writes set the bit, and a remap starts over)
-        self.mm: mmap.mmap | None = None
-        self.mapped = 0
-        self.checked = bytearray()
+        #: no system call, no copy for a lookup; each image CRC-checked once per open
+        self.fmap = FileMap(self.fd, self.ci_size, self.io)
         self.journal = Journal(log_path(path), self.ci_size, self.created, self.codec.layout)
         #: the most record operations a data CI's log frame holds (more: its whole image is logged instead)
         self.max_ops = max(1, (self.ci_size // 2) // (self.defn.record_length + 4))
@@ -329,23 +322,22 @@ class Pager:
         crc = True
         mapped = False
         if data is None:
-            if ci >= self.mapped and not self.shared:
-                self._remap()
-            if ci < self.mapped and self.checked[ci >> 3] >> (ci & 7) & 1:
-                assert self.mm is not None  # checked before: a copy from the map, no system call, no CRC
-                base = ci * self.ci_size
-                data = self.mm[base : base + self.ci_size]
+            fmap = self.fmap
+            if ci >= fmap.mapped and not self.shared:
+                fmap.grow()
+            if fmap.is_checked(ci):  # checked before: a copy from the map, no system call, no CRC
+                data = fmap.image(ci)
                 crc = False
             else:  # first touch: pread is cheaper than a page fault of the map (2 vs 5 us with the CRC)
                 data = os.pread(self.fd, self.ci_size, ci * self.ci_size)
-                mapped = ci < self.mapped
+                mapped = True
             self.state.excps += 1
         else:
             expect = 0
         self.pool.misses += 1
         obj = self.codec.decode(data, ci, crc)
         if crc and mapped:
-            self.checked[ci >> 3] |= 1 << (ci & 7)
+            self.fmap.mark(ci)
         if expect:  # read from the file: it must be the image its index entry saw written (lost writes)
             stamp = self.codec.stamp(data)
             if stamp != expect:
@@ -376,26 +368,29 @@ class Pager:
         """Where CI ``ci``'s image can be read in place: (the file's map, its offset), or on its first touch in this
         open (bytes read with ``pread``, 0) after its CRC32C check; None when the file does not hold its newest
         image (it is pooled or in the log) or the open shares the data set (no map). O(1)."""
-        if ci >= self.mapped and not self.shared:
-            self._remap()
-        if ci >= self.mapped or ci in self.pool.map or ci in self.images or ci in self.walmap:
+        fmap = self.fmap
+        if ci >= fmap.mapped and not self.shared:
+            fmap.grow()
+        if ci >= fmap.mapped or ci in self.pool.map or ci in self.images or ci in self.walmap:
             return None
-        assert self.mm is not None
+        mm = fmap.mm
+        assert mm is not None
         base = ci * self.ci_size
-        if self.checked[ci >> 3] >> (ci & 7) & 1:
-            return self.mm, base
+        checked = fmap.checked
+        if checked[ci >> 3] >> (ci & 7) & 1:
+            return mm, base
         # first touch in this open: read and check it (pread is cheaper than the map's page fault); the map serves
         # the next lookups
         data = os.pread(self.fd, self.ci_size, base)
         self.codec.check(data, ci)
-        self.checked[ci >> 3] |= 1 << (ci & 7)
+        checked[ci >> 3] |= 1 << (ci & 7)
         self.state.excps += 1
         self.pool.misses += 1
         return data, 0
 
     def touched(self, ci: int) -> bool:
         """Whether this open has read CI ``ci`` from the file's map before (its CRC32C is checked). O(1)."""
-        return ci < self.mapped and bool(self.checked[ci >> 3] >> (ci & 7) & 1)
+        return self.fmap.is_checked(ci)
 
     def index_entry(self, ci: int, expect: int, key: bytes) -> tuple[int, int, int] | None:
         """The entry a search for ``key`` follows in index CI ``ci``, read in place from the file's map without
@@ -416,29 +411,6 @@ class Pager:
                 raise codec.stale(ci, stamp, expect)
         entry = codec.entry_in(buf, base, count, key)
         return None if entry is None else (level, entry[0], entry[1])
-
-    def _remap(self) -> None:
-        """Map the whole CIs the file now holds (an exclusive open only: nobody else changes or truncates the
-        file, and this open only grows it). O(1); the bits of :attr:`checked` are kept for the CIs still mapped."""
-        cisz = self.ci_size
-        size = os.fstat(self.fd).st_size // cisz
-        if size <= self.mapped or self.shared:
-            return
-        mm = self.io.map(self.fd, size * cisz)
-        if mm is None:
-            return
-        if self.mm is not None:
-            self.mm.close()
-        self.mm = mm
-        self.mapped = size
-        self.checked.extend(bytes((size >> 3) + 1 - len(self.checked)))
-
-    def _unmap(self) -> None:
-        if self.mm is not None:
-            self.mm.close()
-            self.mm = None
-        self.mapped = 0
-        self.checked = bytearray()
 
     # --- sharing ----------------------------------------------------------------------------------------------
 
@@ -521,55 +493,11 @@ class Pager:
         if self.pool.get(ci) is not obj:
             self.pool.put(obj)
 
-    def alloc_index_ci(self) -> int:
-        """A CI for the index: the first free index CI, or a new one at the end of the data set."""
-        st = self.state
-        if st.free_index:
-            ci = st.free_index
-            obj = self.get(ci)
-            if type(obj) is not FreeCI or obj.kind != CI_FREE_INDEX:
-                raise self.codec.damaged(ci, "is on the free index CI list but is not a free index CI")
-            st.free_index = obj.next
-        else:
-            ci = self._extend(1)
-        st.index_cis += 1
-        return ci
-
-    def free_index_ci(self, ci: int) -> None:
-        st = self.state
-        self.dirty_ci(FreeCI(ci, CI_FREE_INDEX, st.free_index))
-        st.free_index = ci
-        st.index_cis -= 1
-
-    def alloc_ca(self) -> int:
-        """The first CI of a CA: a free CA, or a new one at the end of the data set."""
-        st = self.state
-        if st.free_ca:
-            base = st.free_ca
-            obj = self.get(base)
-            if type(obj) is not FreeCI or obj.kind != CI_FREE_CA:
-                raise self.codec.damaged(base, "is on the free CA list but is not a free CA")
-            st.free_ca = obj.next
-            self.pool.drop(base)
-            self.dirty.pop(base, None)
-        else:
-            base = self._extend(self.defn.cis_per_ca)
-        st.ca_count += 1
-        return base
-
-    def free_ca(self, base: int) -> None:
-        st = self.state
-        self.dirty_ci(FreeCI(base, CI_FREE_CA, st.free_ca))
-        st.free_ca = base
-        st.ca_count -= 1
-
-    def _extend(self, count: int) -> int:
-        st = self.state
-        ci = st.hurba
-        if ci + count > MAX_CI:
-            raise NoSpaceError(f"{self.path}: the data set has reached its largest size ({MAX_CI} CIs)")
-        st.hurba = ci + count
-        return ci
+    def forget(self, ci: int) -> None:
+        """CI ``ci`` left the tree in the transaction in progress (a data CI emptied, a CA's CIs moved or reused):
+        it is neither changed nor pooled any more. O(1)."""
+        self.dirty.pop(ci, None)
+        self.pool.drop(ci)
 
     # --- transactions -------------------------------------------------------------------------------------
 
@@ -635,10 +563,10 @@ class Pager:
         cisz = self.ci_size
         io = self.io
         images = self.images
+        mark = self.fmap.mark
         for ci in sorted(self.walmap):
             io.pwrite(fd, DATA, images[ci], ci * cisz)
-            if ci < self.mapped:
-                self.checked[ci >> 3] |= 1 << (ci & 7)  # our own image: checked when it was made
+            mark(ci)  # our own image: checked when it was made
             faults.crashpoint("ci-written")
 
     def committed_image(self, ci: int) -> bytes:
@@ -743,7 +671,7 @@ class Pager:
     def abandon(self) -> None:
         """Close the files without writing anything (what a crash leaves; for tests)."""
         if self.fd >= 0:
-            self._unmap()
+            self.fmap.close()
             self.journal.close(remove=False)
             self.locks.close()
             os.close(self.fd)

@@ -15,6 +15,7 @@ import pytest
 
 import ksds
 import ksds.pager
+import ksds.space
 from ksds import btree as index
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -778,7 +779,7 @@ def test_no_space_when_the_data_set_cannot_grow(tmp_path: Path, monkeypatch: pyt
     path = define(tmp_path, cis_per_ca=2)
     with ksds.open(path) as ds:
         hurba = ds.stats()["HI-U-RBA"] // 512
-        monkeypatch.setattr(ksds.pager, "MAX_CI", hurba + 3)  # room for one more CA and one index CI
+        monkeypatch.setattr(ksds.space, "MAX_CI", hurba + 3)  # room for one more CA and one index CI
         written = []
         with pytest.raises(ksds.NoSpaceError) as info:
             for n in range(100):
