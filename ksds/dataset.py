@@ -28,6 +28,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from . import btree
 from .browse import Browse
 from .ci import search
+from .coherence import shm_path
 from .definition import CI_TRAILER, Definition, check_freespace, check_share_options, make_definition
 from .errors import (
     DatasetClosedError,
@@ -123,7 +124,8 @@ def _existing(path: str, want: Definition) -> Definition:
 
 
 def delete(path: str) -> list[str]:
-    """DELETE CLUSTER: remove the data set at ``path`` with its log and lock file; returns the paths removed.
+    """DELETE CLUSTER: remove the data set at ``path`` with its log, shared state and lock file; returns the paths
+    removed.
 
     Refuses (:class:`~ksds.DatasetInUseError`) while any process has it open, and a file that is not a data set
     (:class:`~ksds.NotADatasetError`); :class:`~ksds.DatasetNotFoundError` if there is nothing at ``path``.
@@ -156,7 +158,7 @@ def delete(path: str) -> list[str]:
             # the log and the lock file go first, the data file last: until it goes, nobody can open this data set
             # (an open waits for the latch, then finds its file gone), and a data set defined at the path after it
             # finds neither a log nor a lock file of this one
-            removed = [p for p in (path, log_path(path), path + ".lck") if os.path.exists(p)]
+            removed = [p for p in (path, log_path(path), shm_path(path), path + ".lck") if os.path.exists(p)]
             for p in reversed(removed):
                 os.unlink(p)
             return removed + locks.remove_files()  # the portable locks' files, latch last (after the data file)
@@ -521,17 +523,17 @@ class Dataset:
         locks = self._locks
         integ = integrity or self.read_integrity
         if locks is None or (not update and integ == "nri"):
-            return self._latched(p, False, self._lookup, p, key, gteq, generic)
+            return self._shared_lookup(p, key, gteq, generic)
         exclusive = update
         exact = not gteq and not generic
         target = key if exact else None
         while True:
             if target is None:  # find which record a GTEQ / GENERIC read lands on, then lock it
-                target = self.key_of(self._latched(p, False, self._lookup, p, key, gteq, generic))
+                target = self.key_of(self._shared_lookup(p, key, gteq, generic))
             had = locks.holds(target, False)  # held in any mode before this read: never released by it
             self._lock(p, locks, target, exclusive)
             try:
-                rec = self._latched(p, False, self._lookup, p, key, gteq, generic)
+                rec = self._shared_lookup(p, key, gteq, generic)
             except RecordNotFoundError:
                 if not had:
                     locks.unlock(target)
@@ -545,6 +547,26 @@ class Dataset:
             if integ == "cr" and not update and not had:
                 locks.unlock(target)  # CR: we waited for a committed record; nothing to keep
             return rec
+
+    def _shared_lookup(self, p: Pager, key: bytes, gteq: bool, generic: bool) -> bytes:
+        """:meth:`_lookup` in shared mode. When this open's view is current (the shared change counter has not
+        moved: :meth:`Pager.current`), without the latch and with no system call, then the counter is checked
+        again: if it moved meanwhile (or the lookup failed while it moved: a CI read while a checkpoint wrote it),
+        the lookup is done again under the latch. SHAREOPTIONS(4) without RLS refreshes its buffers at every
+        request, under the latch."""
+        if not self._batch and p.current() and (self._locks is not None or p.defn.share_options[0] != 4):
+            st = p.state
+            retrieved = st.rec_retrieved
+            try:
+                rec = self._lookup(p, key, gteq, generic)
+            except Exception:
+                if p.current():
+                    raise
+            else:
+                if p.current():
+                    return rec
+            st.rec_retrieved = retrieved  # counted again below
+        return self._latched(p, False, self._lookup, p, key, gteq, generic)
 
     def _lock(self, p: Pager, locks: RecordLocks, key: bytes, exclusive: bool) -> None:
         """Take a record lock for a request (called holding the open's mutex, once, and nothing changed yet).

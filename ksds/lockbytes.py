@@ -34,6 +34,8 @@ RLS_OPEN = LATCH + 4  # every RLS open holds it shared
 NONRLS_UNSHARED = LATCH + 5  # every non-RLS open without SHAREOPTIONS(2) holds it shared (RLS may not join it)
 POWER_OPEN = LATCH + 6  # every open with durability "power" holds it shared: checkpoints then sync the data
 PORTABLE_OPEN = LATCH + 7  # Linux: every open with the portable locks (KSDS_LOCKS=portable) holds it shared
+SHM_USER = LATCH + 8  # every shared open that maps the shared-state file (PATH-shm) holds it shared
+SHM_NONE = LATCH + 9  # every shared open that can write but has no shared-state file holds it shared
 
 FLOCK = struct.Struct("@hhqqi")  # struct flock on Linux (l_type, l_whence, l_start, l_len, l_pid)
 FLOCK_SIZE = 32

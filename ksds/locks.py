@@ -110,6 +110,8 @@ from .lockbytes import (
     PORTABLE_OPEN,
     POWER_OPEN,
     RLS_OPEN,
+    SHM_NONE,
+    SHM_USER,
     UPDATER,
     describe_holders,
     fcntl,  # the module, once lockbytes has refused (in words) a system that has none
@@ -213,6 +215,21 @@ class OFDOpenLocks:
     def power_users(self) -> bool:
         """Whether any open (ours included) has durability "power"."""
         return _holder(self.fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, POWER_OPEN) is not None
+
+    #: these locks can tell which opens map the shared-state file (:mod:`ksds.coherence`)
+    supports_shared_state = True
+
+    def shared_state_users(self) -> tuple[bool, bool]:
+        """(another open maps the shared-state file, another open can write the data set without one)."""
+        get = fcntl.F_OFD_GETLK
+        return (
+            _holder(self.fd, get, fcntl.F_WRLCK, SHM_USER) is not None,
+            _holder(self.fd, get, fcntl.F_WRLCK, SHM_NONE) is not None,
+        )
+
+    def announce_shared_state(self, mapped: bool) -> None:
+        """This open maps the shared-state file (``mapped``), or can write the data set without one."""
+        _try(self.fd, fcntl.F_OFD_SETLK, fcntl.F_RDLCK, SHM_USER if mapped else SHM_NONE)
 
     def alone(self) -> bool:
         """Whether no other open of the data set exists (ours aside): no other lock on OPEN_ANY ... PORTABLE_OPEN

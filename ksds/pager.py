@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from . import faults, fileio
 from .bufferpool import BufferPool, capacity_for
 from .ci import AnyCI, Codec, DataCI, IndexCI
+from .coherence import SharedState, shm_path
 from .definition import Definition
 from .errors import (
     CorruptionError,
@@ -144,6 +145,9 @@ def same_file(fd: int, path: str) -> bool:
 class Pager:
     """Owns the file descriptors of one open data set. Not thread-safe: one Pager per thread of use."""
 
+    #: the shared state (:mod:`ksds.coherence`) of a shared open (None: none, or not shared)
+    shm: SharedState | None
+
     def __init__(
         self,
         path: str,
@@ -227,6 +231,10 @@ class Pager:
     def _close_fds(self) -> None:
         if getattr(self, "fmap", None) is not None:
             self.fmap.close()
+        shm = getattr(self, "shm", None)
+        if shm is not None:
+            shm.close()
+            self.shm = None
         if self.fd >= 0:
             if hasattr(self, "locks"):
                 self.locks.close()  # the portable locks' own descriptors (OFD locks go with the data file)
@@ -245,6 +253,10 @@ class Pager:
         self.shared = rls or self.state.share_region >= 2
         self.dirty: dict[int, AnyCI] = {}
         self.state_dirty = False
+        #: the shared state (:mod:`ksds.coherence`), mapped at the end of opening, and the change counter at which
+        #: this open's view was last known current (-1: not known; the next request reads the log under the latch)
+        self.shm = None
+        self.seen = -1
         #: CI -> log offset of the newest committed transaction that changed it, in the current log generation
         #: (not yet in place)
         self.walmap: dict[int, int] = {}
@@ -290,6 +302,25 @@ class Pager:
         elif have_log:
             self._sync_view()
         self.committed = self.state.pack()
+        if self.shared and self.locks.supports_shared_state:
+            self._map_shared_state()
+
+    def _map_shared_state(self) -> None:
+        """Map the shared state (at open, under the exclusive latch, with a view that has read the whole log)."""
+        locks = self.locks
+        users, without = locks.shared_state_users()
+        shm = None if without else SharedState.open(self.path, self.created, users, locks.can_write)
+        if shm is None and locks.can_write and users:
+            raise KsdsError(
+                f"{self.path}: other opens share the data set through {shm_path(self.path)}, which this process "
+                f"cannot write: give it write access to that file and its directory"
+            )
+        if shm is not None or locks.can_write:
+            locks.announce_shared_state(shm is not None)
+        self.shm = shm
+        if shm is not None:
+            c = shm.settle()
+            self.seen = -1 if c & 1 else c
 
     # --- reading --------------------------------------------------------------------------------------------
 
@@ -415,13 +446,28 @@ class Pager:
     # --- sharing ----------------------------------------------------------------------------------------------
 
     def begin(self, exclusive: bool) -> None:
-        """Start a request in shared mode: take the latch and catch up with other processes' transactions."""
+        """Start a request in shared mode: take the latch and catch up with other processes' transactions (none
+        to read when the shared change counter has not moved since this open's view was current: no system call
+        beyond the latch's). An exclusive begin ends a change a dead process left unfinished."""
         self.locks.latch(exclusive, self.lock_timeout)
         try:
+            shm = self.shm
+            if shm is not None and shm.counter == self.seen:
+                self.view_changed = False
+                return
             self._sync_view()
+            if shm is not None:
+                c = shm.settle() if exclusive else shm.counter
+                self.seen = -1 if c & 1 else c
         except BaseException:
             self.locks.unlatch()
             raise
+
+    def current(self) -> bool:
+        """Whether this open's view is current: nothing changed since it last was (shared opens with a shared state
+        only; a read may then run without the latch, checking this again after it). O(1), no system call."""
+        shm = self.shm
+        return shm is not None and shm.counter == self.seen
 
     def end(self) -> None:
         if self.fd >= 0:  # after close the number may be another file's: never unlock through it
@@ -531,6 +577,21 @@ class Pager:
         need = st.hurba * self.ci_size
         blob = st.pack()
         appended = self.journal.offset
+        shm = self.shm
+        if shm is not None:
+            shm.begin_change()
+        try:
+            self._commit(changes, txn, blob, need, appended)
+        finally:
+            if shm is not None:
+                self.seen = shm.end_change()
+
+    def _commit(
+        self, changes: list[tuple[int, bytes, list[Op] | None]], txn: int, blob: bytes, need: int, appended: int
+    ) -> None:
+        """The commit's writes (inside the shared state's change bracket)."""
+        walmap = self.walmap
+        dirty = self.dirty
         try:
             if need > self.file_size:
                 self._truncate(need)
@@ -620,21 +681,28 @@ class Pager:
         """Write the logged CIs in place and the header; sync the data file (in power mode, or when another
         process sharing the log has acknowledged power-safe requests); start a new log generation."""
         sync = self.power or (self.shared and self.locks.power_users())
-        self._stamp_index()
+        shm = self.shm
+        if shm is not None:
+            shm.begin_change()
         try:
-            self._flush()
-            self._write_header()
-            faults.crashpoint("checkpoint-header")
-            if sync:
-                self._sync_data()
-            self.journal.reset(sync=sync, durable_cis=self.state.hurba)
-        except OSError as e:
-            self.failed = e  # the log must stay as it is: recovery at the next open replays it
-            raise KsdsError(f"{self.path}: checkpoint failed: {e}") from e
-        self.walmap.clear()
-        self.images.clear()
-        self.view_salt = self.journal.salt
-        faults.crashpoint("checkpoint-done")
+            self._stamp_index()
+            try:
+                self._flush()
+                self._write_header()
+                faults.crashpoint("checkpoint-header")
+                if sync:
+                    self._sync_data()
+                self.journal.reset(sync=sync, durable_cis=self.state.hurba)
+            except OSError as e:
+                self.failed = e  # the log must stay as it is: recovery at the next open replays it
+                raise KsdsError(f"{self.path}: checkpoint failed: {e}") from e
+            self.walmap.clear()
+            self.images.clear()
+            self.view_salt = self.journal.salt
+            faults.crashpoint("checkpoint-done")
+        finally:
+            if shm is not None:
+                self.seen = shm.end_change()
 
     def sync(self) -> None:
         """Put every committed transaction on stable storage (one log sync)."""
@@ -658,11 +726,18 @@ class Pager:
                 if self.writable:
                     self.commit()
                 if self.locks.alone() and self.journal.fd >= 0:
-                    self._stamp_index()
-                    self._flush()
-                    self._write_header()
-                    self._sync_data()
-                    self.journal.close(remove=True)
+                    shm = self.shm
+                    if shm is not None:
+                        shm.begin_change()
+                    try:
+                        self._stamp_index()
+                        self._flush()
+                        self._write_header()
+                        self._sync_data()
+                        self.journal.close(remove=True)
+                    finally:
+                        if shm is not None:
+                            shm.end_change()
         except OSError as e:
             raise KsdsError(f"{self.path}: close failed: {e} (the log is kept: the next open recovers)") from e
         finally:
@@ -672,6 +747,9 @@ class Pager:
         """Close the files without writing anything (what a crash leaves; for tests)."""
         if self.fd >= 0:
             self.fmap.close()
+            if self.shm is not None:
+                self.shm.close()
+                self.shm = None
             self.journal.close(remove=False)
             self.locks.close()
             os.close(self.fd)

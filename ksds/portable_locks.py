@@ -267,6 +267,15 @@ class PortableOpenLocks:
         self._slot = f"slot.{k}"
         return alone
 
+    #: the portable locks cannot tell which opens map a shared-state file: every shared request reads the log
+    supports_shared_state = False
+
+    def shared_state_users(self) -> tuple[bool, bool]:
+        return False, False
+
+    def announce_shared_state(self, mapped: bool) -> None:
+        pass
+
     def announce_power(self) -> None:
         """This open promises power-safe requests: every process's checkpoints must sync the data file."""
         if not hasattr(os, "fdatasync"):

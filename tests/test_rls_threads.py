@@ -423,9 +423,15 @@ def test_latch_timeout_while_another_process_holds_a_batch(ds_path: str, sharing
     try:
         open(go, "w").close()
         wait_for(inside)
+        # a read does not wait: it sees what is committed (through the shared state, without the latch), not the
+        # batch's record
+        t0 = time.monotonic()
+        assert ds.read(key(1)) == rec(1)
+        assert ds.get(key(50)) is None
+        assert time.monotonic() - t0 < 0.3
         t0 = time.monotonic()
         with pytest.raises(ksds.LatchTimeoutError, match=f"process {holder.pid}") as e:
-            ds.read(key(1))
+            ds.write(rec(60))
         assert 0.4 < time.monotonic() - t0 < 1.5
         assert "batch" in str(e.value)
         finish(holder)

@@ -1,0 +1,178 @@
+"""What the processes sharing one data set share in memory: a change counter in a mapped file beside it.
+
+Processes that share a data set (SHAREOPTIONS(2)-(4), RLS) each keep a view of it: their buffer pool, and the
+images of the CIs that the current log generation changed (:class:`~ksds.pager.Pager`). A request must see what
+the others committed, and finding out by reading the log's header costs system calls even when nothing moved. So,
+as SQLite's ``-shm`` file does for its WAL, the openers map one small file, ``PATH-shm``, that holds a **change
+counter**: every change to the log or to the file in place (a commit, a checkpoint, recovery, a new log) is
+bracketed by the process making it, under the exclusive latch: the counter is made odd before the first byte
+changes and even (one more) after the last. A process that read the counter as ``c`` (even) while its view was up
+to date, under the latch, knows that nothing changed while it still reads ``c``: a read then runs with no system
+call (no latch, no log header read), and checks the counter again after it (as a sequence lock): if it moved
+meanwhile, the read is done again under the latch. A writer under the exclusive latch skips reading the log when
+the counter says nothing moved.
+
+Crash safety does not depend on this file: it is never the only copy of anything. A process that dies inside a
+change leaves the counter odd, so every other opener takes the latch and reads the log (as if there were no
+file) until the next opener with the exclusive latch has read the whole log and makes it even again. The file is
+not synced; at an open that finds it missing, short, or of another data set (its id is the data set's creation
+stamp) while nobody else has the data set open, a fresh one is written beside it and renamed over it; one that is
+missing while other opens use one (they hold the SHM byte of the data file's locks) was deleted under them: the
+open is refused, since the new file's counter would not be theirs. It may be deleted when no process has the data
+set open. Layout (little-endian; docs/file-format.md section 12): magic ``KSDS-SHM`` (8 bytes), version (u32),
+reserved (u32), data set id (u64), change counter (u64 at offset 24); 4096 bytes in all.
+
+Memory order: the counter is 8 aligned bytes written with one store by the only process holding the exclusive
+latch; a read that tears between two of its values never equals the earlier even value (the low byte differs by 1
+or 2), and the system calls between a writer's store and its ``pwrite`` (and a reader's ``pread`` and its second
+load) order them on the machines ksds runs on.
+
+Thread safety: one :class:`SharedState` per open, used under its mutex. Costs: O(1) per call, no system call
+except :func:`SharedState.open` and :meth:`SharedState.close`.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+
+from .errors import DatasetInUseError
+
+MAGIC = b"KSDS-SHM"
+VERSION = 1
+SIZE = 4096
+#: magic, version, reserved, data set id
+_HEAD = struct.Struct("<8sIIQ")
+#: the change counter
+_COUNTER = struct.Struct("<Q")
+COUNTER_AT = 24
+
+
+def shm_path(path: str) -> str:
+    """The shared-state file of the data set at ``path``."""
+    return path + "-shm"
+
+
+class SharedState:
+    """The mapped ``PATH-shm`` of one open (``counter`` read in memory; ``begin_change``/``end_change`` under the
+    exclusive latch)."""
+
+    __slots__ = ("path", "mm", "writable", "_depth")
+
+    def __init__(self, path: str, mm: mmap.mmap, writable: bool) -> None:
+        self.path = path
+        self.mm = mm
+        #: this open can change the counter (the file is open for writing)
+        self.writable = writable
+        self._depth = 0  # nested changes of this open (a checkpoint inside a commit)
+
+    @classmethod
+    def open(cls, path: str, ident: int, others_use_it: bool, can_write: bool) -> SharedState | None:
+        """Map the shared state of the data set at ``path`` (call it holding the exclusive latch at open), making
+        a fresh file if there is none that is sound and of this data set (``ident``). ``others_use_it``: another
+        open maps one now (then a missing file was deleted under it: :class:`~ksds.DatasetInUseError`). None
+        when this open cannot have one (a directory it may not write, a file it may not read): it then reads the
+        log under the latch at every request, as if there were no shared state, and never changes anything
+        others must learn of (an open that cannot write the file cannot write the data set either)."""
+        spath = shm_path(path)
+        try:
+            fd = os.open(spath, os.O_RDWR if can_write else os.O_RDONLY)
+        except FileNotFoundError:
+            fd = -1
+        except PermissionError:
+            return None
+        try:
+            sound = fd >= 0 and _sound(fd, ident)
+            if not sound:
+                if others_use_it:
+                    raise DatasetInUseError(
+                        f"{path} is in use, and its shared-state file {spath} was deleted or changed while it "
+                        f"was open (a file made now would not be the one the other opens use): close every "
+                        f"open of the data set, then open it again (delete {spath} only when nobody has it open)"
+                    )
+                if not can_write:
+                    return None
+                if fd >= 0:
+                    os.close(fd)
+                    fd = -1
+                fd = _make(spath, ident)
+                if fd < 0:
+                    return None
+            mm = mmap.mmap(fd, SIZE, mmap.MAP_SHARED, mmap.PROT_READ | (mmap.PROT_WRITE if can_write else 0))
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        return cls(path, mm, can_write)
+
+    @property
+    def counter(self) -> int:
+        """The change counter (odd: a change is in progress, or its process died inside it). O(1), in memory."""
+        return int(_COUNTER.unpack_from(self.mm, COUNTER_AT)[0])
+
+    def begin_change(self) -> None:
+        """Before changing the log or the file (holding the exclusive latch): make the counter odd. Nested calls
+        of one open make one change."""
+        self._depth += 1
+        if self._depth == 1:
+            c = self.counter
+            if not c & 1:
+                _COUNTER.pack_into(self.mm, COUNTER_AT, c + 1)
+
+    def end_change(self) -> int:
+        """After the change (still holding the latch): make the counter even, one above the odd value; returns
+        it (the view of this open is current at that value)."""
+        self._depth -= 1
+        c = self.counter
+        if self._depth > 0:
+            return c
+        if c & 1:
+            c += 1
+            _COUNTER.pack_into(self.mm, COUNTER_AT, c)
+        return c
+
+    def settle(self) -> int:
+        """Holding the exclusive latch with a view that has read the whole log: end a change left unfinished by
+        a process that died inside it (odd counter). Returns the even counter."""
+        c = self.counter
+        if c & 1 and self.writable:
+            c += 1
+            _COUNTER.pack_into(self.mm, COUNTER_AT, c)
+        return c
+
+    def close(self) -> None:
+        self.mm.close()
+
+
+def _sound(fd: int, ident: int) -> bool:
+    """Whether the open file is a shared state of the data set ``ident``, of this version and size."""
+    try:
+        if os.fstat(fd).st_size != SIZE:
+            return False
+        magic, version, _, who = _HEAD.unpack(os.pread(fd, _HEAD.size, 0))
+    except (OSError, struct.error):
+        return False
+    return bool(magic == MAGIC and version == VERSION and who == ident)
+
+
+def _make(spath: str, ident: int) -> int:
+    """Write a fresh shared state under a temporary name and rename it over ``spath``; its descriptor (-1 if the
+    directory refuses it). Openers of an earlier file keep theirs (another inode). The counter starts from a
+    random even value, so a value an opener of an earlier file remembers is not met again by accident."""
+    tmp = f"{spath}.new-{os.getpid()}"
+    try:
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError:
+        return -1
+    try:
+        start = int.from_bytes(os.urandom(7), "little") << 1
+        os.pwrite(fd, (_HEAD.pack(MAGIC, VERSION, 0, ident) + _COUNTER.pack(start)).ljust(SIZE, b"\0"), 0)
+        os.rename(tmp, spath)
+    except OSError:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return -1
+    return fd

@@ -1,0 +1,227 @@
+"""The shared state of processes on one data set (PATH-shm, ksds.coherence): reads with no system call when nothing
+changed, never a stale read of an acknowledged change, and the file's loss or a death inside a change survived."""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import time
+
+import pytest
+from procs import PY, finish, script, start
+
+import ksds
+from ksds.coherence import COUNTER_AT, shm_path
+
+KEY = 8
+RL = 40
+
+
+def key(k: int) -> bytes:
+    return b"%08d" % k
+
+
+def rec(k: int, v: int = 0) -> bytes:
+    return key(k) + b"%032d" % v
+
+
+def define(path: str, n: int = 0, share: tuple[int, int] = (3, 3)) -> None:
+    ksds.define(path, key_length=KEY, record_length=RL, ci_size=512, cis_per_ca=4, share_options=share)
+    with ksds.open(path, "rw") as ds, ds.batch():
+        for k in range(n):
+            ds.write(rec(k))
+
+
+def counter(path: str) -> int:
+    with open(shm_path(path), "rb") as f:
+        f.seek(COUNTER_AT)
+        return int(struct.unpack("<Q", f.read(8))[0])
+
+
+@pytest.fixture
+def path(tmp_path) -> str:
+    return str(tmp_path / "s.ksds")
+
+
+@pytest.mark.parametrize("sharing", ["nonrls", "rls"])
+def test_a_read_needs_no_system_call_when_nothing_changed(path: str, sharing: str, monkeypatch) -> None:
+    define(path, 100)
+    with ksds.open(path, "rw", sharing=sharing) as ds, ksds.open(path, "r", sharing=sharing) as other:
+        for k in range(100):  # the first request reads the log under the latch; the pool fills
+            assert ds.read(key(k)) == rec(k)
+        calls = []
+        import fcntl
+
+        real_fcntl, real_pread = fcntl.fcntl, os.pread
+        monkeypatch.setattr(fcntl, "fcntl", lambda *a: calls.append("fcntl") or real_fcntl(*a))
+        monkeypatch.setattr(os, "pread", lambda *a: calls.append("pread") or real_pread(*a))
+        for k in range(100):
+            assert ds.read(key(k)) == rec(k)
+        assert calls == []  # no latch, no log read, no CI read
+        monkeypatch.setattr(fcntl, "fcntl", real_fcntl)
+        monkeypatch.setattr(os, "pread", real_pread)
+        assert other.read(key(1)) == rec(1)
+        ds.write(rec(200))  # a change: the counter moves, the other open reads the log under the latch once
+        assert other.read(key(200)) == rec(200)
+        assert counter(path) % 2 == 0
+
+
+def test_reads_see_every_acknowledged_write_of_another_process(path: str) -> None:
+    """A writer acknowledges record i (writes i to a file after its write returned); a reader that has seen i in
+    that file must find record i: the reader's no-latch path never serves a view older than an acknowledged
+    change."""
+    define(path, 10)
+    acks = path + ".acks"
+    writer = start(
+        """
+    ds = ksds.open(sys.argv[1], "rw")
+    out = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    for i in range(1000, 1000 + int(sys.argv[3])):
+        ds.write(b"%08d" % i + b"%032d" % 0)
+        os.write(out, b"%d\\n" % i)
+    ds.close()
+    """,
+        path,
+        acks,
+        "1500",
+    )
+    checked = 0
+    with ksds.open(path, "r") as ds:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with open(acks, "rb") as f:
+                    lines = f.read().split()
+            except FileNotFoundError:
+                continue
+            if lines:
+                last = int(lines[-1])
+                assert ds.get(key(last)) == rec(last), f"acknowledged record {last} not seen"
+                checked += 1
+            if writer.poll() is not None:
+                break
+        finish(writer)
+        assert len(ds) == 1510
+    assert checked > 20
+
+
+def test_a_writer_killed_inside_a_change_leaves_the_others_going(path: str) -> None:
+    """A writer killed between its log write and the end of its change leaves the counter odd: the others read
+    the log under the latch (nothing acknowledged is lost, its last transaction is there), the next updater ends
+    the change, and reads go without the latch again."""
+    define(path, 10)
+    with ksds.open(path, "rw") as ds:
+        assert ds.read(key(1)) == rec(1)
+        env = dict(os.environ, KSDS_FAULTS="crash=40;point=log-written")
+        child = subprocess.run(
+            [
+                PY,
+                "-c",
+                script(
+                    """
+    ds = ksds.open(sys.argv[1], "rw")
+    for i in range(1000, 1100):
+        ds.write(b"%08d" % i + b"%032d" % 0)
+        print(i, flush=True)
+    """
+                ),
+                path,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert child.returncode == -signal.SIGKILL, child.stderr
+        acked = [int(x) for x in child.stdout.split()]
+        assert len(acked) == 39
+        assert counter(path) % 2 == 1  # it died inside its change
+        for i in acked:
+            assert ds.read(key(i)) == rec(i)
+        assert ds.get(key(1039)) == rec(1039)  # committed (its frames and commit frame are in the log), not acked
+        assert counter(path) % 2 == 1  # a read does not end another's change
+        ds.write(rec(5000))  # an updater, holding the exclusive latch with the whole log read, ends it
+        assert counter(path) % 2 == 0
+        assert ds.read(key(5000)) == rec(5000)
+    with ksds.open(path, "r") as ds:
+        assert len(ds) == 10 + 40 + 1
+    report = ksds.examine(path)
+    assert report.sound, report
+
+
+def test_a_deleted_shared_state_refuses_new_opens_while_others_use_it(path: str) -> None:
+    define(path, 5)
+    with ksds.open(path, "rw") as ds:
+        ds.read(key(1))
+        os.unlink(shm_path(path))
+        with pytest.raises(ksds.DatasetInUseError, match="shared-state file"):
+            ksds.open(path, "r")
+        ds.write(rec(50))
+    with ksds.open(path, "r") as ds:  # nobody has it open: a new one is made
+        assert ds.read(key(50)) == rec(50)
+    assert os.path.getsize(shm_path(path)) == 4096
+
+
+@pytest.mark.parametrize("damage", ["garbage", "short", "other data set"])
+def test_a_damaged_shared_state_is_rebuilt_at_open(path: str, damage: str) -> None:
+    define(path, 5)
+    with ksds.open(path, "rw") as ds:
+        ds.write(rec(9))
+    spath = shm_path(path)
+    if damage == "garbage":
+        with open(spath, "wb") as f:
+            f.write(os.urandom(4096))
+    elif damage == "short":
+        os.truncate(spath, 100)
+    else:
+        with open(spath, "r+b") as f:
+            f.seek(16)
+            f.write(b"\x01" * 8)
+    with ksds.open(path, "rw") as ds, ksds.open(path, "r") as other:
+        ds.write(rec(10))
+        assert other.read(key(10)) == rec(10)
+        assert other.read(key(9)) == rec(9)
+    assert os.path.getsize(spath) == 4096
+
+
+def test_exclusive_opens_have_no_shared_state(path: str) -> None:
+    define(path, 5, share=(1, 3))
+    with ksds.open(path, "rw") as ds:
+        ds.write(rec(9))
+    assert not os.path.exists(shm_path(path))
+
+
+def test_delete_removes_the_shared_state(path: str) -> None:
+    define(path, 5)
+    with ksds.open(path, "r") as ds:
+        ds.read(key(1))
+    assert os.path.exists(shm_path(path))
+    removed = ksds.delete(path)
+    assert shm_path(path) in removed
+    assert not os.path.exists(shm_path(path))
+
+
+def test_an_open_that_cannot_write_the_shared_state_is_refused_while_others_use_it(path: str) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root writes any file")
+    define(path, 5)
+    with ksds.open(path, "rw") as ds:
+        ds.read(key(1))
+        os.chmod(shm_path(path), 0o444)
+        with pytest.raises(ksds.KsdsError, match="cannot write"):
+            ksds.open(path, "rw")
+
+
+def test_a_browse_in_shared_mode_sees_changes_of_another_process(path: str) -> None:
+    define(path, 20)
+    with ksds.open(path, "r") as ds:
+        it = ds.browse()
+        assert next(it) == rec(0)
+        child = "ds = ksds.open(sys.argv[1], 'rw'); ds.rewrite(b'%08d' % 1 + b'%032d' % 7); ds.erase(b'%08d' % 2)"
+        out = subprocess.run([PY, "-c", script(child + "; ds.close()"), path], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert next(it) == rec(1, 7)
+        assert [r[:KEY] for r in it] == [key(k) for k in range(3, 20)]
