@@ -37,7 +37,7 @@ from . import space
 from .ci import DataCI, IndexCI, search, stamp_of
 from .errors import DuplicateKeyError, RecordNotFoundError, show_key
 from .faults import crashpoint
-from .format import CI_DATA, TRAILER_SIZE
+from .format import CI_DATA, TRAILER, TRAILER_SIZE
 from .pager import Pager
 
 Path = list[tuple[IndexCI, int]]
@@ -135,6 +135,80 @@ def records_for(pager: Pager, key: bytes) -> tuple[Any, int, int]:
                 return child.buf, 0, child.n
             return pager.view(ptr, stamp)
         node = child if type(child) is IndexCI else get_index(pager, ptr, stamp)
+
+
+def find(pager: Pager, key: bytes) -> bytes | None:
+    """The record with key ``key`` (a copy), or None: READ EQUAL, the hot path of every keyed read, in one function.
+
+    The descent through pooled index CIs, the data CI's records in place (pooled, or through the file's map when its
+    image there is checked and newest, with its descriptor and stamp checked as :meth:`Pager.view` does), and the
+    search: a small CI's keys unpacked by one C call and searched by ``bisect_left``
+    (:meth:`~ksds.ci.Codec.record_keys`), a large one's binary-searched in place. Anything else (an index CI not
+    pooled, a CI read for the first time) goes the general way (:func:`records_for`). O(L log n)."""
+    get = pager.pool.map.get
+    node: Any = get(pager.state.root)
+    if type(node) is not IndexCI:
+        return _find(pager, key)
+    while True:
+        node.ref = True
+        i = bisect_left(node.keys, key)
+        ptr = node.ptrs[i]
+        child = get(ptr)
+        if node.level == 1:
+            break
+        if type(child) is not IndexCI:
+            return _find(pager, key)
+        node = child
+    codec = pager.codec
+    if type(child) is DataCI:
+        child.ref = True
+        buf: Any = child.buf
+        base = 0
+        n = child.n
+    else:
+        stamp = node.stamps[i]
+        fmap = pager.fmap
+        if (
+            child is None
+            and ptr < fmap.mapped
+            and fmap.checked[ptr >> 3] >> (ptr & 7) & 1
+            and ptr not in pager.images
+        ):
+            buf = fmap.mm
+            base = ptr * codec.ci_size
+            kind, _, n, number, got, _ = TRAILER.unpack_from(buf, base + codec.trailer_off)
+            if kind != CI_DATA or number != ptr or (stamp and got != stamp):
+                buf, base, n = pager.view(ptr, stamp)  # names what is wrong
+        else:
+            buf, base, n = pager.view(ptr, stamp)
+    rl = codec.rl
+    keys = codec.record_keys(n)
+    if keys is not None:
+        ks = keys.unpack_from(buf, base)
+        j = bisect_left(ks, key)
+        if j == n or ks[j] != key:
+            return None
+    else:
+        j = search(buf, base, n, rl, codec.ko, codec.kl, key)
+        o = base + j * rl + codec.ko
+        if j == n or buf[o : o + codec.kl] != key:
+            return None
+    o = base + j * rl
+    rec = buf[o : o + rl]
+    return rec if type(rec) is bytes else bytes(rec)
+
+
+def _find(pager: Pager, key: bytes) -> bytes | None:
+    """:func:`find` the general way: :func:`records_for`, then a binary search in place."""
+    buf, base, n = records_for(pager, key)
+    codec = pager.codec
+    rl, ko, kl = codec.layout
+    j = search(buf, base, n, rl, ko, kl, key)
+    o = base + j * rl
+    if j < n and buf[o + ko : o + ko + kl] == key:
+        rec = buf[o : o + rl]
+        return rec if type(rec) is bytes else bytes(rec)
+    return None
 
 
 def first_ge(pager: Pager, key: bytes) -> bytes | None:

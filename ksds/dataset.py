@@ -27,7 +27,6 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from . import btree
 from .browse import Browse
-from .ci import search
 from .coherence import shm_path
 from .definition import CI_TRAILER, Definition, check_freespace, check_share_options, make_definition
 from .errors import (
@@ -459,11 +458,16 @@ class Dataset:
             p = self._pager
             if p is None:
                 raise DatasetClosedError(f"{self.path} is closed")
-            if p.shared or update or integrity is not None:
-                return self._read_shared(p, key, gteq, generic, update, integrity)
-            if type(key) is not bytes or len(key) != self._kl or gteq or generic:
+            if type(key) is not bytes or len(key) != self._kl or gteq or generic or update or integrity is not None:
+                if p.shared or update or integrity is not None:
+                    return self._read_shared(p, key, gteq, generic, update, integrity)
                 return self._read_slow(p, key, gteq, generic)
-            rec = self._find(p, key)
+            if not p.shared:
+                rec = self._find(p, key)
+            elif self._plain_reads(p):
+                rec = self._find_shared(p, key)
+            else:
+                return self._read_shared(p, key, gteq, generic, update, integrity)
             if rec is None:
                 raise RecordNotFoundError(f"{self.path}: no record with key {show_key(key)}")
             return rec
@@ -471,19 +475,39 @@ class Dataset:
             m.release()
 
     def _find(self, p: Pager, key: bytes) -> bytes | None:
-        """READ EQUAL of a key of the right length in an unshared open, holding the mutex: the record (a copy) or
-        None. The hot path of every keyed read: the descent of :func:`btree.records_for`, then a binary search of
-        the records in place. O(L log n)."""
-        buf, base, n = btree.records_for(p, key)
-        rl = self._rl
-        ko = self._ko
-        j = search(buf, base, n, rl, ko, self._kl, key)
-        o = base + j * rl
-        if j < n and buf[o + ko : o + ko + self._kl] == key:
+        """READ EQUAL of a key of the right length, holding the mutex (and in shared mode a current view or the
+        latch): the record (a copy) or None. The hot path of every keyed read (:func:`btree.find`). O(L log n)."""
+        rec = btree.find(p, key)
+        if rec is not None:
             p.state.rec_retrieved += 1
-            rec = buf[o : o + rl]
-            return rec if type(rec) is bytes else bytes(rec)
-        return None
+        return rec
+
+    def _plain_reads(self, p: Pager) -> bool:
+        """Whether a read in shared mode takes no record lock and keeps its buffers (then it may run without the
+        latch while nothing changed: :meth:`_find_shared`): NONRLS but SHAREOPTIONS(4), whose buffers are
+        refreshed at every request; RLS with read integrity NRI."""
+        if self._locks is None:
+            return p.defn.share_options[0] != 4
+        return self.read_integrity == "nri"
+
+    def _find_shared(self, p: Pager, key: bytes) -> bytes | None:
+        """:meth:`_find` in shared mode (reads that take no record lock: :meth:`_plain_reads`). When this open's view
+        is current (the shared change counter has not moved: :meth:`Pager.current`), without the latch and with no
+        system call, then the counter is checked again: if it moved meanwhile (or the lookup failed while it moved:
+        a CI read while a checkpoint wrote it), the lookup is done again under the latch. O(L log n)."""
+        if p.current():
+            st = p.state
+            retrieved = st.rec_retrieved
+            try:
+                rec = self._find(p, key)
+            except Exception:
+                if p.current():
+                    raise
+            else:
+                if p.current():
+                    return rec
+            st.rec_retrieved = retrieved  # counted again below
+        return self._latched(p, False, self._find, p, key)
 
     def _read_slow(self, p: Pager, key: Any, gteq: bool, generic: bool) -> bytes:
         return self._lookup(p, self._key(key, generic), gteq, generic)
@@ -554,7 +578,7 @@ class Dataset:
         again: if it moved meanwhile (or the lookup failed while it moved: a CI read while a checkpoint wrote it),
         the lookup is done again under the latch. SHAREOPTIONS(4) without RLS refreshes its buffers at every
         request, under the latch."""
-        if not self._batch and p.current() and (self._locks is not None or p.defn.share_options[0] != 4):
+        if p.current() and (self._locks is not None or p.defn.share_options[0] != 4):
             st = p.state
             retrieved = st.rec_retrieved
             try:
@@ -653,9 +677,13 @@ class Dataset:
             self._wait_turn()
         try:
             p = self._pager
-            if p is not None and not p.shared and type(key) is bytes and len(key) == self._kl:
-                rec = self._find(p, key)
-                return default if rec is None else rec
+            if p is not None and type(key) is bytes and len(key) == self._kl:
+                if not p.shared:
+                    rec = self._find(p, key)
+                    return default if rec is None else rec
+                if self._plain_reads(p):
+                    rec = self._find_shared(p, key)
+                    return default if rec is None else rec
             try:
                 return self.read(key)
             except RecordNotFoundError:
