@@ -107,10 +107,11 @@ def locate(pager: Pager, key: bytes) -> tuple[IndexCI, int, DataCI]:
 
 def records_for(pager: Pager, key: bytes) -> tuple[Any, int, int]:
     """Where the records of the data CI a search for ``key`` ends at lie: ``(buffer, offset, count)``, the pooled
-    CI's bytes or its image in place (:meth:`Pager.view`), not pooled. An index CI that is not pooled, read for the
-    first time in this open or while the pool is full, is searched in place too (:meth:`Pager.index_entry`: a CI
-    read once is not worth decoding, and a full pool is not churned). The descent of every keyed read; pool hits
-    are inlined (a dict get and a reference bit per level). O(L log n)."""
+    CI's bytes or its image in place (:meth:`Pager.view`), not pooled. An index CI that is not pooled is decoded and
+    pooled while the pool has room (index CIs are few and hot: one read in place first would be read twice), and
+    searched in place once the pool is full (:meth:`Pager.index_entry`: a full pool is not churned). The general
+    descent of keyed reads (:func:`find` is the fast one); pool hits are inlined (a dict get and a reference bit
+    per level). O(L log n)."""
     pool = pager.pool
     get = pool.map.get
     node: Any = get(pager.state.root)
@@ -123,7 +124,7 @@ def records_for(pager: Pager, key: bytes) -> tuple[Any, int, int]:
         stamp = node.stamps[i]
         level = node.level  # of the CI whose entry ``ptr`` is
         child = get(ptr)
-        while level > 1 and child is None and (pool.used >= pool.capacity or not pager.touched(ptr)):
+        while level > 1 and child is None and pool.used >= pool.capacity:
             entry = pager.index_entry(ptr, stamp, key)
             if entry is None:
                 break
@@ -589,6 +590,10 @@ def _entry_above(pager: Pager, key: bytes, level: int) -> tuple[IndexCI, int] | 
         node = get_index(pager, node.ptrs[i], node.stamps[i])
 
 
+def _second(item: tuple[int, bytes]) -> bytes:
+    return item[1]
+
+
 def restamp(pager: Pager) -> None:
     """Before a checkpoint writes the log's CIs in place: make each index entry pointing at one of them (and the
     state, for the top CI) keep the stamp of the image it will have in the file.
@@ -597,7 +602,7 @@ def restamp(pager: Pager) -> None:
     its parent keeps is a lost or misdirected write, or an older copy of the file (:meth:`Pager.load`). The index
     CIs this changes are changed by the caller's next transaction, so their own stamps become its number and
     their parents' entries follow, level by level up to the top. Call it with no transaction in progress; the
-    caller commits. O(W L log n) for W CIs in the log.
+    caller commits. O(W log W + P L log n) for W CIs in the log under P parents.
     """
     st = pager.state
     codec = pager.codec
@@ -626,13 +631,20 @@ def restamp(pager: Pager) -> None:
         if not todo:
             continue
         up = by_level.setdefault(level + 1, {})
-        for ci, key in todo.items():
+        # in key order, so that CIs under one parent find it with one descent: a key no higher than the last
+        # parent's last high key, and no lower than the key that led there, is under that parent too
+        parent: IndexCI | None = None
+        for ci, key in sorted(todo.items(), key=_second):
             if ci == st.root:
                 continue
-            entry = _entry_above(pager, key, level + 1)
-            if entry is None:
-                continue
-            node, i = entry
+            if parent is not None and key <= parent.keys[-1]:
+                node, i = parent, bisect_left(parent.keys, key)
+            else:
+                entry = _entry_above(pager, key, level + 1)
+                if entry is None:
+                    continue
+                node, i = entry
+                parent = node
             if node.ptrs[i] != ci or node.stamps[i] == stamps[ci]:
                 continue  # no longer in the tree (moved by a CA split, freed), or its entry already knows it
             pager.dirty_ci(node)

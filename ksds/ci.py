@@ -375,7 +375,7 @@ class Codec:
             raise self.damaged(ci, f"is cut short: {len(data)} of {self.ci_size} bytes (file truncated?)")
         kind, flags, count, number, aux, stored = TRAILER.unpack_from(data, self._trailer_off)
         if crc and crc32c(memoryview(data)[: self._crc_off]) != stored:
-            if not any(data):
+            if data.count(0) == len(data):
                 return 0, 0, 0, 0  # never written: all zeros
             raise self.damaged(ci, "fails its CRC32C check (damaged or torn write)")
         if number != ci:

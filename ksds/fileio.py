@@ -41,7 +41,7 @@ class FileIO:
         total = 0
         for start in range(0, len(parts), IOV_MAX):
             chunk = parts[start : start + IOV_MAX]
-            size = sum(len(p) for p in chunk)
+            size = sum(map(len, chunk))
             done = os.pwritev(fd, chunk, offset)
             if done < size:
                 rest = b"".join(chunk)

@@ -419,10 +419,6 @@ class Pager:
         self.pool.misses += 1
         return data, 0
 
-    def touched(self, ci: int) -> bool:
-        """Whether this open has read CI ``ci`` from the file's map before (its CRC32C is checked). O(1)."""
-        return self.fmap.is_checked(ci)
-
     def index_entry(self, ci: int, expect: int, key: bytes) -> tuple[int, int, int] | None:
         """The entry a search for ``key`` follows in index CI ``ci``, read in place from the file's map without
         decoding or pooling the CI: (level of the CI, its entry's CI pointer, the entry's stamp). None when the CI
