@@ -8,47 +8,19 @@ nothing is returned twice.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from typing import Any, Protocol, TypeVar
+from collections.abc import Iterator
 
 from . import btree
 from .btree import Position
 from .errors import DatasetClosedError
-from .pager import Pager
-
-T = TypeVar("T")
-
-
-class Source(Protocol):
-    """What a browse needs of the open data set it steps through (:class:`ksds.Dataset` is one): the open's mutex,
-    its change count, the key field, positioning by the start rules, and a step run under the latch. A browse is
-    made by the data set (``Dataset.browse``), which hands itself in; this module imports nothing above it."""
-
-    path: str
-    _pager: Pager | None
-    _mod: int
-    _ko: int
-    _kl: int
-    _mutex: threading.RLock
-    _uncounted: list[int]
-
-    def _acquire(self) -> None: ...
-
-    def _release(self) -> None: ...
-
-    def _open(self) -> Pager: ...
-
-    def _latched(self, p: Pager, exclusive: bool, fn: Callable[..., T], *args: Any) -> T: ...
-
-    def _position(self, key: bytes | None, gteq: bool, generic: bool, backward: bool) -> Position | None: ...
+from .session import Session
 
 
 class Browse:
     """An open browse over a :class:`~ksds.Dataset`; iterate it, ``reposition`` it, ``close`` it."""
 
     def __init__(
-        self, ds: Source, key: bytes | None, *, gteq: bool, generic: bool, backward: bool, stop: bytes | None = None
+        self, ds: Session, key: bytes | None, *, gteq: bool, generic: bool, backward: bool, stop: bytes | None = None
     ) -> None:
         self._ds = ds
         self.backward = backward
@@ -65,16 +37,16 @@ class Browse:
         if backward is None:
             backward = self.backward
         ds = self._ds
-        ds._acquire()
+        ds.acquire()
         try:
-            p = ds._open()
+            p = ds.opened()
             if p.shared:
-                pos = ds._latched(p, False, ds._position, key, gteq, generic, backward)
+                pos = ds.latched(p, False, ds.position, key, gteq, generic, backward)
             else:
-                pos = ds._position(key, gteq, generic, backward)
-            mod = ds._mod  # the position is good until the data set changes
+                pos = ds.position(key, gteq, generic, backward)
+            mod = ds.mod  # the position is good until the data set changes
         finally:
-            ds._release()
+            ds.release()
         self.backward = backward
         start = (key, gteq, generic)
         self._end()
@@ -103,7 +75,7 @@ class Browse:
 
     def _check_open(self) -> None:
         """A browse of a closed data set always says so (not only on the step that found it closed)."""
-        if self._ds._pager is None and not self._ended:
+        if self._ds.pager is None and not self._ended:
             raise DatasetClosedError(f"{self._ds.path} is closed")
 
     def close(self) -> None:
@@ -125,12 +97,12 @@ class Browse:
 
     def _reseek(self, after: bytes | None, start: tuple[bytes | None, bool, bool]) -> Position | None:
         ds = self._ds
-        p = ds._pager
+        p = ds.pager
         if p is None:
             raise DatasetClosedError(f"{ds.path} is closed")
         if after is None:  # nothing returned yet: start again as asked
             try:
-                return ds._position(start[0], True, start[2], self.backward)
+                return ds.position(start[0], True, start[2], self.backward)
             except KeyError:
                 return None
         if self.backward:
@@ -143,17 +115,17 @@ class Browse:
         """A browse while other processes may change the data set: each step runs under the latch, with a view
         caught up with theirs, and re-seeks after the last record returned when anything changed."""
         ds = self._ds
-        ko, kl = ds._ko, ds._kl
+        ko, kl = ds.ko, ds.kl
         backward = self.backward
         last: bytes | None = None
 
         def step() -> bytes | None:
             nonlocal pos, mod
-            p = ds._open()
+            p = ds.opened()
             if p.view_changed:
-                ds._mod += 1
-            if ds._mod != mod:
-                mod = ds._mod
+                ds.mod += 1
+            if ds.mod != mod:
+                mod = ds.mod
                 pos = self._reseek(last, start)
             if pos is None:
                 return None
@@ -185,11 +157,11 @@ class Browse:
             return rec
 
         while True:
-            ds._acquire()
+            ds.acquire()
             try:
-                rec = ds._latched(ds._open(), False, step)
+                rec = ds.latched(ds.opened(), False, step)
             finally:
-                ds._release()
+                ds.release()
             if rec is None:
                 return
             last = rec[ko : ko + kl]
@@ -205,23 +177,23 @@ class Browse:
         to re-seek as soon as anything changes. So a thread's browse never reads a CI another thread is changing.
         """
         ds = self._ds
-        ko = ds._ko
-        kl = ds._kl
+        ko = ds.ko
+        kl = ds.kl
         last: bytes | None = None
         counted = 0  # records returned and not yet added to REC-RETRIEVED
         path: btree.Path = []
         more = False  # the records of the CI at ``pos`` were all returned: go on with the next CI
         try:
             while True:
-                ds._acquire()
+                ds.acquire()
                 try:
-                    p = ds._pager
+                    p = ds.pager
                     if p is None:
                         raise DatasetClosedError(f"{ds.path} is closed")
                     p.state.rec_retrieved += counted
                     counted = 0
-                    if ds._mod != mod:
-                        mod = ds._mod
+                    if ds.mod != mod:
+                        mod = ds.mod
                         pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
                         more = False
                     if more:
@@ -235,7 +207,7 @@ class Browse:
                         path, ci, i = pos
                         recs = ci.records(i)  # new bytes: another thread may change the CI once we let go
                 finally:
-                    ds._release()
+                    ds.release()
                 final = False
                 stop = self.stop
                 if stop is not None and recs and recs[-1][ko : ko + kl] >= stop:
@@ -251,9 +223,9 @@ class Browse:
                 for last in recs:
                     counted += 1
                     yield last
-                    if ds._mod != mod:
+                    if ds.mod != mod:
                         break
-                if final and ds._mod == mod:
+                if final and ds.mod == mod:
                     return
                 more = True
         finally:
@@ -266,23 +238,23 @@ class Browse:
         """Records from ``pos`` backward; ``mod`` is the data set's change count when ``pos`` was found.
         Steps as :meth:`_forward` does."""
         ds = self._ds
-        ko = ds._ko
-        kl = ds._kl
+        ko = ds.ko
+        kl = ds.kl
         last: bytes | None = None
         counted = 0
         path: btree.Path = []
         more = False
         try:
             while True:
-                ds._acquire()
+                ds.acquire()
                 try:
-                    p = ds._pager
+                    p = ds.pager
                     if p is None:
                         raise DatasetClosedError(f"{ds.path} is closed")
                     p.state.rec_retrieved += counted
                     counted = 0
-                    if ds._mod != mod:
-                        mod = ds._mod
+                    if ds.mod != mod:
+                        mod = ds.mod
                         pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
                         more = False
                     if more:
@@ -296,7 +268,7 @@ class Browse:
                         path, ci, i = pos
                         recs = ci.records(0, i + 1)[::-1] if i >= 0 else []
                 finally:
-                    ds._release()
+                    ds.release()
                 final = False
                 stop = self.stop
                 if stop is not None and recs and recs[-1][ko : ko + kl] <= stop:
@@ -312,9 +284,9 @@ class Browse:
                 for last in recs:
                     counted += 1
                     yield last
-                    if ds._mod != mod:
+                    if ds.mod != mod:
                         break
-                if final and ds._mod == mod:
+                if final and ds.mod == mod:
                     return
                 more = True
         finally:
@@ -324,11 +296,11 @@ class Browse:
     def _count(self, n: int) -> None:
         """Add records returned to REC-RETRIEVED (when a browse ends or is dropped)."""
         ds = self._ds
-        if not ds._mutex.acquire(False):
-            ds._uncounted.append(n)  # another thread has the open (ending a browse never waits): counted later
+        if not ds.mutex.acquire(False):
+            ds.uncounted.append(n)  # another thread has the open (ending a browse never waits): counted later
             return
         try:
-            if ds._pager is not None:
-                ds._pager.state.rec_retrieved += n
+            if ds.pager is not None:
+                ds.pager.state.rec_retrieved += n
         finally:
-            ds._release()
+            ds.release()

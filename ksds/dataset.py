@@ -48,6 +48,7 @@ from .format import HEADER_SIZE, MAGIC, State, decode_header
 from .locks import RLS_AVAILABLE, OpenLocks, RecordLocks
 from .pager import CHECKPOINT_BYTES, Pager, Recovery, create, data_set_path, log_path, same_file
 from .portable_locks import rls_unavailable
+from .session import Session
 
 #: default buffer pool size (bytes of CIs kept in memory)
 DEFAULT_BUFFER_SPACE = 32 << 20
@@ -211,9 +212,9 @@ def _serialised(method: Callable[Concatenate[Dataset, P], T]) -> Callable[Concat
 
     @functools.wraps(method)
     def run(self: Dataset, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        m = self._mutex
+        m = self._s.mutex
         if not m.acquire(False):
-            self._wait_turn()
+            self._s.wait_turn()
         try:
             return method(self, *args, **kwargs)
         finally:
@@ -271,10 +272,6 @@ class Dataset:
         self.sharing = sharing
         self.read_integrity = read_integrity
         self.lock_timeout = float(lock_timeout)
-        #: one request at a time (reentrant: a batch holds it while its requests take it again)
-        self._mutex = threading.RLock()
-        #: records returned by browses that ended while another thread had the open (added to REC-RETRIEVED later)
-        self._uncounted: list[int] = []
         if sharing == "rls" and not RLS_AVAILABLE:
             raise KsdsError(rls_unavailable(path))
         pager = Pager(
@@ -286,7 +283,10 @@ class Dataset:
             lock_timeout=self.lock_timeout,
             restamp=btree.restamp,
         )
-        self._pager: Pager | None = pager
+        #: what this open shares with its browses: the pager, the mutex, the change count
+        s = self._s = Session(path, pager, self.lock_timeout)
+        s.position = self._position
+        s.latched = self._latched
         #: record locks (RLS only)
         self._locks: RecordLocks | None = None
         if sharing == "rls":
@@ -308,12 +308,16 @@ class Dataset:
         self._cap = d.records_per_ci
         self._max = b"\xff" * d.key_length
         self._min = bytes(d.key_length)
-        self._mod = 0  # bumped by every change: open browses re-seek when it moves
         self._batch = 0
         self._broken: BaseException | None = None
         self._last_write: bytes | None = None
         #: what opening did to recover a data set that was not closed cleanly (None if it was)
         self.recovery: Recovery | None = pager.recovery
+
+    @property
+    def _pager(self) -> Pager | None:
+        """The open's pager (None once closed): for white-box tests."""
+        return self._s.pager
 
     # --- the definition ---------------------------------------------------------------------------------------
 
@@ -351,26 +355,8 @@ class Dataset:
 
     # --- checks ----------------------------------------------------------------------------------------------
 
-    def _wait_turn(self) -> None:
-        """Wait for another thread's request or batch on this open to end (``lock_timeout``; 0: forever)."""
-        t = self.lock_timeout
-        if not self._mutex.acquire(True, t if t > 0 else -1):
-            raise LatchTimeoutError(
-                f"{self.path}: another thread of this process kept this open busy for {t:g}s (lock timeout): a "
-                f"batch held open, or a long request; end batches sooner, raise lock_timeout, or give each thread "
-                f"its own open"
-            )
-
-    def _acquire(self) -> None:
-        """Take the open's mutex (for browses, which hold it for each step)."""
-        if not self._mutex.acquire(False):
-            self._wait_turn()
-
-    def _release(self) -> None:
-        self._mutex.release()
-
     def _open(self) -> Pager:
-        p = self._pager
+        p = self._s.pager
         if p is None:
             raise DatasetClosedError(f"{self.path} is closed")
         return p
@@ -419,12 +405,12 @@ class Dataset:
     def _fail(self, p: Pager, e: BaseException) -> None:
         """A request failed after it changed CIs in memory: undo the transaction in progress."""
         p.rollback()
-        self._mod += 1
+        self._s.mod += 1
         if self._batch:
             self._broken = e
 
     def _done(self, p: Pager) -> None:
-        self._mod += 1
+        self._s.mod += 1
         if not self._batch:
             try:
                 p.commit()
@@ -451,11 +437,11 @@ class Dataset:
         :meth:`unlock` (CICS READ UPDATE); ``integrity`` ("nri", "cr", "cre") overrides the open's read
         integrity for this read. Without RLS both are accepted and the read is a plain read.
         """
-        m = self._mutex
+        m = self._s.mutex
         if not m.acquire(False):
-            self._wait_turn()
+            self._s.wait_turn()
         try:
-            p = self._pager
+            p = self._s.pager
             if p is None:
                 raise DatasetClosedError(f"{self.path} is closed")
             if type(key) is not bytes or len(key) != self._kl or gteq or generic or update or integrity is not None:
@@ -608,7 +594,7 @@ class Dataset:
             self._batch_locks.add(key)
             return
         self._waiting += 1
-        self._mutex.release()
+        self._s.mutex.release()
         try:
             locks.lock(key, exclusive, self.lock_timeout)
         except DeadlockError as e:
@@ -616,12 +602,12 @@ class Dataset:
         else:
             dead = None
         finally:
-            self._mutex.acquire()  # the caller releases it; a batch of another thread is ended by that thread
+            self._s.mutex.acquire()  # the caller releases it; a batch of another thread is ended by that thread
             self._waiting -= 1
             if self._waiting == 0 and self._closing_locks is not None:
                 self._closing_locks.close()  # closed by another thread while we waited: its last step is ours
                 self._closing_locks = None
-        if self._pager is not p:  # closed by another thread meanwhile (close released every record lock)
+        if self._s.pager is not p:  # closed by another thread meanwhile (close released every record lock)
             raise DatasetClosedError(f"{self.path} is closed")
         if dead is not None:
             locks.unlock_all()
@@ -634,7 +620,7 @@ class Dataset:
         p.begin(exclusive)
         try:
             if p.view_changed:
-                self._mod += 1
+                self._s.mod += 1
             if p.defn.share_options[0] == 4 and self._locks is None:
                 p.pool.clear()  # SHAREOPTIONS(4): buffers are refreshed on every request
             return fn(*args)
@@ -672,11 +658,11 @@ class Dataset:
     def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
         """The record with key ``key``, or ``default`` if there is none (a dict-like READ EQUAL; a miss raises
         nothing). O(L log n)."""
-        m = self._mutex
+        m = self._s.mutex
         if not m.acquire(False):
-            self._wait_turn()
+            self._s.wait_turn()
         try:
-            p = self._pager
+            p = self._s.pager
             if p is not None and type(key) is bytes and len(key) == self._kl:
                 if not p.shared:
                     rec = self._find(p, key)
@@ -726,9 +712,9 @@ class Dataset:
     def _by_record(self, record: bytes, release: bool, fn: Callable[[Pager, bytes, bytes], T]) -> T:
         """Run a request on a whole record (WRITE, REWRITE, put) holding the open's mutex: ``fn(pager, key,
         record)``, under the record lock and the latch in shared mode (``release``: as :meth:`_update`)."""
-        m = self._mutex  # taken inline, not through @_serialised: this is the hot path of every update
+        m = self._s.mutex  # taken inline, not through @_serialised: this is the hot path of every update
         if not m.acquire(False):
-            self._wait_turn()
+            self._s.wait_turn()
         try:
             p = self._writable()
             record = self._record(record)
@@ -785,9 +771,9 @@ class Dataset:
 
         A CI left empty goes back to its CA's free CIs; a CA left empty is freed (CA reclaim).
         """
-        m = self._mutex
+        m = self._s.mutex
         if not m.acquire(False):
-            self._wait_turn()
+            self._s.wait_turn()
         try:
             p = self._writable()
             key = self._key(key)
@@ -868,7 +854,7 @@ class Dataset:
                 raise InvalidRequestError(f"{self.path}: give stop or prefix_only, not both")
             prefix = self._key(key, True)
             stop = _prefix_end(prefix, self._kl, backward)
-        return Browse(self, key, gteq=gteq, generic=generic, backward=backward, stop=stop)
+        return Browse(self._s, key, gteq=gteq, generic=generic, backward=backward, stop=stop)
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.browse())  # the browse's own generator: records pass through without a call each
@@ -898,36 +884,36 @@ class Dataset:
         a record lock it cannot have at once fails with :class:`~ksds.RecordLockedError` instead of waiting; its
         record locks are released when it ends.
         """
-        self._acquire()  # held until the batch ends: the batch belongs to this thread
+        self._s.acquire()  # held until the batch ends: the batch belongs to this thread
         try:
             p = self._writable()
             outer = self._batch == 0
             if outer and p.shared:
                 p.begin(True)
                 if p.view_changed:
-                    self._mod += 1
+                    self._s.mod += 1
         except BaseException:
-            self._release()
+            self._s.release()
             raise
         self._batch += 1
         try:
             try:
                 yield self
             except BaseException as e:
-                if self._pager is not p:
+                if self._s.pager is not p:
                     raise  # closed inside the block: close() rolled the batch back
                 self._batch -= 1
                 if self._batch == 0:
                     p.rollback()
-                    self._mod += 1
+                    self._s.mod += 1
                     self._broken = None
                 elif self._broken is None:
                     # an inner batch failed: its requests are undone now, and so is the outer batch when it ends
                     p.rollback()
-                    self._mod += 1
+                    self._s.mod += 1
                     self._broken = e
                 raise
-            if self._pager is not p:
+            if self._s.pager is not p:
                 raise DatasetClosedError(f"{self.path} was closed inside the batch: its requests were rolled back")
             self._batch -= 1
             if self._batch == 0:
@@ -942,7 +928,7 @@ class Dataset:
                     raise
         finally:
             try:
-                if outer and self._pager is p:
+                if outer and self._s.pager is p:
                     # record locks first: a process waiting for one then finds the latch free soon after
                     if self._locks is not None:
                         for k in self._batch_locks:
@@ -951,7 +937,7 @@ class Dataset:
                     if p.shared:
                         p.end()
             finally:
-                self._release()
+                self._s.release()
 
     @_serialised
     def sync(self) -> None:
@@ -997,7 +983,7 @@ class Dataset:
     @_serialised
     def close(self) -> None:
         """Close: an open batch is rolled back; everything else is written and the log removed."""
-        p = self._pager
+        p = self._s.pager
         if p is None:
             return
         if self._batch:
@@ -1005,8 +991,8 @@ class Dataset:
             self._batch = 0
             self._broken = None
             self._batch_locks.clear()  # released with every other record lock below
-        self._pager = None
-        self._mod += 1
+        self._s.pager = None
+        self._s.mod += 1
         try:
             p.close()
         finally:
@@ -1026,21 +1012,21 @@ class Dataset:
     @_serialised
     def _abandon(self) -> None:
         """Drop the data set as a crash would (no close): for the crash tests."""
-        p = self._pager
+        p = self._s.pager
         if p is not None:
-            self._pager = None
-            self._mod += 1
+            self._s.pager = None
+            self._s.mod += 1
             p.abandon()
             self._release_locks(p)
 
     @property
     def closed(self) -> bool:
-        return self._pager is None
+        return self._s.pager is None
 
     def at_path(self) -> bool:
         """Whether the file at this open's path is still the one it has open (False once the data set was removed,
         or removed and defined again, by hand: ``ksds.delete`` refuses while it is open). Two system calls."""
-        p = self._pager
+        p = self._s.pager
         return p is not None and same_file(p.fd, self.path)
 
     def __enter__(self) -> Dataset:
@@ -1050,7 +1036,7 @@ class Dataset:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._pager is None else f"mode={self.mode!r}"
+        state = "closed" if self._s.pager is None else f"mode={self.mode!r}"
         return f"<ksds.Dataset {self.path!r} {state}>"
 
     # --- statistics ---------------------------------------------------------------------------------------------
@@ -1062,8 +1048,8 @@ class Dataset:
         if p.shared:
             self._latched(p, False, lambda: None)
         st = p.state
-        while self._uncounted:
-            st.rec_retrieved += self._uncounted.pop()
+        while self._s.uncounted:
+            st.rec_retrieved += self._s.uncounted.pop()
         return listcat(st, p.defn, p.file_size)
 
     def log_stats(self) -> dict[str, int]:
