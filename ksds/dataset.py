@@ -196,6 +196,10 @@ def open(  # noqa: A001 - the module's API mirrors builtins.open on purpose
     )
 
 
+#: how many times a shared read tries without the latch (catching up with the log when it moved) before it takes it
+_UNLATCHED_TRIES = 3
+
+
 def _prefix_end(prefix: bytes, length: int, backward: bool) -> bytes | None:
     """The exclusive end key of the records whose keys start with ``prefix`` (None: they run to the end)."""
     if backward:
@@ -477,11 +481,18 @@ class Dataset:
         return self.read_integrity == "nri"
 
     def _find_shared(self, p: Pager, key: bytes) -> bytes | None:
-        """:meth:`_find` in shared mode (reads that take no record lock: :meth:`_plain_reads`). When this open's view
-        is current (the shared change counter has not moved: :meth:`Pager.current`), without the latch and with no
-        system call, then the counter is checked again: if it moved meanwhile (or the lookup failed while it moved:
-        a CI read while a checkpoint wrote it), the lookup is done again under the latch. O(L log n)."""
-        if p.current():
+        """:meth:`_find` in shared mode (reads that take no record lock: :meth:`_plain_reads`), without the latch:
+        when the shared change counter has not moved since this open's view was current there is no system call;
+        when it moved and no change is in progress, the view first reads the new transactions of the log
+        (:meth:`Pager.ready`). The counter is checked again after the lookup: if it moved meanwhile (or the lookup
+        failed while it moved: a CI read while a checkpoint wrote it), the lookup is tried again, and after
+        :data:`_UNLATCHED_TRIES` (or while a change is in progress) done under the latch. O(L log n)."""
+        for _ in range(_UNLATCHED_TRIES):
+            if not p.ready():
+                break
+            if p.view_changed:
+                p.view_changed = False
+                self._s.mod += 1  # open browses re-seek
             st = p.state
             retrieved = st.rec_retrieved
             try:
@@ -492,7 +503,7 @@ class Dataset:
             else:
                 if p.current():
                     return rec
-            st.rec_retrieved = retrieved  # counted again below
+            st.rec_retrieved = retrieved  # counted again
         return self._latched(p, False, self._find, p, key)
 
     def _read_slow(self, p: Pager, key: Any, gteq: bool, generic: bool) -> bytes:
@@ -559,23 +570,26 @@ class Dataset:
             return rec
 
     def _shared_lookup(self, p: Pager, key: bytes, gteq: bool, generic: bool) -> bytes:
-        """:meth:`_lookup` in shared mode. When this open's view is current (the shared change counter has not
-        moved: :meth:`Pager.current`), without the latch and with no system call, then the counter is checked
-        again: if it moved meanwhile (or the lookup failed while it moved: a CI read while a checkpoint wrote it),
-        the lookup is done again under the latch. SHAREOPTIONS(4) without RLS refreshes its buffers at every
-        request, under the latch."""
-        if p.current() and (self._locks is not None or p.defn.share_options[0] != 4):
-            st = p.state
-            retrieved = st.rec_retrieved
-            try:
-                rec = self._lookup(p, key, gteq, generic)
-            except Exception:
-                if p.current():
-                    raise
-            else:
-                if p.current():
-                    return rec
-            st.rec_retrieved = retrieved  # counted again below
+        """:meth:`_lookup` in shared mode, without the latch as :meth:`_find_shared` does it. SHAREOPTIONS(4)
+        without RLS refreshes its buffers at every request, under the latch."""
+        if self._locks is not None or p.defn.share_options[0] != 4:
+            for _ in range(_UNLATCHED_TRIES):
+                if not p.ready():
+                    break
+                if p.view_changed:
+                    p.view_changed = False
+                    self._s.mod += 1  # open browses re-seek
+                st = p.state
+                retrieved = st.rec_retrieved
+                try:
+                    rec = self._lookup(p, key, gteq, generic)
+                except Exception:
+                    if p.current():
+                        raise
+                else:
+                    if p.current():
+                        return rec
+                st.rec_retrieved = retrieved  # counted again
         return self._latched(p, False, self._lookup, p, key, gteq, generic)
 
     def _lock(self, p: Pager, locks: RecordLocks, key: bytes, exclusive: bool) -> None:

@@ -459,6 +459,28 @@ class Pager:
             self.locks.unlatch()
             raise
 
+    def ready(self) -> bool:
+        """For a read without the latch: whether this open's view is current, bringing it up to date first when
+        the shared change counter moved and no change is in progress (even): the committed transactions the log
+        holds past this open's view are read as :meth:`begin` reads them. A view caught up while a writer began
+        another change is no longer :meth:`current` after the read, which is then done again. False (use the
+        latch) with no shared state, while a change is in progress, or if the log could not be read whole. O(1)
+        and no system call when nothing moved."""
+        shm = self.shm
+        if shm is None:
+            return False
+        c = shm.counter
+        if c == self.seen:
+            return True
+        if c & 1:
+            return False
+        try:
+            self._sync_view()
+        except (KsdsError, OSError):
+            return False  # a torn header or frame of a change that began meanwhile: the latch will tell
+        self.seen = c
+        return True
+
     def current(self) -> bool:
         """Whether this open's view is current: nothing changed since it last was (shared opens with a shared state
         only; a read may then run without the latch, checking this again after it). O(1), no system call."""
@@ -484,13 +506,15 @@ class Pager:
         j.salt = salt  # frames we append belong to this generation
         j.generation = head[1]
         if salt != self.view_salt:
-            # a new log generation: someone checkpointed (or we just joined); start from the header
+            # a new log generation: someone checkpointed (or we just joined); start from the header, read (and
+            # checked) before anything of the view changes: a reader without the latch may meet a torn one
+            state = decode_header(os.pread(self.fd, HEADER_SIZE, 0), self.path)[2]
             self.view_salt = salt
             self.walmap.clear()
             self.images.clear()
             self.pool.clear()
             j.offset = LOG_HEADER_SIZE
-            self._adopt(decode_header(os.pread(self.fd, HEADER_SIZE, 0), self.path)[2])
+            self._adopt(state)
             self.view_changed = True
         txns, end = j.scan(j.offset, salt, self.state.txn, self.images)
         if not txns:

@@ -225,3 +225,54 @@ def test_a_browse_in_shared_mode_sees_changes_of_another_process(path: str) -> N
         assert out.returncode == 0, out.stderr
         assert next(it) == rec(1, 7)
         assert [r[:KEY] for r in it] == [key(k) for k in range(3, 20)]
+
+
+@pytest.mark.parametrize("sharing", ["nonrls", "rls"])
+def test_reads_without_the_latch_through_checkpoints_and_splits(path: str, sharing: str) -> None:
+    """A writer checkpoints every few transactions (a tiny log) while it splits CIs and rewrites one record; a
+    reader, which catches up with the log without the latch, never sees a value older than one acknowledged
+    before its read began, never sees one go backwards, and never fails."""
+    define(path, 50)
+    acks = path + ".acks"
+    writer = start(
+        """
+    import ksds.pager
+    ksds.pager.CHECKPOINT_BYTES = 24 * 1024
+    ds = ksds.open(sys.argv[1], "rw", sharing=sys.argv[3])
+    out = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    for i in range(1, 1201):
+        ds.rewrite(b"%08d" % 7 + b"%032d" % i)
+        ds.write(b"%08d" % (100000 + i * 7919 % 100000) + b"%032d" % i)
+        os.write(out, b"%d\\n" % i)
+    ds.close()
+    """,
+        path,
+        acks,
+        sharing,
+    )
+    last = 0
+    reads = 0
+    with ksds.open(path, "r" if sharing == "nonrls" else "rw", sharing=sharing) as ds:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                with open(acks, "rb") as f:
+                    lines = f.read().split()
+            except FileNotFoundError:
+                lines = []
+            acked = int(lines[-1]) if lines else 0
+            v = int(ds.read(key(7))[KEY:])
+            assert v >= acked, f"read {v} after {acked} was acknowledged"
+            assert v >= last, f"went back from {last} to {v}"
+            last = v
+            if acked:
+                k = 100000 + acked * 7919 % 100000
+                assert ds.get(key(k)) == key(k) + b"%032d" % acked
+            reads += 1
+            if writer.poll() is not None:
+                break
+        finish(writer)
+        assert int(ds.read(key(7))[KEY:]) == 1200
+        assert len(ds) == 50 + 1200
+    assert reads > 50
+    assert ksds.examine(path).sound
