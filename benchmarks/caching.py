@@ -6,9 +6,11 @@ is started (its address is read from the line it prints once it serves), checked
 then stopped with SIGTERM (and waited for): ``memory``; ``memory-h11``, the same with ``KSDS_HTTP=h11`` (the
 pure-Python HTTP path, h11 on asyncio's own loop, as where httptools and uvloop are missing: the fast path's
 reference in the same run); ``ksds`` on a new data set in the results folder; ``ksds-w2``, the same with
-``--workers 2`` (two server processes on one listening socket and one data set, RLS); ``redis`` on a redis-server
-started here on a free loopback port with no persistence, as ``tests/servers.py`` does, and ``redis-w2`` (2 workers
-on it).
+``--workers 2`` (two server processes on one listening socket and one data set, RLS); ``ksds-2srv``, two separate
+``ksds serve`` processes on one data set, each on a free loopback port of its own, the clients dealt out between
+them (:data:`MULTI_SERVER`; only the pass with :data:`CLIENTS` clients, compared with ``ksds``'s by
+:data:`SCALEOUT`); ``redis`` on a redis-server started here on a free loopback port with no persistence, as
+``tests/servers.py`` does, and ``redis-w2`` (2 workers on it).
 
 The client is light so that it measures the server: :class:`RawClient`, HTTP/1.1 written and parsed by hand over
 one keep-alive socket with ``TCP_NODELAY`` (each request one ``sendall``; the response read by its
@@ -59,10 +61,15 @@ SERVER_MODES: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "memory-h11": ("memory", [], {"KSDS_HTTP": "h11"}),
     "ksds": ("ksds", [], {}),
     "ksds-w2": ("ksds", ["--workers", "2"], {}),
+    "ksds-2srv": ("ksds", [], {}),
     "redis": ("redis", [], {}),
     "redis-w2": ("redis", ["--workers", "2"], {}),
 }
 MODES = tuple(SERVER_MODES)
+#: modes served by several separate ``ksds serve`` processes on one data set, each on a port of its own (not
+#: ``--workers``): how many. The clients are dealt out between them (client j to server j mod N), and such a mode
+#: runs only the pass with :data:`CLIENTS` clients.
+MULTI_SERVER: dict[str, int] = {"ksds-2srv": 2}
 OPS = ("create", "read", "update", "delete")
 DEFAULT_REQUESTS = 2000
 QUICK_REQUESTS = 40
@@ -81,6 +88,12 @@ TARGETS: tuple[tuple[tuple[str, ...], str, float, float | None], ...] = (
     (("memory",), "read", 4000.0, None),
     (("ksds", "ksds-w2"), "read", 3000.0, 10.0),
     (("ksds", "ksds-w2"), "create", 1500.0, 10.0),
+)
+#: issue 12's scale-out target: (mode, the mode it is compared with, op, least ratio of req/s or None for a figure
+#: only), both with :data:`CLIENTS` clients
+SCALEOUT: tuple[tuple[str, str, str, float | None], ...] = (
+    ("ksds-2srv", "ksds", "create", 1.5),
+    ("ksds-2srv", "ksds", "read", None),
 )
 _JWT_HEAD = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9"  # {"alg":"RS256","typ":"JWT"}
 
@@ -307,8 +320,10 @@ class Server:
     older checkout, for a before/after comparison)."""
 
     def __init__(self, mode: str, work: str, redis_url: str | None, size: int | None,
-                 command: list[str] | None = None, env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+                 command: list[str] | None = None, env: dict[str, str] | None = None, cwd: str | None = None,
+                 index: int = 0) -> None:
         storage, extra, mode_env = SERVER_MODES[mode]
+        self.index = index  # the how-manieth server of a mode with several (MULTI_SERVER); they share the data set
         self.mode = mode
         self.dataset = os.path.join(work, f"serve-{mode}.ksds") if storage == "ksds" else None
         args = [*(command or [sys.executable, "-m", "ksds"]), "serve", "--storage", storage, "--host", "127.0.0.1",
@@ -325,7 +340,7 @@ class Server:
         if not mode_env.get("KSDS_HTTP") and "KSDS_HTTP" not in (env or {}):
             self.env.pop("KSDS_HTTP", None)
         self.cwd = cwd or _project_root()
-        self.errfile = os.path.join(work, f"serve-{mode}.stderr")
+        self.errfile = os.path.join(work, f"serve-{mode}" + (f"-{index}" if index else "") + ".stderr")
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.host = "127.0.0.1"
@@ -425,18 +440,23 @@ def _summary(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def http_pass(server: Server, mode: str, clients: int, requests: int, budget: float, seed: int) -> dict[str, Any]:
-    """The four phases through the API with ``clients`` client processes; checks; clean-up."""
+def http_pass(server: Server | list[Server], mode: str, clients: int, requests: int, budget: float, seed: int
+              ) -> dict[str, Any]:
+    """The four phases through the API with ``clients`` client processes; checks; clean-up. With several servers
+    (on one data set), client j talks to server j mod N, and every server must then list the same entries."""
+    servers = server if isinstance(server, list) else [server]
     tag = f"{mode}-c{clients}"
     service = f"benchmark-{tag}"
-    cfg = {"host": server.host, "port": server.port, "service": service, "seed": seed, "tag": tag,
-           "requests": requests, "clients": clients, "budget": budget}
+    cfg = {"service": service, "seed": seed, "tag": tag, "requests": requests, "clients": clients, "budget": budget}
     procs: list[subprocess.Popen[str]] = []
     phases: dict[str, Any] = {}
     try:
         for j in range(clients):
+            srv = servers[j % len(servers)]
+            where = {"host": srv.host, "port": srv.port}
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.caching", "--client", json.dumps({**cfg, "index": j})],
+                [sys.executable, "-m", "benchmarks.caching", "--client",
+                 json.dumps({**cfg, **where, "index": j})],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                 cwd=_project_root(),
             ))
@@ -473,16 +493,27 @@ def http_pass(server: Server, mode: str, clients: int, requests: int, budget: fl
     for ph in phases.values():
         ph.pop("_done", None)
     expected_left = set(created) - gone
-    c = RawClient(server.host, server.port, {SERVICE_HEADER: service})
+    found: list[set[str] | None] = []
+    for srv in servers:  # each server of the data set must list the same entries
+        c = RawClient(srv.host, srv.port, {SERVICE_HEADER: service})
+        try:
+            status, data = c.request("GET", f"{API}/cache")
+            found.append(set(json.loads(data)) if status == 200 else None)
+        finally:
+            c.close()
+    c = RawClient(servers[0].host, servers[0].port, {SERVICE_HEADER: service})
     try:
-        status, data = c.request("GET", f"{API}/cache")
-        found_left = set(json.loads(data)) if status == 200 else None
         c.request("DELETE", f"{API}/cache")
     finally:
         c.close()
-    check = {"left_expected": len(expected_left), "left_found": None if found_left is None else len(found_left),
-             "ok": found_left == expected_left and not any(p["errors"] for p in phases.values())}
-    return {"clients": clients, "threads": clients, "service": service, "phases": phases, "check": check}
+    found_left = found[0]
+    check: dict[str, Any] = {
+        "left_expected": len(expected_left), "left_found": None if found_left is None else len(found_left),
+        "ok": all(f == expected_left for f in found) and not any(p["errors"] for p in phases.values())}
+    if len(servers) > 1:
+        check["left_found_per_server"] = [None if f is None else len(f) for f in found]
+    return {"clients": clients, "threads": clients, "servers": len(servers), "service": service, "phases": phases,
+            "check": check}
 
 
 def _client_failure(p: subprocess.Popen[str]) -> str:
@@ -495,18 +526,31 @@ def _client_failure(p: subprocess.Popen[str]) -> str:
 
 
 def run_http(mode: str, work: str, redis_url: str | None, requests: int, clients: int, budget: float,
-             seed: int, log: Any, server: Server | None = None) -> dict[str, Any]:
+             seed: int, log: Any, server: Server | None = None, servers: list[Server] | None = None
+             ) -> dict[str, Any]:
+    """One mode through the API: its server (or, for :data:`MULTI_SERVER` modes, its servers, started one after
+    another on the same data set, each on a free port of its own), the passes (1 and ``clients`` clients; only
+    ``clients`` with several servers), the stop and the checks."""
     size = None if requests <= DEFAULT_SIZE_LIMIT else 0  # the default limit, unless a pass needs more
-    server = server or Server(mode, work, redis_url, size)
+    if servers is None:
+        n = MULTI_SERVER.get(mode, 1)
+        servers = [server] if server is not None else [Server(mode, work, redis_url, size, index=i)
+                                                       for i in range(n)]
+    first = servers[0]
     storage, extra, env = SERVER_MODES[mode]
     out: dict[str, Any] = {"mode": mode, "storage": storage, "workers": int(extra[1]) if extra else 1,
-                           "env": env, "command": " ".join(["python", *server.args[1:]]), "passes": []}
+                           "servers": len(servers), "env": env, "command": " ".join(["python", *first.args[1:]]),
+                           "passes": []}
     try:
-        server.start()
-        out["startup_s"] = server.startup_s
-        out["server_line"] = server.line
-        for c in (1, clients):
-            p = http_pass(server, mode, c, requests, budget, seed)
+        for srv in servers:
+            srv.start()
+        out["startup_s"] = first.startup_s
+        out["server_line"] = first.line
+        if len(servers) > 1:
+            out["server_lines"] = [srv.line for srv in servers]
+            out["ports"] = [srv.port for srv in servers]
+        for c in ((1, clients) if len(servers) == 1 else (clients,)):
+            p = http_pass(servers if len(servers) > 1 else first, mode, c, requests, budget, seed)
             out["passes"].append(p)
             log(f"  caching http {mode:<11}{c} client{'s' if c > 1 else ' '}: " + ", ".join(
                 f"{op} {ph['rps']:,.0f}/s p50 {ph['p50_ms']:.2f} p99 {ph['p99_ms']:.2f} ms"
@@ -516,9 +560,14 @@ def run_http(mode: str, work: str, redis_url: str | None, requests: int, clients
         out["error"] = f"{type(e).__name__}: {e}"
         log(f"  caching http {mode}: {out['error']}")
     finally:
-        server.stop()
-        out["exit_code"] = server.exit_code
-        out["server_stderr"] = server.stderr_tail()
+        for srv in servers:
+            srv.stop()
+        codes = [srv.exit_code for srv in servers]
+        out["exit_code"] = next((c for c in codes if c != 0), 0)
+        out["server_stderr"] = "; ".join(t for t in (srv.stderr_tail() for srv in servers) if t)
+        if len(servers) > 1:
+            out["exit_codes"] = codes
+    server = first
     if server.dataset and os.path.exists(server.dataset):
         import ksds
 
@@ -528,6 +577,29 @@ def run_http(mode: str, work: str, redis_url: str | None, requests: int, clients
         except Exception as e:  # noqa: BLE001
             out["closed_cleanly"] = False
             out["dataset_error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def scaleout(http: list[dict[str, Any]], clients: int) -> list[dict[str, Any]]:
+    """Each of :data:`SCALEOUT` against this run: req/s of the mode / of the one it is compared with (``clients``
+    clients), and whether it is met (None: a figure only, or a mode did not run)."""
+    def rps(mode: str, op: str) -> float | None:
+        for m in http:
+            if m["mode"] == mode:
+                for p in m["passes"]:
+                    ph = p["phases"].get(op)
+                    if p["clients"] == clients and ph is not None and not ph["errors"] and ph["rps"]:
+                        v: float = ph["rps"]
+                        return v
+        return None
+
+    out = []
+    for mode, base, op, least in SCALEOUT:
+        a, b = rps(mode, op), rps(base, op)
+        ratio = a / b if a is not None and b is not None else None
+        out.append({"mode": mode, "vs": base, "op": op, "clients": clients, "least_ratio": least, "rps": a,
+                    "vs_rps": b, "ratio": ratio,
+                    "met": None if least is None else (ratio is not None and ratio >= least)})
     return out
 
 
@@ -727,6 +799,7 @@ def run_caching(*, out: str, requests: int, inproc_requests: int, repeat: int, b
         "load_before": load,
         "http": http,
         "targets": targets(http, clients),
+        "scaleout": scaleout(http, clients),
         "skipped": skipped,
         "inprocess": inproc,
         "runtime_s": time.perf_counter() - started,

@@ -284,13 +284,13 @@ def format_sharing(sh: dict[str, Any]) -> str:
         f"Sharing: {sh['records']:,} shared records of {sh['record_length']} B (keys {sh['key_length']} B), "
         f"{sh['requests']:,} requests per process per run, median of {sh['repeat']} runs",
         "  req/s = every process's requests / (last end - first start); us/req = each process's own time per "
-        "request, averaged; 2p/1p = req/s of 2 processes / of 1;",
+        "request, averaged; np/1p = req/s of n processes / of 1;",
         "  ksds/sqlite = sqlite's req/s / ksds's (> 1: ksds slower; per-repeat spread in brackets); cpu% / rq% = "
         "share of the processes' time running / runnable but waiting for a CPU;",
         "  check = counters summed after the run == updates done, and no read saw a counter go backwards",
         f"  {sh.get('cpus', '?')} CPUs; load average before the section {_num(sh.get('load_before'))} (other "
-        "processes on the machine take CPUs from 2-process runs: see rq%)",
-        f"{'workload / system':<36}{'procs':>5}{'req/s':>11}{'us/req':>9}{'2p/1p':>7}{'ksds/sqlite':>13}"
+        "processes on the machine take CPUs from 2- and 4-process runs: see rq%)",
+        f"{'workload / system':<36}{'procs':>5}{'req/s':>11}{'us/req':>9}{'np/1p':>7}{'ksds/sqlite':>13}"
         f"  {'(repeats)':<12}{'cpu%':>5}{'rq%':>5}  check",
         "-" * 112,
     ]
@@ -306,6 +306,8 @@ def format_sharing(sh: dict[str, Any]) -> str:
             extra = f"  updater {rr.get('update', 0):,.0f}/s, reader {rr.get('reader', 0):,.0f}/s"
         elif row["system"] == "ksds-shr2" and row["procs"] == 1:
             label += " (updater alone)"
+        elif row["system"] == "ksds-shr3":
+            label += ' (all "rw")'
         if "rate" not in row:
             lines.append(f"  {label:<34}{row['procs']:>5}  ERROR {row.get('error', 'no run')}")
             continue
@@ -323,10 +325,39 @@ def format_sharing(sh: dict[str, Any]) -> str:
     if sh.get("failed"):
         for system, why in sh["failed"].items():
             lines.append(f"WRONG RESULT on {system}: {why}")
+    lines.extend(sharing_target_lines(sh))
     return "\n".join(lines)
 
 
-SHARING_COLORS = {"ksds-excl": "#f4a5a5", "ksds-rls": "#d62728", "ksds-shr2": "#8c564b", "sqlite": "#1f77b4"}
+def sharing_target_lines(sh: dict[str, Any]) -> list[str]:
+    """The targets block of the sharing section: each target's ratio of medians (per-repeat spread) and whether
+    this run met it."""
+    ts = sh.get("targets") or []
+    if not ts:
+        return []
+    out = ["", "Sharing targets (issue 12): ratio of the two rows' medians (per-repeat spread); us = us/req (lower "
+           "is better), req/s = throughput (higher is better)"]
+    for t in ts:
+        unit = "us/req" if t["measure"] == "us" else "req/s"
+        num, den = t["num"], t["den"]
+        pair = f"{num[0]} {num[1]} x{num[2]} / {den[0]} {den[1]} x{den[2]} {unit}"
+        if t["ratio"] is None:
+            got, verdict = "not run", "NOT RUN"
+        else:
+            spread = f" ({t['min']:.2f}-{t['max']:.2f})" if t.get("min") is not None else ""
+            got = (f"{_num(t['num_value'], 1)} / {_num(t['den_value'], 1)} = {t['ratio']:.2f}{spread}, "
+                   f"want {t['cmp']} {t['bound']:g}")
+            verdict = "met" if t["met"] else "NOT MET" + (f" ({t['error']})" if t.get("error") else "")
+        out.append(f"  {t['what']}")
+        out.append(f"      {pair}: {got}: {verdict}")
+    met = sum(1 for t in ts if t["met"])
+    out.append(f"  {met} of {len(ts)} targets met")
+    return out
+
+
+SHARING_COLORS = {"ksds-excl": "#f4a5a5", "ksds-rls": "#d62728", "ksds-shr3": "#e377c2", "ksds-shr2": "#8c564b",
+                  "sqlite": "#1f77b4"}
+SHARING_HATCH = {1: None, 2: "//", 4: "xx"}
 
 
 def plot_sharing(sh: dict[str, Any], out: str) -> str:
@@ -335,7 +366,7 @@ def plot_sharing(sh: dict[str, Any], out: str) -> str:
     fig, ax = plt.subplots(figsize=(10, max(3.0, 0.32 * len(rows) + 1.5)))
     labels = []
     for i, r in enumerate(rows):
-        ax.barh(i, r["rate"], color=SHARING_COLORS.get(r["system"]), hatch="//" if r["procs"] == 2 else None,
+        ax.barh(i, r["rate"], color=SHARING_COLORS.get(r["system"]), hatch=SHARING_HATCH.get(r["procs"], ".."),
                 edgecolor="white")
         rates = [x["rate"] for x in r["runs"]]
         ax.plot([min(rates), max(rates)], [i, i], color="black", lw=1)
@@ -344,7 +375,7 @@ def plot_sharing(sh: dict[str, Any], out: str) -> str:
     ax.set_yticklabels(labels, fontsize="small")
     ax.invert_yaxis()
     ax.set_xlabel("requests per second, all processes together (higher is better)\n"
-                  "hatched: 2 processes; black line: spread over repeats")
+                  "hatched //: 2 processes, xx: 4; black line: spread over repeats")
     ax.set_title(f"Sharing: {sh['records']:,} records, {sh['requests']:,} requests per process, "
                  f"median of {sh['repeat']}")
     ax.grid(axis="x", alpha=0.3)
@@ -393,7 +424,8 @@ def format_caching(ca: dict[str, Any]) -> str:
                     continue
                 rps = f"{ph['rps']:,.0f}" + ("*" if ph["cut_short"] or ph["errors"] else "")
                 cells.append(f"{rps:>10}{ph['p50_ms']:>6.2f}{ph['p99_ms']:>6.1f}")
-            lines.append(f"{m['mode']:<11}{_http_path(m):<16}{m.get('workers', 1):>7}"
+            workers = f"{m['servers']}x{m.get('workers', 1)}" if m.get("servers", 1) > 1 else m.get("workers", 1)
+            lines.append(f"{m['mode']:<11}{_http_path(m):<16}{workers:>7}"
                          f"{p.get('clients', p.get('threads')):>8}" + "".join(cells))
             for op, ph in p["phases"].items():
                 if ph["cut_short"] or ph["errors"]:
@@ -403,7 +435,12 @@ def format_caching(ca: dict[str, Any]) -> str:
         if "error" in m:
             lines.append(f"{m['mode']:<11}  ERROR {m['error']}")
         checks = [p["check"].get("ok") for p in m["passes"]]
-        note = f"{m['mode']}: server exit {m.get('exit_code')}"
+        if m.get("servers", 1) > 1:
+            note = (f"{m['mode']}: {m['servers']} separate ksds serve processes on one data set (ports "
+                    f"{', '.join(str(x) for x in m.get('ports', []))}), the clients dealt out between them, server "
+                    f"exits {', '.join(str(x) for x in m.get('exit_codes', []))}")
+        else:
+            note = f"{m['mode']}: server exit {m.get('exit_code')}"
         if "closed_cleanly" in m:
             note += ", data set closed cleanly" if m["closed_cleanly"] else ", DATA SET NOT CLOSED CLEANLY"
         note += ", entries left after each pass as expected" if checks and all(checks) else ", CHECK FAILED"
@@ -417,6 +454,15 @@ def format_caching(ca: dict[str, Any]) -> str:
         got = "not run" if t["rps"] is None else f"{t['rps']:,.0f}/s, p99 {t['p99_ms']:.1f} ms ({t['best_mode']})"
         lines.append(f"target: {'/'.join(t['modes'])} {t['op']}s with {t['clients']} clients {want}: {got}: "
                      + ("met" if t["met"] else "NOT MET"))
+    for t in ca.get("scaleout", []):
+        got = ("not run" if t["ratio"] is None
+               else f"{t['rps']:,.0f}/s / {t['vs_rps']:,.0f}/s = {t['ratio']:.2f}x")
+        head = (f"{t['mode']} / {t['vs']} (one server) {t['op']}s/s with {t['clients']} clients"
+                + (f" >= {t['least_ratio']:g}x" if t["least_ratio"] is not None else ""))
+        if t["least_ratio"] is None:
+            lines.append(f"figure: {head}: {got}")
+        else:
+            lines.append(f"target: {head}: {got}: " + ("met" if t["met"] else "NOT MET"))
     ip = ca["inprocess"]
     stores = ip["stores"]
     lines.append("")
@@ -440,8 +486,8 @@ def format_caching(ca: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-CACHING_COLORS = {"ksds": "#d62728", "ksds-w2": "#8c564b", "memory": "#2ca02c", "memory-h11": "#98df8a",
-                  "redis": "#9467bd", "redis-w2": "#c5b0d5", "diskcache": "#ff7f0e"}
+CACHING_COLORS = {"ksds": "#d62728", "ksds-w2": "#8c564b", "ksds-2srv": "#e377c2", "memory": "#2ca02c",
+                  "memory-h11": "#98df8a", "redis": "#9467bd", "redis-w2": "#c5b0d5", "diskcache": "#ff7f0e"}
 
 
 def plot_caching(ca: dict[str, Any], out: str) -> str:
@@ -449,13 +495,16 @@ def plot_caching(ca: dict[str, Any], out: str) -> str:
     ops = ["create", "read", "update", "delete"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.5))
     modes = [m for m in ca["http"] if m["passes"]]
-    width = 0.8 / max(1, 2 * len(modes))
+    bars = [(m, p) for m in modes for p in m["passes"][:2]]
+    width = 0.8 / max(1, len(bars))
+    for j, (m, p) in enumerate(bars):
+        xs = [i + (j - (len(bars) - 1) / 2) * width for i in range(len(ops))]
+        axes[0].bar(xs, [p["phases"][op]["rps"] if op in p["phases"] else 0 for op in ops], width=width,
+                    color=CACHING_COLORS.get(m["mode"]), hatch="//" if p["threads"] > 1 else None,
+                    edgecolor="white",
+                    label=f"{m['mode']}, {p['threads']} client{'s' if p['threads'] > 1 else ''}")
+    modes = [m for m in modes if m["passes"][0]["threads"] == 1]  # the latency plot: the 1-client passes
     for j, m in enumerate(modes):
-        for k, p in enumerate(m["passes"][:2]):
-            xs = [i + (2 * j + k - (2 * len(modes) - 1) / 2) * width for i in range(len(ops))]
-            axes[0].bar(xs, [p["phases"][op]["rps"] if op in p["phases"] else 0 for op in ops], width=width,
-                        color=CACHING_COLORS.get(m["mode"]), hatch="//" if k else None, edgecolor="white",
-                        label=f"{m['mode']}, {p['threads']} client{'s' if p['threads'] > 1 else ''}")
         one = m["passes"][0]["phases"]
         xs = [i + (j - (len(modes) - 1) / 2) * (0.8 / max(1, len(modes))) for i in range(len(ops))]
         p50 = [one[op]["p50_ms"] if op in one else 0 for op in ops]

@@ -1,4 +1,5 @@
-"""The sharing section (``--sharing``): one data set shared by 1 and 2 processes, ksds RLS against sqlite3 WAL.
+"""The sharing section (``--sharing``): one data set shared by 1, 2 and 4 processes, ksds RLS (and NONRLS
+SHAREOPTIONS(3) for reads) against sqlite3 WAL, and whether issue 12's targets are met.
 
 Every system gets the same ``records`` records (512 bytes, 64-byte key, from :mod:`benchmarks.data`) whose 8 bytes
 after the key are a counter (big-endian, 0 at the start). Workloads, each process doing ``requests`` of them on
@@ -12,9 +13,11 @@ random records of the whole shared set (a seeded order of its own per process an
   updater and one reader is all it allows).
 
 Systems: ``ksds-rls`` (``ksds.open(..., sharing="rls")``, read integrity NRI, durability "process"),
-``sqlite`` (WAL, ``synchronous=NORMAL``, one connection per process, autocommit reads, busy timeout 30 s),
-``ksds-shr2`` (a data set defined SHAREOPTIONS(2, 3): the updater opens it "rw", the reader "r", both NONRLS) and,
-as a reference, ``ksds-excl`` (NONRLS SHAREOPTIONS(1): one process, no latch, no record locks).
+``ksds-shr3`` (a data set defined SHAREOPTIONS(3, 3), every process opening it "rw" NONRLS: reads only, as
+SHAREOPTIONS(3) leaves the integrity of concurrent updates to the programs), ``sqlite`` (WAL,
+``synchronous=NORMAL``, one connection per process, autocommit reads, busy timeout 30 s), ``ksds-shr2`` (a data
+set defined SHAREOPTIONS(2, 3): the updater opens it "rw", the reader "r", both NONRLS) and, as a reference,
+``ksds-excl`` (NONRLS SHAREOPTIONS(1): one process, no latch, no record locks).
 
 Each run is one subprocess per process (``python -m benchmarks.sharing --worker CONFIG``). A worker opens the
 store, builds its request list, reads every record once (warm), prints ``ready`` and waits for ``go`` on its
@@ -28,6 +31,9 @@ Checked: after every run that updates, the parent sums the counters of the data 
 number of updates done so far on it (a lost update, or a rewrite of a stale record, would make it smaller), and
 the record count must not have changed. In mixed and upd+read runs every read also checks that a record's counter
 never goes backwards in the process that reads it (a read never returns a record older than one it saw before).
+
+Targets (:data:`TARGETS`, issue 12 item 5): each is a ratio of two rows' medians (and of the same repeat's runs,
+for the spread), printed with whether it is met; nothing asserts them.
 """
 
 from __future__ import annotations
@@ -63,18 +69,46 @@ WORKLOADS = {
 SYSTEMS = {
     "ksds-excl": "ksds NONRLS SHR(1), exclusive",
     "ksds-rls": "ksds RLS",
+    "ksds-shr3": "ksds NONRLS SHR(3)",
     "ksds-shr2": "ksds NONRLS SHR(2)",
     "sqlite": "sqlite3 WAL",
 }
+#: the process counts of the shared rows
+PROCS = (1, 2, 4)
 #: (workload, system, processes) in the order they run inside a repeat, and are printed
 PLAN: list[tuple[str, str, int]] = [
-    *[(w, s, n) for w in ("read", "update", "mix")
-      for s, n in (("ksds-excl", 1), ("ksds-rls", 1), ("ksds-rls", 2), ("sqlite", 1), ("sqlite", 2))
-      + ((("ksds-shr2", 1),) if w == "update" else ())],
+    ("read", "ksds-excl", 1),
+    *(("read", "ksds-rls", n) for n in PROCS),
+    *(("read", "ksds-shr3", n) for n in PROCS),
+    *(("read", "sqlite", n) for n in PROCS),
+    ("update", "ksds-excl", 1),
+    *(("update", "ksds-rls", n) for n in PROCS),
+    ("update", "ksds-shr2", 1),
+    *(("update", "sqlite", n) for n in PROCS),
+    ("mix", "ksds-excl", 1),
+    *(("mix", "ksds-rls", n) for n in PROCS),
+    *(("mix", "sqlite", n) for n in PROCS),
     ("upd+read", "ksds-rls", 2),
     ("upd+read", "ksds-shr2", 2),
     ("upd+read", "sqlite", 2),
 ]
+#: issue 12's targets: (name, what, (workload, system, procs) of the numerator, of the denominator, measure,
+#: bound, comparison). measure "us": us/req of the numerator / of the denominator (a time ratio: lower is better);
+#: "rate": req/s of the numerator / of the denominator (higher is better). comparison "<=", ">=" or ">".
+TARGETS: tuple[tuple[str, str, tuple[str, str, int], tuple[str, str, int], str, float, str], ...] = (
+    ("read-rls", "a shared read (RLS NRI, nothing changed) costs at most 1.3x an exclusive open's",
+     ("read", "ksds-rls", 1), ("read", "ksds-excl", 1), "us", 1.3, "<="),
+    ("read-shr3", "a shared read (NONRLS SHR(3), nothing changed) costs at most 1.3x an exclusive open's",
+     ("read", "ksds-shr3", 1), ("read", "ksds-excl", 1), "us", 1.3, "<="),
+    ("update-2p", "read for update + rewrite: 2 RLS processes at least as fast as 1",
+     ("update", "ksds-rls", 2), ("update", "ksds-rls", 1), "rate", 1.0, ">="),
+    ("update-sqlite", "read for update + rewrite: 2 RLS processes at least sqlite3 WAL's 2-process rate",
+     ("update", "ksds-rls", 2), ("update", "sqlite", 2), "rate", 1.0, ">="),
+    ("mix-sqlite", "90/10 mix: 2 RLS processes ahead of sqlite3 WAL's 2",
+     ("mix", "ksds-rls", 2), ("mix", "sqlite", 2), "rate", 1.0, ">"),
+    ("upd+read-sqlite", "1 updater + 1 reader at once (RLS) ahead of sqlite3 WAL",
+     ("upd+read", "ksds-rls", 2), ("upd+read", "sqlite", 2), "rate", 1.0, ">"),
+)
 WORKER_TIMEOUT = 300.0
 
 
@@ -115,7 +149,7 @@ def build(system: str, path: str, rec: Records, buffer_space: int) -> None:
         return
     import ksds
 
-    share = (2, 3) if system == "ksds-shr2" else (1, 3)
+    share = {"ksds-shr2": (2, 3), "ksds-shr3": (3, 3)}.get(system, (1, 3))
     ksds.define(path, key_length=rec.spec.key_length, record_length=rec.spec.record_length, ci_size=4096,
                 share_options=share)
     with ksds.open(path, "rw", buffer_space=buffer_space) as ds, ds.batch():
@@ -162,7 +196,7 @@ class _Ksds:
         self.errors = (ksds.RecordLockedError, ksds.DeadlockError)
         if system == "ksds-rls":
             self.ds = ksds.open(path, "rw", sharing="rls", lock_timeout=30.0, buffer_space=buffer_space)
-        else:  # NONRLS: SHR(1) exclusive, or SHR(2) with one updater ("rw") and readers ("r")
+        else:  # NONRLS: SHR(1) exclusive, SHR(2) with one updater ("rw") and readers ("r"), SHR(3) all "rw"
             self.ds = ksds.open(path, "r" if role == "reader" else "rw", buffer_space=buffer_space)
         self.read = self.ds.read
 
@@ -458,6 +492,8 @@ def run_sharing(
         "cpus": os.cpu_count(),
         "load_before": load_before,
         "rows": rows,
+        "targets": targets(rows),
+        "procs": list(PROCS),
         "runtime_s": time.perf_counter() - started,
     }
 
@@ -485,19 +521,43 @@ def _summarise(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _relate(rows: list[dict[str, Any]]) -> None:
-    """2 processes / 1 process (same system and workload) and ksds/sqlite (time ratio: sqlite's rate / ksds's,
+    """N processes / 1 process (same system and workload) and ksds/sqlite (time ratio: sqlite's rate / ksds's,
     with the spread of the per-repeat ratios) on aggregate throughput."""
     by = {(r["workload"], r["system"], r["procs"]): r for r in rows}
     for r in rows:
         if "rate" not in r:
             continue
         one = by.get((r["workload"], r["system"], 1))
-        if r["procs"] == 2 and one is not None and one.get("rate"):
+        if r["procs"] > 1 and one is not None and one.get("rate"):
             r["scale"] = r["rate"] / one["rate"]
         peer = by.get((r["workload"], "sqlite", r["procs"]))
         if r["system"].startswith("ksds") and peer is not None and peer.get("rate") and r["rate"]:
             per = [p["rate"] / k["rate"] for k, p in zip(r["runs"], peer["runs"], strict=False) if k["rate"]]
             r["vs_sqlite"] = {"ratio": peer["rate"] / r["rate"], "min": min(per), "max": max(per)}
+
+
+def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each of :data:`TARGETS` against this run: the ratio of the two rows' medians, the spread of the per-repeat
+    ratios (runs of the same repeat), and whether it is met (``met`` None when a row did not run)."""
+    by = {(r["workload"], r["system"], r["procs"]): r for r in rows}
+    out = []
+    for name, what, num, den, measure, bound, cmp in TARGETS:
+        t: dict[str, Any] = {"name": name, "what": what, "num": list(num), "den": list(den), "measure": measure,
+                             "bound": bound, "cmp": cmp, "ratio": None, "min": None, "max": None, "met": None}
+        a, b = by.get(num), by.get(den)
+        field = "us_per_req" if measure == "us" else "rate"
+        if a and b and a.get(field) and b.get(field):
+            t["num_value"], t["den_value"] = a[field], b[field]
+            t["ratio"] = ratio = a[field] / b[field]
+            per = [x[field] / y[field] for x, y in zip(a["runs"], b["runs"], strict=False) if y[field]]
+            if per:
+                t["min"], t["max"] = min(per), max(per)
+            t["met"] = ratio <= bound if cmp == "<=" else ratio >= bound if cmp == ">=" else ratio > bound
+            wrong = a.get("error") or b.get("error")
+            if wrong:  # a row that failed a check meets nothing
+                t["met"], t["error"] = False, wrong
+        out.append(t)
+    return out
 
 
 def main(argv: list[str]) -> int:

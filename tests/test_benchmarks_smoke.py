@@ -96,7 +96,7 @@ def test_quick_sharing_and_caching_sections(tmp_path: object) -> None:
         results = json.load(f)
     assert results["rows"] == []
 
-    from benchmarks.sharing import PLAN
+    from benchmarks.sharing import PLAN, TARGETS
 
     sh = results["sharing"]
     assert sh["repeat"] == 1 and not sh["failed"]
@@ -115,19 +115,34 @@ def test_quick_sharing_and_caching_sections(tmp_path: object) -> None:
         else:  # every run that updates is audited: counters sum to the updates done, no record lost
             assert run["updates"] > 0 and row["checked"], key
             assert run["check"]["ok"] and run["check"]["records"] == sh["records"], run["check"]
+    for n in (1, 2, 4):  # RLS and SHAREOPTIONS(3) reads, RLS updates and mixes, next to sqlite, for 1, 2, 4
+        for key in (("read", "ksds-rls", n), ("read", "ksds-shr3", n), ("update", "ksds-rls", n),
+                    ("mix", "ksds-rls", n), ("read", "sqlite", n), ("update", "sqlite", n), ("mix", "sqlite", n)):
+            assert key in rows, key
+            assert "vs_sqlite" in rows[key] or key[1] == "sqlite", key
+            assert "scale" in rows[key] or n == 1, key
     assert rows[("update", "ksds-rls", 2)]["runs"][0]["updates"] == 2 * sh["requests"]
-    assert "scale" in rows[("read", "ksds-rls", 2)] and "vs_sqlite" in rows[("read", "ksds-rls", 2)]
+    assert rows[("update", "ksds-rls", 4)]["runs"][0]["updates"] == 4 * sh["requests"]
     assert set(rows[("upd+read", "ksds-shr2", 2)]["role_rates"]) == {"update", "reader"}
+    # every target of issue 12 is evaluated and printed (met or not: timings are never checked)
+    assert [t["name"] for t in sh["targets"]] == [t[0] for t in TARGETS]
+    for t in sh["targets"]:
+        assert t["ratio"] is not None and t["ratio"] > 0 and isinstance(t["met"], bool), t
+    assert "Sharing targets" in proc.stdout and f"of {len(TARGETS)} targets met" in proc.stdout
 
     ca = results["caching"]
     modes = {m["mode"]: m for m in ca["http"]}
     redis = {"redis", "redis-w2"}
-    want = {"ksds", "ksds-w2", "memory", "memory-h11"} | (redis if shutil.which("redis-server") else set())
+    want = {"ksds", "ksds-w2", "ksds-2srv", "memory", "memory-h11"} | (
+        redis if shutil.which("redis-server") else set())
     assert set(modes) == want and set(ca["skipped"]) == redis - want
     for mode, m in modes.items():
         assert "error" not in m, (mode, m.get("error"), m.get("server_stderr"))
         assert m["exit_code"] == 0, (mode, m.get("server_stderr"))
-        assert [p["threads"] for p in m["passes"]] == [1, ca["threads"]]
+        if mode == "ksds-2srv":  # two servers, the clients split between them: only the pass with every client
+            assert [p["threads"] for p in m["passes"]] == [ca["threads"]]
+        else:
+            assert [p["threads"] for p in m["passes"]] == [1, ca["threads"]]
         for p in m["passes"]:
             assert p["check"]["ok"], (mode, p["threads"], p["check"])
             assert list(p["phases"]) == ["create", "read", "update", "delete"]
@@ -136,6 +151,13 @@ def test_quick_sharing_and_caching_sections(tmp_path: object) -> None:
                 assert 0 < ph["requests"] <= ph["planned"] and ph["rps"] > 0
                 assert 0 < ph["p50_ms"] <= ph["p99_ms"]
     assert modes["ksds"]["closed_cleanly"] is True and modes["ksds-w2"]["closed_cleanly"] is True
+    two = modes["ksds-2srv"]
+    assert two["closed_cleanly"] is True and two["servers"] == 2 and two["exit_codes"] == [0, 0]
+    assert len(set(two["ports"])) == 2 and all("127.0.0.1" in line for line in two["server_lines"])
+    assert two["passes"][0]["check"]["left_found_per_server"] == [two["passes"][0]["check"]["left_expected"]] * 2
+    scale = {t["op"]: t for t in ca["scaleout"]}
+    assert scale["create"]["ratio"] > 0 and isinstance(scale["create"]["met"], bool) and scale["read"]["ratio"] > 0
+    assert "ksds-2srv / ksds (one server) creates/s" in proc.stdout
     assert modes["ksds-w2"]["workers"] == 2 and "2 workers" in modes["ksds-w2"]["server_line"]
     assert "HTTP h11 on asyncio" in modes["memory-h11"]["server_line"]
     assert [t["op"] for t in ca["targets"]] == ["read", "read", "create"]
