@@ -9,8 +9,9 @@ bracketed by the process making it, under the exclusive latch: the counter is ma
 changes and even (one more) after the last. A process that read the counter as ``c`` (even) while its view was up
 to date, under the latch, knows that nothing changed while it still reads ``c``: a read then runs with no system
 call (no latch, no log header read), and checks the counter again after it (as a sequence lock): if it moved
-meanwhile, the read is done again under the latch. A writer under the exclusive latch skips reading the log when
-the counter says nothing moved.
+meanwhile, the read is done again. When the counter moved and is even, a reader catches up with the log's committed
+transactions itself, without the latch, and checks the counter after its read in the same way. A writer under the
+exclusive latch skips reading the log when the counter says nothing moved.
 
 Crash safety does not depend on this file: it is never the only copy of anything. A process that dies inside a
 change leaves the counter odd, so every other opener takes the latch and reads the log (as if there were no
