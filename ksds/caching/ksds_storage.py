@@ -64,20 +64,25 @@ on demand.
 
 **Concurrency and atomicity.** Each operation's record changes are one ``with ds.batch()``: one transaction, all
 or nothing, also across a kill -9; in RLS mode a batch holds the data set's exclusive latch from start to end,
-so other processes see it whole or not at all. Operations that change entries (create, update, delete,
-deleteForService) first take the counter record's lock (``read(update=True)``; it waits, which a batch cannot:
-inside a batch a lock held elsewhere fails at once) and release it after the batch. That lock orders every
-entry change of every process: two processes cannot both pass the size check, and the count and the time
-index stay exact. It is the only lock a request waits for, and it is taken first, holding no other (one lock
-order: no deadlock). Map operations need no counter lock. A record lock met inside a batch
-(``RecordLockedError``: another process's batch has committed but not yet dropped its record locks) rolls the
-batch back, and it is tried again until ``lock_timeout``. Reads take no lock (NRI): each sees what other
-processes committed. Within a process one open data set serves every thread, one request at a time.
+so other processes see it whole or not at all, and its reads see everything other processes committed before it
+(the batch's start catches its view up with theirs). So the batches of every process run one at a time, and
+that alone orders every entry change: an operation that changes entries (create, update, delete,
+deleteForService) reads the counter, checks the size limit and rewrites the counter within its batch, with no
+other process's change in between, so two processes cannot both pass the size check, and the count and the
+time index stay exact. No record lock is waited for: the latch is the only thing a request waits for (at most
+``lock_timeout``, then 503), and a record lock met inside a batch fails at once (``RecordLockedError``: a
+process holds it outside a batch, e.g. a READ UPDATE by hand): the batch is rolled back and tried again until
+``lock_timeout``, then 503. Reads take no lock (NRI): each sees what other processes committed. Within a
+process one open data set serves every thread, one request at a time.
 
 **Availability.** A data set that cannot be opened (damaged, not a data set, held elsewhere in a mode that
 excludes this one, unreadable) or that fails while in use makes every call raise 503 ZWECS703W (Zowe's "Cache is
 not available"); with ``lazy_open`` the storage is made all the same and opens the data set on a later call
-(trying at most once a second), so a server starts and answers 503 until then.
+(trying at most once a second), so a server starts and answers 503 until then. A data set removed (or removed
+and defined again) by hand while open is noticed by the next call that changes something (each checks that the
+file at the path is the one open: two system calls), which then opens what is at the path: no change is
+acknowledged into a removed file. Calls that only read check it at most every ``PATH_CHECK_SECONDS`` (50 ms):
+for that long after a removal they may still answer from the removed data set, as it was when removed.
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import struct
 import threading
 import time
@@ -155,21 +161,42 @@ EXP_ENTRY = b"\x00X"
 EXP_ITEM = b"\x00Y"
 #: the most expired entries (or items) one call removes; the rest go with the next calls
 PURGE_BATCH = 1000
+#: how often (seconds, at most) a call that only reads checks that the open data set is still the one at the path
+#: (calls that change it check every time)
+PATH_CHECK_SECONDS = 0.05
 #: what the engine raises when the data set is not available: 503
 _UNAVAILABLE = (CorruptionError, DatasetClosedError, DatasetInUseError, DatasetNotFoundError, LatchTimeoutError,
                 NotADatasetError, RecordLockedError, DeadlockError, OSError)
 
 
 def _available(fn: Callable[P, T]) -> Callable[P, T]:
-    """A public method of the storage: the data set opened first if it is not yet (``lazy_open``), and the engine's
-    errors that say the data set is not available raised as 503 ZWECS703W."""
+    """A public method of the storage that may change it: the data set opened first if it is not yet
+    (``lazy_open``) or if it was removed from under the storage (checked on every call), and the engine's errors
+    that say the data set is not available raised as 503 ZWECS703W."""
 
     @functools.wraps(fn)
     def call(*args: P.args, **kw: P.kwargs) -> T:
         self = args[0]
         assert isinstance(self, KsdsStorage)
         try:
-            self._ready()
+            self._ready(True)
+            return fn(*args, **kw)
+        except _UNAVAILABLE as e:
+            raise StorageError(CACHE_NOT_AVAILABLE, f"the data set {self.path}: {type(e).__name__}: {e}") from None
+
+    return call
+
+
+def _available_reads(fn: Callable[P, T]) -> Callable[P, T]:
+    """:func:`_available` for a method that only reads: whether the data set was removed from under the storage is
+    checked at most once every :data:`PATH_CHECK_SECONDS` (two system calls saved on almost every read)."""
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kw: P.kwargs) -> T:
+        self = args[0]
+        assert isinstance(self, KsdsStorage)
+        try:
+            self._ready(False)
             return fn(*args, **kw)
         except _UNAVAILABLE as e:
             raise StorageError(CACHE_NOT_AVAILABLE, f"the data set {self.path}: {type(e).__name__}: {e}") from None
@@ -181,6 +208,7 @@ MIN_KEY_LENGTH = {"native": 2 + 2 * DIGEST, "zowe": zowe.MIN_KEY_LENGTH}
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _NATIVE_HEAD = 8 + 4  # seq, JSON length
+_NATIVE_HEADER = struct.Struct(">QI")
 _EBCDIC_SPACE = b"\x40"
 
 
@@ -208,8 +236,14 @@ def _digest(text: str, size: int) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=size).digest()
 
 
+#: ``json.dumps(obj, ensure_ascii=False, separators=(",", ":"))`` without making an encoder per call
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+#: what ``json.loads`` parses with (its decoder), called directly (``loads`` adds two calls and a regex)
+_RAW_DECODE = json.JSONDecoder().raw_decode
+
+
 def _json_bytes(obj: object) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    return _ENCODE(obj).encode("utf-8", "surrogatepass")
 
 
 def _json_load(data: bytes) -> Any:
@@ -220,7 +254,13 @@ def _json_load(data: bytes) -> Any:
         text = data.decode("utf-8", "surrogatepass")
     except UnicodeDecodeError:
         text = data.decode("utf-8", "replace")
-    return json.loads(text)
+    try:
+        obj, end = _RAW_DECODE(text)
+    except ValueError:
+        end = -1
+    if end != len(text):  # white space around it, or not JSON: exactly as json.loads takes or refuses it
+        return json.loads(text)
+    return obj
 
 
 #: what reading a record that does not hold what it should raises (caught: the record is not an entry)
@@ -242,6 +282,14 @@ def _owner_of(obj: dict[str, Any]) -> tuple[str, str | None]:
     if not isinstance(sid, str) or not (dn is None or isinstance(dn, str)):
         raise TypeError("serviceId and dn are strings")
     return sid, dn
+
+
+#: the counter's JSON as :meth:`KsdsStorage._counter_record` writes it (JSON's integers: no leading zeros)
+_COUNTER_JSON = re.compile(rb'\{"layout":"(native|zowe)","count":(-?(?:0|[1-9][0-9]*)),"seq":(-?(?:0|[1-9][0-9]*))\}')
+
+
+class _NoCounter(RecordNotFoundError):
+    """The counter record is missing (a new data set, or erased): it is built again."""
 
 
 @dataclass
@@ -280,7 +328,7 @@ class KsdsStorage(Storage):
     #: safe to call from several threads at once (the REST server need not serialise the calls)
     thread_safe = True
     #: its calls take microseconds (the page cache; one at a time anyway, under the mutex) and wait only for another
-    #: process's request (the latch, the counter's record lock): the REST server makes them on its event loop,
+    #: process's request (the data set's latch): the REST server makes them on its event loop,
     #: where a trip to the thread pool and the threads' contention for the GIL would cost more than the call
     inline_calls = True
 
@@ -315,7 +363,9 @@ class KsdsStorage(Storage):
                                 want_rl if want_rl is not None else DEFAULT_RECORD_LENGTH)
         self.lock_timeout = lock_timeout
         #: figures for the service's metrics (counted when their transaction commits): entries removed by
-        #: removeOldest, entries and map items removed because they expired, and the record locks met
+        #: removeOldest, entries and map items removed because they expired; the seconds spent starting
+        #: transactions (waiting for the data set's latch while other processes' transactions ran), the
+        #: transactions tried again after meeting a locked record, and the requests ended by a lock or latch timeout
         self.evictions = 0
         self.expired_entries = 0
         self.expired_items = 0
@@ -329,6 +379,8 @@ class KsdsStorage(Storage):
         self._closed = False
         self._next_try = 0.0
         self._last_error = ""
+        self._path_checked = 0.0  # time.monotonic() of the last check that the open data set is the one at the path
+        self._partitions: dict[object, bytes] = {}  # the entries' key prefixes of recent callers (native layout)
         try:
             self._open()
         except _UNAVAILABLE as e:
@@ -383,17 +435,26 @@ class KsdsStorage(Storage):
             self._counter_key = self._pad(COUNTER)
             self._ds_or_none = ds
             self._bootstrap()
+            self._path_checked = time.monotonic()
         except BaseException:
             self._ds_or_none = None
             ds.close()
             raise
 
-    def _ready(self) -> None:
+    def _ready(self, changes: bool) -> None:
         """Open the data set if the storage was made without it (``lazy_open``), or if the one it has open was removed
         from under it (by hand: its file is no longer the one at the path; writes to it would be lost): at most one
-        try a second."""
+        try a second. ``changes``: the call may change the data set, so the path is checked now (two system calls);
+        a call that only reads checks it only if the last check is :data:`PATH_CHECK_SECONDS` old (until then it may
+        still read the removed data set, as it was when removed)."""
         ds = self._ds_or_none
-        if ds is not None and not ds.at_path():
+        if ds is not None:
+            now = time.monotonic()
+            if not changes and now - self._path_checked < PATH_CHECK_SECONDS:
+                return
+            if ds.at_path():
+                self._path_checked = now
+                return
             with self._mutex:
                 if self._ds_or_none is ds:
                     self._ds_or_none = None
@@ -439,15 +500,27 @@ class KsdsStorage(Storage):
     def _record(self, key: bytes, body: bytes) -> bytes:
         return key + body + bytes(self._rl - self._kl - len(body))
 
+    def _partition_digest(self, service_id: str, size: int) -> bytes:
+        """``_digest(partition_key(service_id), size)``, remembered for the callers seen last (a few thousand)."""
+        sid = service_id if type(service_id) is str else (str(service_id), caller_dn(service_id),
+                                                          getattr(service_id, "service", None))
+        memo = self._partitions
+        got = memo.get((sid, size))
+        if got is None:
+            if len(memo) >= 4096:
+                memo.clear()
+            got = memo[sid, size] = _digest(partition_key(service_id), size)
+        return got
+
     def _entry_key(self, service_id: str, key: str) -> bytes:
         if self._zowe:
             return zowe.vsam_key(service_id, key, key_length=self._kl)
-        return self._pad(ENTRY + _digest(partition_key(service_id), DIGEST) + _digest(key, DIGEST))
+        return (ENTRY + self._partition_digest(service_id, DIGEST) + _digest(key, DIGEST)).ljust(self._kl, b"\0")
 
     def _service_prefix(self, service_id: str) -> bytes:
         if self._zowe:
             return f"{zowe.java_string_hash(service_id)}:".encode(zowe.ENCODING)
-        return ENTRY + _digest(partition_key(service_id), DIGEST)
+        return ENTRY + self._partition_digest(service_id, DIGEST)
 
     def _encode(self, service_id: str, kv: KeyValue, expires: int | None = None) -> bytes:
         """The entry's record (native: with seq 0, set by :meth:`_with_seq`); 400 if it does not fit. ``expires``:
@@ -492,10 +565,11 @@ class KsdsStorage(Storage):
             return KeyValue(z.key, z.value, z.service_id, z.created or ""), 0, None, None
         kl = self._kl
         try:
-            (seq,) = _U64.unpack_from(record, kl)
-            (n,) = _U32.unpack_from(record, kl + 8)
+            seq, n = _NATIVE_HEADER.unpack_from(record, kl)
             obj = _json_load(record[kl + _NATIVE_HEAD : kl + _NATIVE_HEAD + n])
-            sid, dn = _owner_of(obj)
+            sid, dn = obj["serviceId"], obj.get("dn")
+            if not isinstance(sid, str) or not (dn is None or isinstance(dn, str)):
+                return None
             key, value, created, expires = obj["key"], obj["value"], obj["created"], obj.get("expires")
             if not (isinstance(key, str) and isinstance(value, str) and isinstance(created, str)):
                 return None
@@ -521,7 +595,7 @@ class KsdsStorage(Storage):
 
     def _map_prefix(self, service_id: str, map_key: str | None = None) -> bytes:
         d = self._map_digest
-        prefix = MAP + _digest(partition_key(service_id), d)
+        prefix = MAP + self._partition_digest(service_id, d)
         return prefix if map_key is None else prefix + _digest(map_key, d)
 
     def _map_key(self, service_id: str, map_key: str, key: str) -> bytes:
@@ -545,11 +619,26 @@ class KsdsStorage(Storage):
     # --- the counter and the time index --------------------------------------------------------------------------
 
     def _read_counter(self) -> _Counter:
-        obj = self._load(self._ds.read(self._counter_key))
+        """The counter (:class:`_NoCounter` if its record is missing). Its JSON as :meth:`_counter_record` writes it
+        is parsed without the JSON parser (one regular expression: 4x faster); any other JSON with it."""
+        rec = self._ds.get(self._counter_key)
+        if rec is None:
+            raise _NoCounter(f"{self.path}: the counter record is missing")
+        kl = self._kl
+        (n,) = _U32.unpack_from(rec, kl)
+        body = rec[kl + 4 : kl + 4 + n]
+        m = _COUNTER_JSON.fullmatch(body)
+        if m is not None:
+            return _Counter(m[1].decode(), int(m[2]), int(m[3]))
+        obj = _json_load(body)
         return _Counter(obj["layout"], obj["count"], obj["seq"])
 
     def _counter_record(self, c: _Counter) -> bytes:
-        body = _json_bytes({"layout": c.layout, "count": c.count, "seq": c.seq})
+        """The counter's record: the JSON is what ``json.dumps`` writes (the same bytes), built without it."""
+        if c.layout in LAYOUTS and type(c.count) is int and type(c.seq) is int:
+            body = b'{"layout":"%s","count":%d,"seq":%d}' % (c.layout.encode(), c.count, c.seq)
+        else:
+            body = _json_bytes({"layout": c.layout, "count": c.count, "seq": c.seq})
         return self._record(self._counter_key, _U32.pack(len(body)) + body)
 
     def _index(self, entry_key: bytes, created: str, seq: int, expires: int | None = None) -> None:
@@ -616,19 +705,31 @@ class KsdsStorage(Storage):
             self._ds.erase(ekey)
 
     def _expired_first(self, kind: bytes, now: int) -> tuple[bytes, int, bytes] | None:
-        """The first expiry-index record of ``kind`` if it has expired by ``now``: (its key, expiry, record key)."""
+        """The first expiry-index record of ``kind`` if it has expired by ``now``: (its key, expiry, record key).
+
+        A browse from ``kind`` that stops before the expiry-index keys of ``now + 1``: none is an answer, not an
+        exception (in a batch, half the cost of a generic read that raises :class:`~ksds.RecordNotFoundError`)."""
+        if now < 0:
+            return None  # the index keys hold max(0, expiry)
+        kl = self._kl
+        for rec in self._ds.browse(kind, generic=True, stop=(kind + _U64.pack(now + 1)).ljust(kl, b"\0")):
+            (expires,) = _U64.unpack_from(rec, 2)
+            return rec[:kl], expires, rec[kl : 2 * kl]
+        return None
+
+    def _expiring(self, kind: bytes, now: int) -> bool:
+        """Whether an expiry-index record of ``kind`` has expired by ``now`` (outside a batch, where a read that
+        raises, which needs no latch while nothing changed, is cheaper than a browse, which takes it)."""
         try:
             rec = self._ds.read(kind, generic=True)
         except RecordNotFoundError:
-            return None
+            return False
         (expires,) = _U64.unpack_from(rec, 2)
-        if expires > now:
-            return None
-        return rec[: self._kl], expires, rec[self._kl : 2 * self._kl]
+        return bool(expires <= now)
 
     def _purge_entries(self, c: _Counter, now: int) -> bool:
         """Remove the entries expired by ``now`` (at most PURGE_BATCH), counting them off ``c`` (call in a
-        transaction holding the counter's lock). Returns whether anything changed."""
+        transaction that read ``c``). Returns whether anything changed."""
         changed = False
         for _ in range(PURGE_BATCH):
             got = self._expired_first(EXP_ENTRY, now)
@@ -654,7 +755,7 @@ class KsdsStorage(Storage):
 
     def _expired_entry(self, rkey: bytes, rec: bytes, now: int) -> bool:
         """If the entry record ``rec`` (key ``rkey``) has expired by ``now``: remove it with its index records
-        (call in a transaction holding the counter's lock; the caller counts it off) and say so."""
+        (call in the transaction that read the counter; the caller counts it off) and say so."""
         decoded = self._decode(rec)
         if decoded is None:
             return False
@@ -760,34 +861,35 @@ class KsdsStorage(Storage):
             ds.rewrite(counter)
 
     def _txn(self, fn: Callable[[], T], *, counter: bool) -> T:
-        """Run ``fn`` as one transaction (a batch), holding the counter's lock around it if ``counter``.
+        """Run ``fn`` as one transaction (a batch). ``counter``: ``fn`` reads the counter record (first), and if it is
+        missing (erased by hand?) it is built again and ``fn`` tried again.
 
-        A record lock met inside the batch rolls it back; it is tried again until ``lock_timeout`` has passed.
+        The batch holds the data set's exclusive latch from start to end and sees every other process's committed
+        work, so the transactions of every process run one at a time: ``fn`` reads the counter, checks and changes
+        it with no other process in between (no record lock to wait for). A record lock met inside the batch (held
+        by a process that took it outside a batch) rolls it back; it is tried again until ``lock_timeout`` has
+        passed.
         """
         ds = self._ds
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.0005
         with self._mutex:
             while True:
-                locked = False
                 try:
-                    if counter:
-                        waited = time.monotonic()
-                        try:
-                            ds.read(self._counter_key, update=True)
-                        except RecordNotFoundError:  # the counter was erased (by hand?): build it again
-                            self._txn(self._ensure_counter, counter=False)
-                            continue
-                        finally:
-                            self.lock_wait_seconds += time.monotonic() - waited
-                        locked = True
                     self._pending = pending = [0, 0, 0]
-                    with ds.batch():
+                    waited = time.monotonic()
+                    with ds.batch():  # waits for the latch while another process's transaction runs
+                        self.lock_wait_seconds += time.monotonic() - waited
                         result = fn()
                     self.evictions += pending[0]
                     self.expired_entries += pending[1]
                     self.expired_items += pending[2]
                     return result
+                except _NoCounter:
+                    if not counter:
+                        raise
+                    self._txn(self._ensure_counter, counter=False)
+                    continue
                 except LatchTimeoutError:
                     self.lock_timeouts += 1
                     raise
@@ -796,9 +898,6 @@ class KsdsStorage(Storage):
                         self.lock_timeouts += 1
                         raise
                     self.lock_retries += 1
-                finally:
-                    if locked:
-                        ds.unlock(self._counter_key)
                 time.sleep(delay)
                 delay = min(delay * 2, 0.02)
 
@@ -813,10 +912,15 @@ class KsdsStorage(Storage):
         got = self._decode(rec)
         if got is None or got[0].key != key or not self._owned(got[0], got[2], service_id):
             return None
-        expires = self._slot_expires(rkey) if self._zowe else got[3]
-        if expired(expires, now):
+        if self._zowe:
+            expires = self._slot_expires(rkey)
+            kv = with_service(service_id, got[0])
+        else:  # owned: its service id is already str(service_id), and the entry a new object
+            expires = got[3]
+            kv = got[0]
+        if expires is not None and expires <= now:  # expired(expires, now)
             return None
-        return rkey, with_service(service_id, got[0]), got[1], expires
+        return rkey, kv, got[1], expires
 
     def _entry_expiry(self, kv: KeyValue, now: int) -> int | None:
         expires = entry_expiry(kv, now)
@@ -871,7 +975,7 @@ class KsdsStorage(Storage):
 
         return self._txn(fn, counter=True)
 
-    @_available
+    @_available_reads
     def read(self, service_id: str, key: str) -> KeyValue:
         with self._mutex:
             found = self._find(service_id, key, self.now_ms())
@@ -935,7 +1039,7 @@ class KsdsStorage(Storage):
                 if not expired(expires, now):
                     yield rkey, with_service(service_id, got[0]), got[1], expires
 
-    @_available
+    @_available_reads
     def read_for_service(self, service_id: str) -> dict[str, KeyValue]:
         with self._mutex:
             return {kv.key: kv for _, kv, _, _ in self._service_entries(service_id, self.now_ms())}
@@ -960,7 +1064,7 @@ class KsdsStorage(Storage):
     def count(self) -> int:
         """The entries held (what the size limit counts), after removing the expired ones if there are any."""
         with self._mutex:
-            if self._expired_first(EXP_ENTRY, self.now_ms()) is None:
+            if not self._expiring(EXP_ENTRY, self.now_ms()):
                 return self._read_counter().count
 
         def fn() -> tuple[int, bool]:
@@ -1037,12 +1141,12 @@ class KsdsStorage(Storage):
 
         return self._txn(fn, counter=False)
 
-    @_available
+    @_available_reads
     def get_all_map_items(self, service_id: str, map_key: str) -> dict[str, str]:
         with self._mutex:
             return {k: v for _, _, k, v in self._map_items(service_id, map_key, self.now_ms())}
 
-    @_available
+    @_available_reads
     def get_all_maps(self, service_id: str) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
         with self._mutex:
@@ -1050,7 +1154,7 @@ class KsdsStorage(Storage):
                 out.setdefault(m, {})[k] = v
         return out
 
-    @_available
+    @_available_reads
     def get_map_items(self, service_id: str, query: Mapping[str, Sequence[str | None]]) -> dict[str, dict[str, str]]:
         """One keyed read per item asked for (its record key is the digests of the caller, map and item)."""
         owner = _owner(service_id)
@@ -1105,7 +1209,7 @@ class KsdsStorage(Storage):
 
         return self._txn(fn, counter=True)
 
-    @_available
+    @_available_reads
     def audit(self) -> dict[str, int]:
         """Scan the data set and count its records by kind (for tests and diagnostics: the storage never scans).
 

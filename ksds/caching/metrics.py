@@ -18,7 +18,8 @@ Read when Prometheus scrapes (nothing is counted on the request path for them):
   operation}`` (inserted, deleted, updated, retrieved), ``ksds_dataset_splits_total{kind="ci"|"ca"}``,
   ``ksds_dataset_excps_total``, ``ksds_dataset_transactions_total``, ``ksds_dataset_index_levels``,
   ``ksds_dataset_bytes{kind="allocated"|"used"|"free"}``, ``ksds_dataset_cis{kind="data"|"index"|"free"}``;
-  record locks: ``ksds_record_lock_wait_seconds_total`` (time taking the storage's counter record lock),
+  record locks: ``ksds_record_lock_wait_seconds_total`` (time waiting to start a change: the data set's latch;
+  the name is kept from when it was the counter record's lock),
   ``ksds_record_lock_retries_total`` (transactions tried again after meeting a locked record or a deadlock),
   ``ksds_record_lock_timeouts_total`` (requests ended by a lock or latch timeout: 503); the write-ahead log:
   ``ksds_log_bytes`` (frames in the log since the last checkpoint), ``ksds_log_checkpoint_bytes`` (the size at which
@@ -263,7 +264,7 @@ class Metrics:
         fam(g, "ksds_dataset_cis", "Control intervals: data, index, free",
             [({"kind": "data"}, s["DATA-CIS"]), ({"kind": "index"}, s["INDEX-CIS"]), ({"kind": "free"}, s["FREE-CIS"])])
         for name, attr, doc in (
-            ("ksds_record_lock_wait_seconds", "lock_wait_seconds", "Seconds spent taking the counter record's lock"),
+            ("ksds_record_lock_wait_seconds", "lock_wait_seconds", "Seconds waiting to start a change (latch)"),
             ("ksds_record_lock_retries", "lock_retries", "Transactions tried again after a locked record or deadlock"),
             ("ksds_record_lock_timeouts", "lock_timeouts", "Requests ended by a record lock or latch timeout (503)"),
         ):
