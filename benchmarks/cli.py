@@ -75,7 +75,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-suite", action="store_true",
                    help="skip the workload rows (with --scaling, --sharing or --caching)")
     p.add_argument("--sharing", action="store_true",
-                   help="also run the sharing section: ksds RLS with 1 and 2 processes vs sqlite3 WAL (about 1 min)")
+                   help="also run the sharing section: ksds RLS and NONRLS with 1, 2 and 4 processes vs sqlite3 WAL, "
+                   "and the sharing targets (about 2 min)")
     p.add_argument("--sharing-records", type=_size, default=None,
                    help=f"records of the sharing section's shared data set (default {sharing.DEFAULT_RECORDS}; "
                    f"--quick: {sharing.QUICK_RECORDS})")
@@ -84,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
                    f"--quick: {sharing.QUICK_REQUESTS})")
     p.add_argument("--caching", action="store_true",
                    help="also run the caching section: ksds serve per storage mode through its REST API, and the "
-                   "storages in process vs diskcache (about 1 min)")
+                   "storages in process vs diskcache (about 1.5 min)")
     p.add_argument("--caching-requests", type=_size, default=None,
                    help=f"requests per operation per mode through the API (default {caching.DEFAULT_REQUESTS}; "
                    f"--quick: {caching.QUICK_REQUESTS})")

@@ -335,7 +335,7 @@ def sharing_target_lines(sh: dict[str, Any]) -> list[str]:
     ts = sh.get("targets") or []
     if not ts:
         return []
-    out = ["", "Sharing targets (issue 12): ratio of the two rows' medians (per-repeat spread); us = us/req (lower "
+    out = ["", "Sharing targets: ratio of the two rows' medians (per-repeat spread); us = us/req (lower "
            "is better), req/s = throughput (higher is better)"]
     for t in ts:
         unit = "us/req" if t["measure"] == "us" else "req/s"

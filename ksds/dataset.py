@@ -27,7 +27,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from . import btree
 from .browse import Browse
-from .coherence import shm_path
+from .coherence import COUNTER_WORD, shm_path
 from .definition import CI_TRAILER, Definition, check_freespace, check_share_options, make_definition
 from .errors import (
     DatasetClosedError,
@@ -487,6 +487,21 @@ class Dataset:
         (:meth:`Pager.ready`). The counter is checked again after the lookup: if it moved meanwhile (or the lookup
         failed while it moved: a CI read while a checkpoint wrote it), the lookup is tried again, and after
         :data:`_UNLATCHED_TRIES` (or while a change is in progress) done under the latch. O(L log n)."""
+        shm = p.shm
+        words = shm.words if shm is not None else None
+        if words is not None:  # the usual case, inlined: nothing moved since the view was current
+            c = words[COUNTER_WORD]
+            if c == p.seen:
+                retrieved = p.state.rec_retrieved
+                try:
+                    rec = self._find(p, key)
+                except Exception:
+                    if words[COUNTER_WORD] == c:
+                        raise
+                else:
+                    if words[COUNTER_WORD] == c:
+                        return rec
+                p.state.rec_retrieved = retrieved  # counted again
         for _ in range(_UNLATCHED_TRIES):
             if not p.ready():
                 break
