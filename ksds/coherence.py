@@ -8,9 +8,14 @@ counter**: every change to the log or to the file in place (a commit, a checkpoi
 bracketed by the process making it, under the exclusive latch: the counter is made odd before the first byte
 changes and even (one more) after the last. A process that read the counter as ``c`` (even) while its view was up
 to date, under the latch, knows that nothing changed while it still reads ``c``: a read then runs with no system
-call (no latch, no log header read), and checks the counter again after it (as a sequence lock): if it moved
-meanwhile, the read is done again. When the counter moved and is even, a reader catches up with the log's committed
-transactions itself, without the latch, and checks the counter after its read in the same way. A writer under the
+call (no latch, no log header read). A second word, the **in-place counter**, is odd while a process writes CIs
+(or the header) in place in the data set file (a checkpoint, the last close): a read only checks after it that
+this word has not moved (as a sequence lock). A commit only appends to the log, so a read whose view was current
+when the commit began still reads a consistent data set (the one before the commit, which nobody has been told
+about yet): reads go on while a change is in progress (counter odd, one above the value at which the view was
+current), and wait for nothing but in-place writes. When the counter moved further and is even, a reader catches up
+with the log's committed transactions itself, without the latch, and checks the in-place counter after its read in
+the same way. A writer under the
 exclusive latch skips reading the log when the counter says nothing moved.
 
 Crash safety does not depend on this file: it is never the only copy of anything. A process that dies inside a
@@ -21,7 +26,8 @@ stamp) while nobody else has the data set open, a fresh one is written beside it
 missing while other opens use one (they hold the SHM byte of the data file's locks) was deleted under them: the
 open is refused, since the new file's counter would not be theirs. It may be deleted when no process has the data
 set open. Layout (little-endian; docs/file-format.md section 12): magic ``KSDS-SHM`` (8 bytes), version (u32),
-reserved (u32), data set id (u64), change counter (u64 at offset 24); 4096 bytes in all.
+reserved (u32), data set id (u64), change counter (u64 at offset 24), in-place counter (u64 at offset 32); 4096
+bytes in all.
 
 Memory order: the counter is 8 aligned bytes written with one store by the only process holding the exclusive
 latch; a read that tears between two of its values never equals the earlier even value (the low byte differs by 1
@@ -42,7 +48,7 @@ import sys
 from .errors import DatasetInUseError
 
 MAGIC = b"KSDS-SHM"
-VERSION = 1
+VERSION = 2
 SIZE = 4096
 #: magic, version, reserved, data set id
 _HEAD = struct.Struct("<8sIIQ")
@@ -51,6 +57,9 @@ _COUNTER = struct.Struct("<Q")
 COUNTER_AT = 24
 #: the counter's index among the file's 8-byte words
 COUNTER_WORD = COUNTER_AT // 8
+#: the in-place counter: odd while a process writes CIs (or the header) in place in the data set file
+IN_PLACE_AT = 32
+IN_PLACE_WORD = IN_PLACE_AT // 8
 
 
 def shm_path(path: str) -> str:
@@ -141,6 +150,26 @@ class SharedState:
             _COUNTER.pack_into(self.mm, COUNTER_AT, c)
         return c
 
+    @property
+    def in_place(self) -> int:
+        """The in-place counter (odd: CIs are being written in place, or their writer died doing it). O(1)."""
+        w = self.words
+        if w is not None:
+            return int(w[IN_PLACE_WORD])
+        return int(_COUNTER.unpack_from(self.mm, IN_PLACE_AT)[0])
+
+    def begin_in_place(self) -> None:
+        """Before writing CIs or the header in place (holding the exclusive latch, inside a change): odd."""
+        c = self.in_place
+        if not c & 1:
+            _COUNTER.pack_into(self.mm, IN_PLACE_AT, c + 1)
+
+    def end_in_place(self) -> None:
+        """After the last in-place write: even again."""
+        c = self.in_place
+        if c & 1:
+            _COUNTER.pack_into(self.mm, IN_PLACE_AT, c + 1)
+
     def settle(self) -> int:
         """Holding the exclusive latch with a view that has read the whole log: end a change left unfinished by
         a process that died inside it (odd counter). Returns the even counter."""
@@ -148,6 +177,8 @@ class SharedState:
         if c & 1 and self.writable:
             c += 1
             _COUNTER.pack_into(self.mm, COUNTER_AT, c)
+        if self.in_place & 1 and self.writable:
+            self.end_in_place()
         return c
 
     def close(self) -> None:

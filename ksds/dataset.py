@@ -27,7 +27,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from . import btree
 from .browse import Browse
-from .coherence import COUNTER_WORD, shm_path
+from .coherence import COUNTER_WORD, IN_PLACE_WORD, shm_path
 from .definition import CI_TRAILER, Definition, check_freespace, check_share_options, make_definition
 from .errors import (
     DatasetClosedError,
@@ -482,28 +482,32 @@ class Dataset:
 
     def _find_shared(self, p: Pager, key: bytes) -> bytes | None:
         """:meth:`_find` in shared mode (reads that take no record lock: :meth:`_plain_reads`), without the latch:
-        when the shared change counter has not moved since this open's view was current there is no system call;
-        when it moved and no change is in progress, the view first reads the new transactions of the log
-        (:meth:`Pager.ready`). The counter is checked again after the lookup: if it moved meanwhile (or the lookup
-        failed while it moved: a CI read while a checkpoint wrote it), the lookup is tried again, and after
-        :data:`_UNLATCHED_TRIES` (or while a change is in progress) done under the latch. O(L log n)."""
+        with no system call while this open's view is current (only a change in progress, if any, began since it
+        was); after the log's new transactions are read when the view is behind (:meth:`Pager.read_begin`). If CIs
+        were written in place meanwhile (:meth:`Pager.read_valid`: a checkpoint; a lookup may have failed on a CI
+        being written) the lookup is tried again, and after :data:`_UNLATCHED_TRIES` (or while CIs are being
+        written in place) done under the latch. O(L log n)."""
         shm = p.shm
         words = shm.words if shm is not None else None
-        if words is not None:  # the usual case, inlined: nothing moved since the view was current
-            c = words[COUNTER_WORD]
-            if c == p.seen:
-                retrieved = p.state.rec_retrieved
-                try:
-                    rec = self._find(p, key)
-                except Exception:
-                    if words[COUNTER_WORD] == c:
-                        raise
-                else:
-                    if words[COUNTER_WORD] == c:
-                        return rec
-                p.state.rec_retrieved = retrieved  # counted again
+        if words is not None:  # the usual case, inlined (as Pager.read_begin / read_valid do it)
+            token = words[IN_PLACE_WORD]
+            if not token & 1:
+                c = words[COUNTER_WORD]
+                seen = p.seen
+                if c == seen or (c & 1 and c == seen + 1):
+                    retrieved = p.state.rec_retrieved
+                    try:
+                        rec = self._find(p, key)
+                    except Exception:
+                        if words[IN_PLACE_WORD] == token:
+                            raise
+                    else:
+                        if words[IN_PLACE_WORD] == token:
+                            return rec
+                    p.state.rec_retrieved = retrieved  # counted again
         for _ in range(_UNLATCHED_TRIES):
-            if not p.ready():
+            token = p.read_begin()
+            if token < 0:
                 break
             if p.view_changed:
                 p.view_changed = False
@@ -513,10 +517,10 @@ class Dataset:
             try:
                 rec = self._find(p, key)
             except Exception:
-                if p.current():
+                if p.read_valid(token):
                     raise
             else:
-                if p.current():
+                if p.read_valid(token):
                     return rec
             st.rec_retrieved = retrieved  # counted again
         return self._latched(p, False, self._find, p, key)
@@ -589,7 +593,8 @@ class Dataset:
         without RLS refreshes its buffers at every request, under the latch."""
         if self._locks is not None or p.defn.share_options[0] != 4:
             for _ in range(_UNLATCHED_TRIES):
-                if not p.ready():
+                token = p.read_begin()
+                if token < 0:
                     break
                 if p.view_changed:
                     p.view_changed = False
@@ -599,10 +604,10 @@ class Dataset:
                 try:
                     rec = self._lookup(p, key, gteq, generic)
                 except Exception:
-                    if p.current():
+                    if p.read_valid(token):
                         raise
                 else:
-                    if p.current():
+                    if p.read_valid(token):
                         return rec
                 st.rec_retrieved = retrieved  # counted again
         return self._latched(p, False, self._lookup, p, key, gteq, generic)

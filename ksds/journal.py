@@ -28,7 +28,7 @@ from typing import Any
 
 from . import fileio
 from .ci import DataCI
-from .errors import JournalCorruptError
+from .errors import DamagedCIError, JournalCorruptError
 from .fileio import LOG
 from .format import STATE_SIZE, TRAILER_SIZE, crc32c
 
@@ -187,41 +187,74 @@ class Journal:
         return best
 
     def scan(
-        self, offset: int, salt: int, txn: int, images: Mapping[int, bytes]
-    ) -> tuple[list[tuple[int, list[tuple[int, bytes]], bytes]], int]:
+        self, offset: int, salt: int, txn: int, images: Mapping[int, Any], lazy: bool = False
+    ) -> tuple[list[tuple[int, list[tuple[int, Any]], bytes]], int]:
         """Committed transactions after ``offset`` (each: txn, [(ci, its new image)], state) and the new end.
 
         ``txn`` is the last transaction already seen; frames must continue from it. ``images``: the newest image of
         each CI in this generation so far (what record operations apply to). Frames of a transaction with no
         commit frame yet (one being written, or left by a process that died) are not returned.
+
+        ``lazy``: a frame of record operations gives a :class:`Pending` image (its operations applied when the
+        image is first needed: a process catching up with others' transactions reads few of the CIs they change),
+        and a base that is a :class:`Pending` is taken as it is. Otherwise every image is built and checked here.
         """
-        out: list[tuple[int, list[tuple[int, bytes]], bytes]] = []
-        # most calls find nothing new: look at one frame header before reading more
-        head = os.pread(self.fd, FRAME_HEAD.size, offset)
-        if len(head) < FRAME_HEAD.size:
+        out: list[tuple[int, list[tuple[int, Any]], bytes]] = []
+        hs = FRAME_HEAD.size
+        fd = self.fd
+        # a few KiB first: most calls find one or two transactions, or nothing new
+        buf = os.pread(fd, _SCAN_FIRST, offset)
+        start = offset
+        if len(buf) < hs:
             return out, offset
-        fsalt, _, ftxn, _, _, _, _ = FRAME_HEAD.unpack(head)
-        if fsalt != salt or ftxn != txn + 1:
-            return out, offset
-        data = _Reader(self.fd, offset)
-        end = offset
-        current: dict[int, bytes] = {}
-        pending: list[tuple[int, bytes]] = []
+        unpack = FRAME_HEAD.unpack_from
+        limit = self.ci_size * 2 + hs  # no payload is longer than an image and a CI's operations
+        end = pos = offset
+        current: dict[int, Any] = {}
+        pending: list[tuple[int, Any]] = []
         expect = txn + 1
-        for pos, ci, ftxn, kind, payload, nxt in self._frames(data, offset, salt):
-            if ftxn != expect:
+        while True:
+            o = pos - start
+            if o + hs > len(buf):
+                buf = os.pread(fd, _SCAN_CHUNK, pos)
+                start, o = pos, 0
+                if len(buf) < hs:
+                    break
+            fsalt, ci, ftxn, kind, _, _, length = unpack(buf, o)
+            if fsalt != salt or ftxn != expect or not KIND_IMAGE <= kind <= KIND_COMMIT or length > limit:
                 break
+            size = frame_length(length)
+            if o + size > len(buf):
+                buf = os.pread(fd, max(_SCAN_CHUNK, size), pos)
+                start, o = pos, 0
+                if len(buf) < size:
+                    break
+            body = o + hs + length
+            if crc32c(memoryview(buf)[o:body]) != int.from_bytes(buf[body : body + 4], "big"):
+                break
+            payload = buf[o + hs : body]
+            nxt = pos + size
             if kind == KIND_COMMIT:
                 out.append((ftxn, pending, payload[:STATE_SIZE]))
                 current.update(pending)
                 pending = []
                 expect = ftxn + 1
-                end = nxt
+                end = pos = nxt
                 continue
-            image = self._image(kind, ci, payload, current.get(ci) or images.get(ci), pos)
-            if image is None:
-                break
+            base = current.get(ci) or images.get(ci)
+            image: Any
+            if lazy and kind == KIND_OPS and base is not None:
+                if not TRAILER_SIZE <= length <= self.ci_size * 2:
+                    break
+                image = Pending(self, ci, base, payload)
+            else:
+                if type(base) is Pending:
+                    base = base.image()
+                image = self._image(kind, ci, payload, base, pos)
+                if image is None:
+                    break
             pending.append((ci, image))
+            pos = nxt
         return out, end
 
     def _frames(self, data: Any, pos: int, salt: int) -> Iterator[tuple[int, int, int, int, bytes, int]]:
@@ -529,6 +562,57 @@ class _Bytes:
 
     def read(self, pos: int, n: int) -> bytes:
         return self.data[pos : pos + n]
+
+
+#: bytes a catch-up reads first, then more at a time (:meth:`Journal.scan`)
+_SCAN_FIRST = 8192
+_SCAN_CHUNK = 1 << 15
+
+
+class Pending:
+    """The image of a data CI that a frame of record operations gives it, not built yet: the operations applied to
+    ``base`` (an image, or another :class:`Pending`) when :meth:`image` is first called. A live reader's catch-up
+    makes these (:meth:`Journal.scan` with ``lazy``); the frame's CRC32C was checked when it was read."""
+
+    __slots__ = ("journal", "ci", "base", "payload", "_image")
+
+    def __init__(self, journal: Journal, ci: int, base: Any, payload: bytes) -> None:
+        self.journal = journal
+        self.ci = ci
+        self.base = base
+        self.payload = payload
+        self._image: bytes | None = None
+
+    def image(self) -> bytes:
+        """The image (built once; the chain of bases below it too, without recursion). Raises
+        :class:`~ksds.DamagedCIError` if the operations do not rebuild the image their descriptor describes."""
+        if self._image is not None:
+            return self._image
+        chain = [self]
+        base = self.base
+        while type(base) is Pending and base._image is None:
+            chain.append(base)
+            base = base.base
+        image: bytes
+        if type(base) is Pending:
+            assert base._image is not None
+            image = base._image
+        else:
+            image = base
+        for p in reversed(chain):
+            built = p.journal._image(KIND_OPS, p.ci, p.payload, image, -1)
+            if built is None:
+                raise DamagedCIError(
+                    f"{p.journal.path}: the record operations logged for CI {p.ci} do not rebuild its image", p.ci
+                )
+            p._image = image = built
+            p.base = None  # the chain below is no longer needed
+        return image
+
+
+def image_of(value: bytes | Pending) -> bytes:
+    """An image that may be :class:`Pending`, built."""
+    return value if type(value) is bytes else value.image()  # type: ignore[union-attr]
 
 
 class _Reader:

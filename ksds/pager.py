@@ -63,7 +63,7 @@ from .format import (
     decode_header,
     encode_header,
 )
-from .journal import LOG_HEADER_SIZE, LOG_VERSION, Journal, Op, Replay
+from .journal import LOG_HEADER_SIZE, LOG_VERSION, Journal, Op, Pending, Replay, image_of
 from .locks import OpenLocks
 
 log = logging.getLogger("ksds")
@@ -262,8 +262,9 @@ class Pager:
         self.walmap: dict[int, int] = {}
         #: CI -> its newest committed image, for every CI of :attr:`walmap`: a pool miss and the checkpoint take
         #: it from here, never from the log (whose frames may hold record operations only). Bounded by the log's
-        #: size: each CI in it has a whole image frame in it
-        self.images: dict[int, bytes] = {}
+        #: size: each CI in it has a whole image frame in it. Another process's record operations, read while
+        #: catching up, stay a :class:`~ksds.journal.Pending` image until the CI is read or written in place
+        self.images: dict[int, bytes | Pending] = {}
         self.view_salt: int | None = None  # the log generation this process has read (up to journal.offset)
         self.view_changed = False  # begin() found transactions of other processes
         #: an I/O error after a log append: the log may hold a transaction the caller was told failed
@@ -349,7 +350,12 @@ class Pager:
                 f"{self.state.hurba * self.ci_size})",
                 ci,
             )
-        data = self.images.get(ci)  # the log's newest image: the newest by construction, not checked
+        data: bytes | None
+        got = self.images.get(ci)  # the log's newest image: the newest by construction, not checked
+        if type(got) is Pending:
+            data = self.images[ci] = got.image()
+        else:
+            data = got  # type: ignore[assignment]
         crc = True
         mapped = False
         if data is None:
@@ -459,33 +465,37 @@ class Pager:
             self.locks.unlatch()
             raise
 
-    def ready(self) -> bool:
-        """For a read without the latch: whether this open's view is current, bringing it up to date first when
-        the shared change counter moved and no change is in progress (even): the committed transactions the log
-        holds past this open's view are read as :meth:`begin` reads them. A view caught up while a writer began
-        another change is no longer :meth:`current` after the read, which is then done again. False (use the
-        latch) with no shared state, while a change is in progress, or if the log could not be read whole. O(1)
-        and no system call when nothing moved."""
+    def read_begin(self) -> int:
+        """For a read without the latch: a token (>= 0) if it may go on, after bringing this open's view up to date
+        when needed; -1: take the latch. A read may go on while no CI is being written in place (the shared
+        state's in-place counter is even) and this open's view is current: nothing changed since it was (the
+        change counter is the value then), or only the change in progress began since (one above: a commit appends
+        to the log, which the read does not look at, and nobody was told of it). When the change counter moved
+        further and no change is in progress (even), the committed transactions past the view are read from the
+        log first, as :meth:`begin` reads them. After the read, :meth:`read_valid` says whether it stands. O(1) and
+        no system call when nothing moved."""
         shm = self.shm
         if shm is None:
-            return False
+            return -1
+        token = shm.in_place
+        if token & 1:
+            return -1
         c = shm.counter
-        if c == self.seen:
-            return True
-        if c & 1:
-            return False
-        try:
-            self._sync_view()
-        except (KsdsError, OSError):
-            return False  # a torn header or frame of a change that began meanwhile: the latch will tell
-        self.seen = c
-        return True
+        seen = self.seen
+        if c != seen and not (c & 1 and c == seen + 1):
+            if c & 1:
+                return -1
+            try:
+                self._sync_view()
+            except (KsdsError, OSError):
+                return -1  # a torn header or frame of a change that began meanwhile: the latch will tell
+            self.seen = c
+        return token
 
-    def current(self) -> bool:
-        """Whether this open's view is current: nothing changed since it last was (shared opens with a shared state
-        only; a read may then run without the latch, checking this again after it). O(1), no system call."""
+    def read_valid(self, token: int) -> bool:
+        """Whether a read begun with ``token`` (:meth:`read_begin`) stands: no CI was written in place meanwhile."""
         shm = self.shm
-        return shm is not None and shm.counter == self.seen
+        return shm is not None and shm.in_place == token
 
     def end(self) -> None:
         if self.fd >= 0:  # after close the number may be another file's: never unlock through it
@@ -516,7 +526,7 @@ class Pager:
             j.offset = LOG_HEADER_SIZE
             self._adopt(state)
             self.view_changed = True
-        txns, end = j.scan(j.offset, salt, self.state.txn, self.images)
+        txns, end = j.scan(j.offset, salt, self.state.txn, self.images, lazy=True)
         if not txns:
             return
         walmap = self.walmap
@@ -646,13 +656,16 @@ class Pager:
         images = self.images
         mark = self.fmap.mark
         for ci in sorted(self.walmap):
-            io.pwrite(fd, DATA, images[ci], ci * cisz)
+            io.pwrite(fd, DATA, image_of(images[ci]), ci * cisz)
             mark(ci)  # our own image: checked when it was made
             faults.crashpoint("ci-written")
 
     def committed_image(self, ci: int) -> bytes:
         """The image of CI ``ci`` as the current log generation last committed it (it must be in :attr:`walmap`)."""
-        return self.images[ci]
+        image = self.images[ci]
+        if type(image) is Pending:
+            image = self.images[ci] = image.image()
+        return image  # type: ignore[return-value]
 
     def _stamp_index(self) -> None:
         """Before the CIs of the log go in place: one more transaction, in which the index entries (and the state,
@@ -707,8 +720,12 @@ class Pager:
         try:
             self._stamp_index()
             try:
+                if shm is not None:
+                    shm.begin_in_place()
                 self._flush()
                 self._write_header()
+                if shm is not None:
+                    shm.end_in_place()
                 faults.crashpoint("checkpoint-header")
                 if sync:
                     self._sync_data()
@@ -751,8 +768,12 @@ class Pager:
                         shm.begin_change()
                     try:
                         self._stamp_index()
+                        if shm is not None:
+                            shm.begin_in_place()
                         self._flush()
                         self._write_header()
+                        if shm is not None:
+                            shm.end_in_place()
                         self._sync_data()
                         self.journal.close(remove=True)
                     finally:
@@ -863,7 +884,8 @@ class Pager:
         tmp = old.path + ".convert"
         new = Journal(tmp, self.ci_size, self.created, self.codec.layout)
         new.create(sync=False, durable_cis=durable_cis)
-        new.append([(ci, self.images[ci], None) for ci in sorted(self.walmap)], self.state.txn, self.committed)
+        new.append([(ci, image_of(self.images[ci]), None) for ci in sorted(self.walmap)], self.state.txn,
+                   self.committed)
         new.sync()
         os.rename(tmp, old.path)
         dirfd = os.open(os.path.dirname(os.path.abspath(old.path)), os.O_RDONLY)

@@ -276,3 +276,25 @@ def test_reads_without_the_latch_through_checkpoints_and_splits(path: str, shari
         assert len(ds) == 50 + 1200
     assert reads > 50
     assert ksds.examine(path).sound
+
+
+def test_a_reader_catches_up_with_long_chains_of_record_operations(path: str) -> None:
+    """Another process rewrites one record 3,000 times (each a frame of record operations on the same CI): a
+    reader's catch-up keeps them as pending images and builds the CI once, when it reads it, without recursion;
+    the other records of that CI and the checkpoint at close are right."""
+    define(path, 20)
+    with ksds.open(path, "r") as ds:
+        assert ds.read(key(3)) == rec(3)
+        child = (
+            "ds = ksds.open(sys.argv[1], 'rw')\n"
+            "for i in range(1, 3001):\n"
+            "    ds.rewrite(b'%08d' % 3 + b'%032d' % i)\n"
+            "ds.close()"
+        )
+        out = subprocess.run([PY, "-c", script(child), path], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert ds.read(key(3)) == rec(3, 3000)
+        assert [ds.read(key(k)) for k in range(20)] == [rec(k, 3000 if k == 3 else 0) for k in range(20)]
+    with ksds.open(path, "r") as ds:
+        assert ds.read(key(3)) == rec(3, 3000)
+    assert ksds.examine(path).sound
