@@ -149,6 +149,17 @@ _LATCH_FIRST_DELAY = 0.00005  # latch poll: the first sleep, doubled up to the c
 _LATCH_MAX_DELAY = 0.002
 
 
+def _latched(fd: int, req: bytes) -> bool:
+    """Try to take the latch (``req``, a packed ``struct flock``) without waiting: whether it was taken."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, req)
+        return True
+    except OSError as e:
+        if e.errno not in _BUSY:
+            raise
+        return False
+
+
 class OFDOpenLocks:
     """The open-time share checks and the latch, on one data-file descriptor (OFD byte-range locks, Linux)."""
 
@@ -255,12 +266,8 @@ class OFDOpenLocks:
         """
         req = _LATCH_X if exclusive and self.can_write else _LATCH_S
         fd = self.fd
-        try:
-            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, req)
+        if _latched(fd, req):
             return
-        except OSError as e:
-            if e.errno not in _BUSY:
-                raise
         if timeout <= 0:
             fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, req)
             return
@@ -271,12 +278,8 @@ class OFDOpenLocks:
         spin_end = now + min(_LATCH_SPIN, timeout)
         while time.monotonic() < spin_end:
             os.sched_yield()
-            try:
-                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, req)
+            if _latched(fd, req):
                 return
-            except OSError as e:
-                if e.errno not in _BUSY:
-                    raise
         delay = _LATCH_FIRST_DELAY
         while True:
             left = deadline - time.monotonic()
@@ -284,12 +287,8 @@ class OFDOpenLocks:
                 raise self._latch_timeout(req is _LATCH_X, timeout)
             time.sleep(min(delay, left))
             delay = min(delay * 2, _LATCH_MAX_DELAY)
-            try:
-                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, req)
+            if _latched(fd, req):
                 return
-            except OSError as e:
-                if e.errno not in _BUSY:
-                    raise
 
     def _latch_timeout(self, exclusive: bool, timeout: float) -> LatchTimeoutError:
         who = describe_holders(lock_holders(self.fd, LATCH, exclusive))

@@ -660,6 +660,17 @@ class Pager:
             mark(ci)  # our own image: checked when it was made
             faults.crashpoint("ci-written")
 
+    def _write_in_place(self) -> None:
+        """The log's CIs and the header, written in place, with the shared state's in-place counter odd meanwhile
+        (readers without the latch then read again)."""
+        shm = self.shm
+        if shm is not None:
+            shm.begin_in_place()
+        self._flush()
+        self._write_header()
+        if shm is not None:
+            shm.end_in_place()
+
     def committed_image(self, ci: int) -> bytes:
         """The image of CI ``ci`` as the current log generation last committed it (it must be in :attr:`walmap`)."""
         image = self.images[ci]
@@ -720,12 +731,7 @@ class Pager:
         try:
             self._stamp_index()
             try:
-                if shm is not None:
-                    shm.begin_in_place()
-                self._flush()
-                self._write_header()
-                if shm is not None:
-                    shm.end_in_place()
+                self._write_in_place()
                 faults.crashpoint("checkpoint-header")
                 if sync:
                     self._sync_data()
@@ -768,12 +774,7 @@ class Pager:
                         shm.begin_change()
                     try:
                         self._stamp_index()
-                        if shm is not None:
-                            shm.begin_in_place()
-                        self._flush()
-                        self._write_header()
-                        if shm is not None:
-                            shm.end_in_place()
+                        self._write_in_place()
                         self._sync_data()
                         self.journal.close(remove=True)
                     finally:
