@@ -20,7 +20,7 @@ exclusive latch skips reading the log when the counter says nothing moved.
 
 Crash safety does not depend on this file: it is never the only copy of anything. A process that dies inside a
 change leaves the counter odd, so every other opener takes the latch and reads the log (as if there were no
-file) until the next opener with the exclusive latch has read the whole log and makes it even again. The file is
+file) until the next opener that holds the latch has read the whole log and makes it even again. The file is
 not synced; at an open that finds it missing, short, or of another data set (its id is the data set's creation
 stamp) while nobody else has the data set open, a fresh one is written beside it and renamed over it; one that is
 missing while other opens use one (they hold the SHM byte of the data file's locks) was deleted under them: the
@@ -171,8 +171,9 @@ class SharedState:
             _COUNTER.pack_into(self.mm, IN_PLACE_AT, c + 1)
 
     def settle(self) -> int:
-        """Holding the exclusive latch with a view that has read the whole log: end a change left unfinished by
-        a process that died inside it (odd counter). Returns the even counter."""
+        """Holding the latch (in either mode: nobody can be inside a change then) with a view that has read the
+        whole log: end a change left unfinished by a process that died inside it (odd counter; two settling at
+        once write the same value). Returns the counter (even, unless this open cannot write the file)."""
         c = self.counter
         if c & 1 and self.writable:
             c += 1

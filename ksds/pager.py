@@ -450,7 +450,7 @@ class Pager:
     def begin(self, exclusive: bool) -> None:
         """Start a request in shared mode: take the latch and catch up with other processes' transactions (none
         to read when the shared change counter has not moved since this open's view was current: no system call
-        beyond the latch's). An exclusive begin ends a change a dead process left unfinished."""
+        beyond the latch's). A begin ends a change that a dead process left unfinished."""
         self.locks.latch(exclusive, self.lock_timeout)
         try:
             shm = self.shm
@@ -459,7 +459,10 @@ class Pager:
                 return
             self._sync_view()
             if shm is not None:
-                c = shm.settle() if exclusive else shm.counter
+                # an odd counter while we hold the latch (either mode: every change is made holding it
+                # exclusively) was left by a process that died inside its change: end it, so that readers without
+                # the latch catch up with what it committed before anyone returns it
+                c = shm.settle()
                 self.seen = -1 if c & 1 else c
         except BaseException:
             self.locks.unlatch()
