@@ -496,7 +496,7 @@ class Dataset:
             if not token & 1:
                 c = words[COUNTER_WORD]
                 seen = p.seen
-                if c == seen or (c & 1 and c == seen + 1):
+                if c == seen or (c & 1 and c == seen + 1 and token == p.seen_ip):
                     retrieved = p.state.rec_retrieved
                     try:
                         rec = self._find(p, key)

@@ -257,6 +257,10 @@ class Pager:
         #: this open's view was last known current (-1: not known; the next request reads the log under the latch)
         self.shm = None
         self.seen = -1
+        #: the in-place counter when :attr:`seen` was taken: a read without the latch may go on during the change
+        #: that began since only while no CI was written in place since (a checkpoint inside that change would
+        #: have left the file newer than this view)
+        self.seen_ip = -1
         #: CI -> log offset of the newest committed transaction that changed it, in the current log generation
         #: (not yet in place)
         self.walmap: dict[int, int] = {}
@@ -322,6 +326,7 @@ class Pager:
         if shm is not None:
             c = shm.settle()
             self.seen = -1 if c & 1 else c
+            self.seen_ip = shm.in_place
 
     # --- reading --------------------------------------------------------------------------------------------
 
@@ -464,6 +469,7 @@ class Pager:
                 # the latch catch up with what it committed before anyone returns it
                 c = shm.settle()
                 self.seen = -1 if c & 1 else c
+                self.seen_ip = shm.in_place
         except BaseException:
             self.locks.unlatch()
             raise
@@ -473,7 +479,9 @@ class Pager:
         when needed; -1: take the latch. A read may go on while no CI is being written in place (the shared
         state's in-place counter is even) and this open's view is current: nothing changed since it was (the
         change counter is the value then), or only the change in progress began since (one above: a commit appends
-        to the log, which the read does not look at, and nobody was told of it). When the change counter moved
+        to the log, which the read does not look at, and nobody was told of it) while no CI was written in place since
+        the view was current (the in-place counter is the value then: a checkpoint inside that change leaves the
+        file newer than the view). When the change counter moved
         further and no change is in progress (even), the committed transactions past the view are read from the
         log first, as :meth:`begin` reads them. After the read, :meth:`read_valid` says whether it stands. O(1) and
         no system call when nothing moved."""
@@ -485,7 +493,7 @@ class Pager:
             return -1
         c = shm.counter
         seen = self.seen
-        if c != seen and not (c & 1 and c == seen + 1):
+        if c != seen and not (c & 1 and c == seen + 1 and token == self.seen_ip):
             if c & 1:
                 return -1
             try:
@@ -493,6 +501,7 @@ class Pager:
             except (KsdsError, OSError):
                 return -1  # a torn header or frame of a change that began meanwhile: the latch will tell
             self.seen = c
+            self.seen_ip = token
         return token
 
     def read_valid(self, token: int) -> bool:
@@ -618,6 +627,7 @@ class Pager:
         finally:
             if shm is not None:
                 self.seen = shm.end_change()
+                self.seen_ip = shm.in_place
 
     def _commit(
         self, changes: list[tuple[int, bytes, list[Op] | None]], txn: int, blob: bytes, need: int, appended: int
@@ -669,10 +679,12 @@ class Pager:
         shm = self.shm
         if shm is not None:
             shm.begin_in_place()
-        self._flush()
-        self._write_header()
-        if shm is not None:
-            shm.end_in_place()
+        try:
+            self._flush()
+            self._write_header()
+        finally:
+            if shm is not None:
+                shm.end_in_place()
 
     def committed_image(self, ci: int) -> bytes:
         """The image of CI ``ci`` as the current log generation last committed it (it must be in :attr:`walmap`)."""
@@ -749,6 +761,7 @@ class Pager:
         finally:
             if shm is not None:
                 self.seen = shm.end_change()
+                self.seen_ip = shm.in_place
 
     def sync(self) -> None:
         """Put every committed transaction on stable storage (one log sync)."""
