@@ -121,66 +121,66 @@ class SharedState:
                 os.close(fd)
         return cls(path, mm, can_write)
 
+    def _get(self, at: int) -> int:
+        """The 8-byte counter at offset ``at``. O(1), in memory."""
+        w = self.words
+        if w is not None:
+            return int(w[at >> 3])
+        return int(_COUNTER.unpack_from(self.mm, at)[0])
+
+    def _to_odd(self, at: int) -> None:
+        c = self._get(at)
+        if not c & 1:
+            _COUNTER.pack_into(self.mm, at, c + 1)
+
+    def _to_even(self, at: int) -> int:
+        c = self._get(at)
+        if c & 1:
+            c += 1
+            _COUNTER.pack_into(self.mm, at, c)
+        return c
+
     @property
     def counter(self) -> int:
         """The change counter (odd: a change is in progress, or its process died inside it). O(1), in memory."""
-        w = self.words
-        if w is not None:
-            return int(w[COUNTER_WORD])
-        return int(_COUNTER.unpack_from(self.mm, COUNTER_AT)[0])
+        return self._get(COUNTER_AT)
 
     def begin_change(self) -> None:
         """Before changing the log or the file (holding the exclusive latch): make the counter odd. Nested calls
         of one open make one change."""
         self._depth += 1
         if self._depth == 1:
-            c = self.counter
-            if not c & 1:
-                _COUNTER.pack_into(self.mm, COUNTER_AT, c + 1)
+            self._to_odd(COUNTER_AT)
 
     def end_change(self) -> int:
         """After the change (still holding the latch): make the counter even, one above the odd value; returns
         it (the view of this open is current at that value)."""
         self._depth -= 1
-        c = self.counter
         if self._depth > 0:
-            return c
-        if c & 1:
-            c += 1
-            _COUNTER.pack_into(self.mm, COUNTER_AT, c)
-        return c
+            return self.counter
+        return self._to_even(COUNTER_AT)
 
     @property
     def in_place(self) -> int:
         """The in-place counter (odd: CIs are being written in place, or their writer died doing it). O(1)."""
-        w = self.words
-        if w is not None:
-            return int(w[IN_PLACE_WORD])
-        return int(_COUNTER.unpack_from(self.mm, IN_PLACE_AT)[0])
+        return self._get(IN_PLACE_AT)
 
     def begin_in_place(self) -> None:
         """Before writing CIs or the header in place (holding the exclusive latch, inside a change): odd."""
-        c = self.in_place
-        if not c & 1:
-            _COUNTER.pack_into(self.mm, IN_PLACE_AT, c + 1)
+        self._to_odd(IN_PLACE_AT)
 
     def end_in_place(self) -> None:
         """After the last in-place write: even again."""
-        c = self.in_place
-        if c & 1:
-            _COUNTER.pack_into(self.mm, IN_PLACE_AT, c + 1)
+        self._to_even(IN_PLACE_AT)
 
     def settle(self) -> int:
         """Holding the latch (in either mode: nobody can be inside a change then) with a view that has read the
         whole log: end a change left unfinished by a process that died inside it (odd counter; two settling at
         once write the same value). Returns the counter (even, unless this open cannot write the file)."""
-        c = self.counter
-        if c & 1 and self.writable:
-            c += 1
-            _COUNTER.pack_into(self.mm, COUNTER_AT, c)
-        if self.in_place & 1 and self.writable:
-            self.end_in_place()
-        return c
+        if not self.writable:
+            return self.counter
+        self._to_even(IN_PLACE_AT)
+        return self._to_even(COUNTER_AT)
 
     def close(self) -> None:
         if self.words is not None:

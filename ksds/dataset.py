@@ -198,8 +198,6 @@ def open(  # noqa: A001 - the module's API mirrors builtins.open on purpose
 
 #: how many times a shared read tries without the latch (catching up with the log when it moved) before it takes it
 _UNLATCHED_TRIES = 3
-#: what :meth:`Dataset._unlatched` returns when a read must take the latch
-_LATCH = object()
 
 
 def _prefix_end(prefix: bytes, length: int, backward: bool) -> bytes | None:
@@ -507,10 +505,7 @@ class Dataset:
                         if words[IN_PLACE_WORD] == token:
                             return rec
                     p.state.rec_retrieved = retrieved  # counted again
-        got = self._unlatched(p, self._find, p, key)
-        if got is _LATCH:
-            return self._latched(p, False, self._find, p, key)
-        return got  # type: ignore[no-any-return]
+        return self._unlatched(p, self._find, p, key)
 
     def _read_slow(self, p: Pager, key: Any, gteq: bool, generic: bool) -> bytes:
         return self._lookup(p, self._key(key, generic), gteq, generic)
@@ -579,14 +574,12 @@ class Dataset:
         """:meth:`_lookup` in shared mode, without the latch as :meth:`_find_shared` does it. SHAREOPTIONS(4)
         without RLS refreshes its buffers at every request, under the latch."""
         if self._locks is not None or p.defn.share_options[0] != 4:
-            got = self._unlatched(p, self._lookup, p, key, gteq, generic)
-            if got is not _LATCH:
-                return got  # type: ignore[no-any-return]
+            return self._unlatched(p, self._lookup, p, key, gteq, generic)
         return self._latched(p, False, self._lookup, p, key, gteq, generic)
 
-    def _unlatched(self, p: Pager, fn: Callable[..., Any], *args: Any) -> Any:
+    def _unlatched(self, p: Pager, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)``, a read, without the latch (:meth:`Pager.read_begin`, :meth:`Pager.read_valid`), tried
-        :data:`_UNLATCHED_TRIES` times; :data:`_LATCH` when it must run under the latch instead."""
+        :data:`_UNLATCHED_TRIES` times, then under the latch (:meth:`_latched`)."""
         for _ in range(_UNLATCHED_TRIES):
             token = p.read_begin()
             if token < 0:
@@ -605,7 +598,7 @@ class Dataset:
                 if p.read_valid(token):
                     return rec
             st.rec_retrieved = retrieved  # counted again
-        return _LATCH
+        return self._latched(p, False, fn, *args)
 
     def _lock(self, p: Pager, locks: RecordLocks, key: bytes, exclusive: bool) -> None:
         """Take a record lock for a request (called holding the open's mutex, once, and nothing changed yet).

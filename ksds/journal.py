@@ -610,11 +610,6 @@ class Pending:
         return image
 
 
-def image_of(value: bytes | Pending) -> bytes:
-    """An image that may be :class:`Pending`, built."""
-    return value if type(value) is bytes else value.image()  # type: ignore[union-attr]
-
-
 class _Reader:
     """A log read from its descriptor in chunks as frames are parsed (a scan of what others appended)."""
 

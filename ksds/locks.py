@@ -149,8 +149,8 @@ _LATCH_FIRST_DELAY = 0.00005  # latch poll: the first sleep, doubled up to the c
 _LATCH_MAX_DELAY = 0.002
 
 
-def _latched(fd: int, req: bytes) -> bool:
-    """Try to take the latch (``req``, a packed ``struct flock``) without waiting: whether it was taken."""
+def _try_set(fd: int, req: bytes) -> bool:
+    """Set the OFD lock ``req`` (a packed ``struct flock``) without waiting: whether it was set."""
     try:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, req)
         return True
@@ -266,7 +266,7 @@ class OFDOpenLocks:
         """
         req = _LATCH_X if exclusive and self.can_write else _LATCH_S
         fd = self.fd
-        if _latched(fd, req):
+        if _try_set(fd, req):
             return
         if timeout <= 0:
             fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, req)
@@ -278,7 +278,7 @@ class OFDOpenLocks:
         spin_end = now + min(_LATCH_SPIN, timeout)
         while time.monotonic() < spin_end:
             os.sched_yield()
-            if _latched(fd, req):
+            if _try_set(fd, req):
                 return
         delay = _LATCH_FIRST_DELAY
         while True:
@@ -287,7 +287,7 @@ class OFDOpenLocks:
                 raise self._latch_timeout(req is _LATCH_X, timeout)
             time.sleep(min(delay, left))
             delay = min(delay * 2, _LATCH_MAX_DELAY)
-            if _latched(fd, req):
+            if _try_set(fd, req):
                 return
 
     def _latch_timeout(self, exclusive: bool, timeout: float) -> LatchTimeoutError:
@@ -362,12 +362,8 @@ def _take_claim(fd: int, patience: float) -> bool:
     deadline = time.monotonic() + patience
     delay = _LATCH_FIRST_DELAY
     while True:
-        try:
-            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _CLAIM_X)
+        if _try_set(fd, _CLAIM_X):
             return True
-        except OSError as e:
-            if e.errno not in _BUSY:
-                raise
         left = deadline - time.monotonic()
         if left <= 0:
             return False

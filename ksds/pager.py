@@ -35,6 +35,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import faults, fileio
 from .bufferpool import BufferPool, capacity_for
@@ -63,7 +64,7 @@ from .format import (
     decode_header,
     encode_header,
 )
-from .journal import LOG_HEADER_SIZE, LOG_VERSION, Journal, Op, Pending, Replay, image_of
+from .journal import LOG_HEADER_SIZE, LOG_VERSION, Journal, Op, Pending, Replay
 from .locks import OpenLocks
 
 log = logging.getLogger("ksds")
@@ -355,12 +356,7 @@ class Pager:
                 f"{self.state.hurba * self.ci_size})",
                 ci,
             )
-        data: bytes | None
-        got = self.images.get(ci)  # the log's newest image: the newest by construction, not checked
-        if type(got) is Pending:
-            data = self.images[ci] = got.image()
-        else:
-            data = got  # type: ignore[assignment]
+        data = self._newest(ci)  # the log's newest image: the newest by construction, not checked
         crc = True
         mapped = False
         if data is None:
@@ -479,12 +475,11 @@ class Pager:
         when needed; -1: take the latch. A read may go on while no CI is being written in place (the shared
         state's in-place counter is even) and this open's view is current: nothing changed since it was (the
         change counter is the value then), or only the change in progress began since (one above: a commit appends
-        to the log, which the read does not look at, and nobody was told of it) while no CI was written in place since
-        the view was current (the in-place counter is the value then: a checkpoint inside that change leaves the
-        file newer than the view). When the change counter moved
-        further and no change is in progress (even), the committed transactions past the view are read from the
-        log first, as :meth:`begin` reads them. After the read, :meth:`read_valid` says whether it stands. O(1) and
-        no system call when nothing moved."""
+        to the log, which the read does not look at, and nobody was told of it) while no CI was written in place
+        since the view was current (the in-place counter is the value then: a checkpoint inside that change leaves
+        the file newer than the view). When the change counter moved further and no change is in progress (even),
+        the committed transactions past the view are read from the log first, as :meth:`begin` reads them. After
+        the read, :meth:`read_valid` says whether it stands. O(1) and no system call when nothing moved."""
         shm = self.shm
         if shm is None:
             return -1
@@ -619,15 +614,21 @@ class Pager:
         need = st.hurba * self.ci_size
         blob = st.pack()
         appended = self.journal.offset
+        self._in_change(self._commit, changes, txn, blob, need, appended)
+
+    def _in_change(self, fn: Callable[..., None], *args: Any) -> None:
+        """``fn(*args)``, a change to the log or the file, inside the shared state's change bracket (odd counter);
+        this open's view is current at its end. Just ``fn(*args)`` without a shared state."""
         shm = self.shm
-        if shm is not None:
-            shm.begin_change()
+        if shm is None:
+            fn(*args)
+            return
+        shm.begin_change()
         try:
-            self._commit(changes, txn, blob, need, appended)
+            fn(*args)
         finally:
-            if shm is not None:
-                self.seen = shm.end_change()
-                self.seen_ip = shm.in_place
+            self.seen = shm.end_change()
+            self.seen_ip = shm.in_place
 
     def _commit(
         self, changes: list[tuple[int, bytes, list[Op] | None]], txn: int, blob: bytes, need: int, appended: int
@@ -666,10 +667,10 @@ class Pager:
         fd = self.fd
         cisz = self.ci_size
         io = self.io
-        images = self.images
+        newest = self.committed_image
         mark = self.fmap.mark
         for ci in sorted(self.walmap):
-            io.pwrite(fd, DATA, image_of(images[ci]), ci * cisz)
+            io.pwrite(fd, DATA, newest(ci), ci * cisz)
             mark(ci)  # our own image: checked when it was made
             faults.crashpoint("ci-written")
 
@@ -688,7 +689,14 @@ class Pager:
 
     def committed_image(self, ci: int) -> bytes:
         """The image of CI ``ci`` as the current log generation last committed it (it must be in :attr:`walmap`)."""
-        image = self.images[ci]
+        image = self._newest(ci)
+        assert image is not None
+        return image
+
+    def _newest(self, ci: int) -> bytes | None:
+        """CI ``ci``'s newest image in the log's generation (:attr:`images`; a pending one is built now, and kept),
+        or None if the log has none. O(1), or the operations of a pending image."""
+        image = self.images.get(ci)
         if type(image) is Pending:
             image = self.images[ci] = image.image()
         return image  # type: ignore[return-value]
@@ -739,29 +747,24 @@ class Pager:
     def checkpoint(self) -> None:
         """Write the logged CIs in place and the header; sync the data file (in power mode, or when another
         process sharing the log has acknowledged power-safe requests); start a new log generation."""
+        self._in_change(self._checkpoint)
+
+    def _checkpoint(self) -> None:
         sync = self.power or (self.shared and self.locks.power_users())
-        shm = self.shm
-        if shm is not None:
-            shm.begin_change()
+        self._stamp_index()
         try:
-            self._stamp_index()
-            try:
-                self._write_in_place()
-                faults.crashpoint("checkpoint-header")
-                if sync:
-                    self._sync_data()
-                self.journal.reset(sync=sync, durable_cis=self.state.hurba)
-            except OSError as e:
-                self.failed = e  # the log must stay as it is: recovery at the next open replays it
-                raise KsdsError(f"{self.path}: checkpoint failed: {e}") from e
-            self.walmap.clear()
-            self.images.clear()
-            self.view_salt = self.journal.salt
-            faults.crashpoint("checkpoint-done")
-        finally:
-            if shm is not None:
-                self.seen = shm.end_change()
-                self.seen_ip = shm.in_place
+            self._write_in_place()
+            faults.crashpoint("checkpoint-header")
+            if sync:
+                self._sync_data()
+            self.journal.reset(sync=sync, durable_cis=self.state.hurba)
+        except OSError as e:
+            self.failed = e  # the log must stay as it is: recovery at the next open replays it
+            raise KsdsError(f"{self.path}: checkpoint failed: {e}") from e
+        self.walmap.clear()
+        self.images.clear()
+        self.view_salt = self.journal.salt
+        faults.crashpoint("checkpoint-done")
 
     def sync(self) -> None:
         """Put every committed transaction on stable storage (one log sync)."""
@@ -785,33 +788,23 @@ class Pager:
                 if self.writable:
                     self.commit()
                 if self.locks.alone() and self.journal.fd >= 0:
-                    shm = self.shm
-                    if shm is not None:
-                        shm.begin_change()
-                    try:
-                        self._stamp_index()
-                        self._write_in_place()
-                        self._sync_data()
-                        self.journal.close(remove=True)
-                    finally:
-                        if shm is not None:
-                            shm.end_change()
+                    self._in_change(self._write_back)
         except OSError as e:
             raise KsdsError(f"{self.path}: close failed: {e} (the log is kept: the next open recovers)") from e
         finally:
             self._close_fds()  # closing the data file drops our open-mode locks and the latch
 
+    def _write_back(self) -> None:
+        """The last close: every CI of the log in place (the index's stamps first), synced, and the log removed."""
+        self._stamp_index()
+        self._write_in_place()
+        self._sync_data()
+        self.journal.close(remove=True)
+
     def abandon(self) -> None:
         """Close the files without writing anything (what a crash leaves; for tests)."""
         if self.fd >= 0:
-            self.fmap.close()
-            if self.shm is not None:
-                self.shm.close()
-                self.shm = None
-            self.journal.close(remove=False)
-            self.locks.close()
-            os.close(self.fd)
-            self.fd = -1
+            self._close_fds()
 
     # --- recovery -------------------------------------------------------------------------------------------
 
@@ -901,7 +894,7 @@ class Pager:
         tmp = old.path + ".convert"
         new = Journal(tmp, self.ci_size, self.created, self.codec.layout)
         new.create(sync=False, durable_cis=durable_cis)
-        new.append([(ci, image_of(self.images[ci]), None) for ci in sorted(self.walmap)], self.state.txn,
+        new.append([(ci, self.committed_image(ci), None) for ci in sorted(self.walmap)], self.state.txn,
                    self.committed)
         new.sync()
         os.rename(tmp, old.path)
