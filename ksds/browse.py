@@ -106,8 +106,8 @@ class Browse:
             except KeyError:
                 return None
         if self.backward:
-            return btree.seek_le(p, after, strict=True)
-        return btree.seek_ge(p, after, strict=True)
+            return btree.seek_le(p.base, after, strict=True)
+        return btree.seek_ge(p.base, after, strict=True)
 
     def _shared(
         self, pos: Position | None, start: tuple[bytes | None, bool, bool], mod: int
@@ -132,7 +132,7 @@ class Browse:
             path, ci, i = pos
             if backward:
                 if i < 0:
-                    prv = btree.prev_data(p, path)
+                    prv = btree.prev_data(p.base, path)
                     if prv is None:
                         pos = None
                         return None
@@ -140,7 +140,7 @@ class Browse:
                 pos = (path, ci, i - 1)
             else:
                 if i >= ci.n:
-                    nxt = btree.next_data(p, path)
+                    nxt = btree.next_data(p.base, path)
                     if nxt is None:
                         pos = None
                         return None
@@ -197,7 +197,7 @@ class Browse:
                         pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
                         more = False
                     if more:
-                        nxt = btree.next_records(p, path)  # in place: no CI object, nothing pooled
+                        nxt = btree.next_records(p.base, path)  # in place: no CI object, nothing pooled
                         if nxt is None:
                             return
                         recs = nxt
@@ -258,7 +258,7 @@ class Browse:
                         pos = self._reseek(last[ko : ko + kl] if last is not None else None, start)
                         more = False
                     if more:
-                        prv = btree.prev_records(p, path)
+                        prv = btree.prev_records(p.base, path)
                         if prv is None:
                             return
                         recs = prv

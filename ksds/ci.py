@@ -10,6 +10,11 @@ Three kinds of CI live in the buffer pool:
 
 Index CIs are decoded into lists (they are few and hot: every request descends through them). Data CIs are not:
 a record exists as an object only when a request hands it out.
+
+One data set file holds several B+-trees (:mod:`ksds.tree`): the base cluster's (tree id 0) and, later, its
+alternate indexes' (1..15). Each tree has its own :class:`Codec` (its record layout and index capacity) and every
+data and index CI carries its tree's id in its descriptor's flags byte; :func:`codec_for` picks the codec a CI
+image names. Free CIs belong to no tree.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from .format import (
     CI_INDEX_SET,
     CI_SEQUENCE_SET,
     CI_TYPE_NAMES,
+    FLAGS_AT,
+    LEVEL_MASK,
+    TID_SHIFT,
     TRAILER,
     TRAILER_NOCRC,
     TRAILER_SIZE,
@@ -67,10 +75,10 @@ class DataCI:
     copy: never changed in place) -- or, while a transaction changes the CI, a ``bytearray`` copy of it that the
     edits (:meth:`insert`, :meth:`delete`, :meth:`replace`) change in place and the commit seals (one CRC). A lookup
     binary-searches the records in place (:meth:`find`): no per-record objects on any read or browse path. The
-    record layout (``rl``, ``ko``, ``kl``) is the data set's, shared by every CI of it.
+    record layout (``rl``, ``ko``, ``kl``) is its tree's (``tid``), shared by every data CI of that tree.
     """
 
-    __slots__ = ("ci", "buf", "n", "ref", "rl", "ko", "kl", "ops")
+    __slots__ = ("ci", "buf", "n", "ref", "rl", "ko", "kl", "ops", "tid")
     ci: int
     buf: bytes | bytearray
     n: int
@@ -82,14 +90,19 @@ class DataCI:
     #: insert, 2 delete, 3 replace (what the log records: :mod:`ksds.journal`); None when the CI's whole image
     #: must be logged (a CI made or laid out anew)
     ops: list[tuple[int, int, bytes | None]] | None
+    #: the id of the tree the CI belongs to (0: the base cluster)
+    tid: int
 
-    def __init__(self, ci: int, buf: bytes | bytearray, n: int, layout: tuple[int, int, int]) -> None:
+    def __init__(
+        self, ci: int, buf: bytes | bytearray, n: int, layout: tuple[int, int, int], tid: int = 0
+    ) -> None:
         self.ci = ci
         self.buf = buf
         self.n = n
         self.ref = True
         self.rl, self.ko, self.kl = layout
         self.ops = None
+        self.tid = tid
 
     # --- reading: O(log n) search, O(1) slices -------------------------------------------------------------
 
@@ -213,14 +226,23 @@ class IndexCI:
     ``level`` 1 is the sequence set (one CI per CA, ``ca`` is the CA's first CI); 2 and up is the index set.
     ``stamps[i]`` is the stamp that the image of CI ``ptrs[i]`` in the file must carry (0: not known yet, as for a
     CI still in the log): a child read from the file with another stamp is a lost or misdirected write. Stamps are
-    set by each checkpoint, for the CIs it writes in place (see :func:`ksds.btree.restamp`).
+    set by each checkpoint, for the CIs it writes in place (see :func:`ksds.btree.restamp`). ``tid``: the id of the
+    tree the CI belongs to (0: the base cluster).
     """
 
-    __slots__ = ("ci", "level", "ca", "keys", "ptrs", "stamps", "ref")
+    __slots__ = ("ci", "level", "ca", "keys", "ptrs", "stamps", "ref", "tid")
 
     def __init__(
-        self, ci: int, level: int, ca: int, keys: list[bytes], ptrs: list[int], stamps: list[int] | None = None
+        self,
+        ci: int,
+        level: int,
+        ca: int,
+        keys: list[bytes],
+        ptrs: list[int],
+        stamps: list[int] | None = None,
+        tid: int = 0,
     ) -> None:
+        self.tid = tid
         self.ci = ci
         self.level = level
         self.ca = ca
@@ -231,9 +253,12 @@ class IndexCI:
 
 
 class FreeCI:
-    """A free index CI (``kind`` CI_FREE_INDEX) or the first CI of a free CA (CI_FREE_CA), chained by ``next``."""
+    """A free index CI (``kind`` CI_FREE_INDEX) or the first CI of a free CA (CI_FREE_CA), chained by ``next``.
+    Free space is the data set's, shared by its trees: a free CI belongs to none (its descriptor's flags are 0;
+    ``tid`` 0 says which codec encodes it, any would do)."""
 
     __slots__ = ("ci", "kind", "next", "ref")
+    tid = 0
 
     def __init__(self, ci: int, kind: int, next_: int) -> None:
         self.ci = ci
@@ -245,11 +270,26 @@ class FreeCI:
 AnyCI = DataCI | IndexCI | FreeCI
 
 
-class Codec:
-    """Encodes and decodes the CIs of one data set (its sizes are fixed, so the structs are built once)."""
+def describe(obj: AnyCI) -> str:
+    """What a CI is, for a message: "a DataCI of tree 1", "a FreeCI"."""
+    name = type(obj).__name__
+    return f"a {name}" if type(obj) is FreeCI else f"a {name} of tree {obj.tid}"
 
-    def __init__(self, defn: Definition, path: str) -> None:
+
+class Codec:
+    """Encodes and decodes the CIs of one tree of a data set (its sizes are fixed, so the structs are built once).
+
+    ``defn`` gives the tree's record layout (key length and offset, record length: an alternate index's are its
+    own) and the data set's CI size; ``tid`` is the tree's id, written in the flags byte of every data and index
+    CI it encodes (``tid << 4``, an index CI's level in the low nibble) and checked by :meth:`decode`."""
+
+    def __init__(self, defn: Definition, path: str, tid: int = 0) -> None:
+        if not 0 <= tid <= 0xFF >> TID_SHIFT:
+            raise ValueError(f"tree id {tid} is outside 0..{0xFF >> TID_SHIFT}")
         self.path = path
+        self.tid = tid
+        #: the flags byte of this tree's data CIs (an index CI's adds its level)
+        self.data_flags = tid << TID_SHIFT
         self.ci_size = defn.ci_size
         self.kl = defn.key_length
         self.ko = defn.key_offset
@@ -322,8 +362,9 @@ class Codec:
                 )
             )
             if obj.level == 1:
-                return self._seal(body, CI_SEQUENCE_SET, 1, n, obj.ci, obj.ca)
-            return self._seal(body, CI_INDEX_SET, obj.level, n, obj.ci, stamp)
+                return self._seal(body, CI_SEQUENCE_SET, 1 | self.data_flags, n, obj.ci, obj.ca)
+            assert 1 < obj.level <= LEVEL_MASK
+            return self._seal(body, CI_INDEX_SET, obj.level | self.data_flags, n, obj.ci, stamp)
         assert type(obj) is FreeCI
         return self._seal(b"", obj.kind, 0, 0, obj.ci, obj.next)
 
@@ -336,20 +377,26 @@ class Codec:
             buf[: len(obj.buf)] = obj.buf
         elif type(buf) is not bytearray:
             buf = bytearray(buf)
-        TRAILER_NOCRC.pack_into(buf, self._trailer_off, CI_DATA, 0, obj.n, obj.ci, stamp_of(txn))
+        TRAILER_NOCRC.pack_into(buf, self._trailer_off, CI_DATA, self.data_flags, obj.n, obj.ci, stamp_of(txn))
         buf[self._crc_off :] = crc32c(memoryview(buf)[: self._crc_off]).to_bytes(4, "big")
         image = bytes(buf)
         obj.buf = image
         return image
 
     def new_data(self, ci: int, body: bytes | bytearray, n: int) -> DataCI:
-        """A data CI made of ``n`` records laid end to end in ``body`` (not yet sealed)."""
-        return DataCI(ci, bytearray(body), n, self.layout)
+        """A data CI of this tree made of ``n`` records laid end to end in ``body`` (not yet sealed)."""
+        return DataCI(ci, bytearray(body), n, self.layout, self.tid)
 
     # --- decode -------------------------------------------------------------------------------------------
 
     def damaged(self, ci: int, what: str) -> DamagedCIError:
         return DamagedCIError(f"{self.path}: CI {ci} (RBA {ci * self.ci_size}) {what}", ci)
+
+    def _foreign(self, ci: int, flags: int) -> DamagedCIError:
+        tid = flags >> TID_SHIFT
+        if tid != self.tid:
+            return self.damaged(ci, f"belongs to tree {tid} where tree {self.tid} was expected")
+        return self.damaged(ci, f"is a data CI with flags {flags:#04x} (its low nibble must be 0)")
 
     def stamp(self, data: bytes) -> int:
         """The stamp a CI's image carries (the transaction that last changed it, low 32 bits): a data CI's is in its
@@ -411,20 +458,44 @@ class Codec:
         :class:`DamagedCIError` naming the CI if anything is wrong."""
         kind, flags, count, aux = self.check(data, ci, crc)
         if kind == CI_DATA:
+            if flags != self.data_flags:
+                raise self._foreign(ci, flags)
             if count * self.rl > self._trailer_off:
                 raise self.damaged(ci, f"claims {count} records, more than fit")
-            return DataCI(ci, data, count, self.layout)
+            return DataCI(ci, data, count, self.layout, self.tid)
         if kind in (CI_SEQUENCE_SET, CI_INDEX_SET):
+            if flags >> TID_SHIFT != self.tid:
+                raise self._foreign(ci, flags)
             if count > self.index_cap or count == 0:
                 raise self.damaged(ci, f"is an index CI with {count} entries (1..{self.index_cap} allowed)")
             keys = list(self._keys(count).unpack_from(data))
             unpack = self._ptrs(count).unpack_from
             ptrs = list(unpack(data, self._ptr_off))
             stamps = list(unpack(data, self._stamps_off))
-            level = flags
-            if (kind == CI_SEQUENCE_SET) != (level == 1):
+            level = flags & LEVEL_MASK
+            if (kind == CI_SEQUENCE_SET) != (level == 1) or level == 0:
                 raise self.damaged(ci, f"is an index CI whose level {level} does not match its type")
-            return IndexCI(ci, level, aux if level == 1 else 0, keys, ptrs, stamps)
+            return IndexCI(ci, level, aux if level == 1 else 0, keys, ptrs, stamps, self.tid)
         if kind in (CI_FREE_INDEX, CI_FREE_CA):
+            if flags:
+                raise self.damaged(ci, f"is a free CI with flags {flags:#04x} (a free CI belongs to no tree: 0)")
             return FreeCI(ci, kind, aux)
         raise self.damaged(ci, f"has unknown CI type {kind} ({CI_TYPE_NAMES.get(kind, '?')})")
+
+
+def codec_for(codecs: list[Codec | None], data: Any, ci: int, crc: bool = True) -> Codec:
+    """The codec of the tree that the descriptor of CI image ``data`` names (its flags byte's high nibble), from
+    ``codecs`` (indexed by tree id, None for a tree the data set does not have; ``codecs[0]`` is the base
+    cluster's). A tree id with no codec is a :class:`DamagedCIError` naming the CI -- after the image's own checks
+    (length, CRC32C unless ``crc`` is False, self-address), so a damaged CI is reported as damaged. An image cut
+    short gets the base codec (whose :meth:`Codec.decode` names it). O(1)."""
+    base = codecs[0]
+    assert base is not None
+    if len(data) != base.ci_size:
+        return base
+    tid: int = data[base.trailer_off + FLAGS_AT] >> TID_SHIFT
+    codec = codecs[tid]
+    if codec is not None:
+        return codec
+    base.check(data, ci, crc)
+    raise base.damaged(ci, f"names tree {tid} in its descriptor, which the data set does not have")

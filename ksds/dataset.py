@@ -467,7 +467,7 @@ class Dataset:
     def _find(self, p: Pager, key: bytes) -> bytes | None:
         """READ EQUAL of a key of the right length, holding the mutex (and in shared mode a current view or the
         latch): the record (a copy) or None. The hot path of every keyed read (:func:`btree.find`). O(L log n)."""
-        rec = btree.find(p, key)
+        rec = btree.find(p.base, key)
         if rec is not None:
             p.state.rec_retrieved += 1
         return rec
@@ -513,7 +513,7 @@ class Dataset:
     def _lookup(self, p: Pager, key: bytes, gteq: bool, generic: bool) -> bytes:
         """READ EQUAL / GTEQ / GENERIC of a checked key."""
         if not gteq and not generic:
-            _, _, ci = btree.locate(p, key)
+            _, _, ci = btree.locate(p.base, key)
             j = ci.find(key)
             if j < ci.n and ci.key_at(j) == key:
                 p.state.rec_retrieved += 1
@@ -522,12 +522,12 @@ class Dataset:
         ko = self._ko
         end = ko + self._kl
         if generic:
-            rec = btree.first_ge(p, key.ljust(self._kl, b"\0"))
+            rec = btree.first_ge(p.base, key.ljust(self._kl, b"\0"))
             if rec is not None and (gteq or rec[ko:end].startswith(key)):
                 p.state.rec_retrieved += 1
                 return rec
             raise RecordNotFoundError(f"{self.path}: no record with a key starting {show_key(key)}")
-        rec = btree.first_ge(p, key)
+        rec = btree.first_ge(p.base, key)
         if rec is not None and (gteq or rec[ko:end] == key):
             p.state.rec_retrieved += 1
             return rec
@@ -749,7 +749,7 @@ class Dataset:
 
     def _replace(self, p: Pager, key: bytes, record: bytes) -> bool:
         """Replace the record with key ``key`` (one transaction); False if there is none (nothing changed)."""
-        at = btree.replace(p, key)
+        at = btree.replace(p.base, key)
         if at is None:
             return False
         ci, j = at
@@ -767,7 +767,7 @@ class Dataset:
 
     def _write(self, p: Pager, key: bytes, record: bytes) -> None:
         try:
-            at_end = btree.insert(p, key, record, self._last_write)
+            at_end = btree.insert(p.base, key, record, self._last_write)
         except DuplicateKeyError:
             raise
         except BaseException as e:
@@ -808,7 +808,7 @@ class Dataset:
 
     def _erase(self, p: Pager, key: bytes) -> None:
         try:
-            btree.delete(p, key)
+            btree.delete(p.base, key)
         except RecordNotFoundError:
             raise  # found before anything changed
         except BaseException as e:
@@ -825,17 +825,17 @@ class Dataset:
         """Where a browse starts; raises RecordNotFoundError for an EQUAL or GENERIC start that is not there."""
         p = self._open()
         if key is None:
-            return btree.seek_le(p, self._max) if backward else btree.seek_ge(p, self._min)
+            return btree.seek_le(p.base, self._max) if backward else btree.seek_ge(p.base, self._min)
         k = self._key(key, generic)
         if generic:
             if backward:
-                pos = btree.seek_le(p, k.ljust(self._kl, b"\xff"))
+                pos = btree.seek_le(p.base, k.ljust(self._kl, b"\xff"))
             else:
-                pos = btree.seek_ge(p, k.ljust(self._kl, b"\0"))
+                pos = btree.seek_ge(p.base, k.ljust(self._kl, b"\0"))
             if not gteq and (pos is None or not pos[1].key_at(pos[2]).startswith(k)):
                 raise RecordNotFoundError(f"{self.path}: no record with a key starting {show_key(k)}")
             return pos
-        pos = btree.seek_le(p, k) if backward else btree.seek_ge(p, k)
+        pos = btree.seek_le(p.base, k) if backward else btree.seek_ge(p.base, k)
         if not gteq and (pos is None or pos[1].key_at(pos[2]) != k):
             raise RecordNotFoundError(f"{self.path}: no record with key {show_key(k)} to start a browse")
         return pos

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .ci import Codec, DataCI, FreeCI, IndexCI
+from .ci import Codec, DataCI, FreeCI, IndexCI, codec_for
 from .errors import CorruptionError, DamagedCIError, KsdsError
 from .format import CI_FREE_CA, CI_FREE_INDEX, State
 from .pager import data_set_path
@@ -154,7 +154,7 @@ def _examine_once(
                 f"file truncated: HI-U-RBA {durable * cisz} but the file has {size} bytes "
                 f"(CIs {size // cisz} to {durable - 1} missing)",
             )
-        checker = _Checker(report, view.codec, state, defn.cis_per_ca, view.ci, indextest, datatest, progress)
+        checker = _Checker(report, view.codecs, state, defn.cis_per_ca, view.ci, indextest, datatest, progress)
         checker.in_log = view.in_log
         checker.moving = live
         try:
@@ -175,7 +175,7 @@ class _Checker:
     def __init__(
         self,
         report: ExamineReport,
-        codec: Codec,
+        codecs: list[Codec | None],
         state: State,
         cis_per_ca: int,
         read: Callable[[int], bytes],
@@ -184,6 +184,10 @@ class _Checker:
         progress: Callable[[int, int], None] | None,
     ) -> None:
         self.r = report
+        #: each tree id's codec (a CI is decoded by the one its descriptor names); the walk is the base cluster's
+        self.codecs = codecs
+        codec = codecs[0]
+        assert codec is not None
         self.codec = codec
         self.st = state
         self.cpa = cis_per_ca
@@ -211,7 +215,7 @@ class _Checker:
             return None
         try:
             data = self.read(ci)
-            obj = self.codec.decode(data, ci)
+            obj = codec_for(self.codecs, data, ci).decode(data, ci)
             if expect and not self.in_log(ci):
                 stamp = self.codec.stamp(data)
                 if stamp != expect:
@@ -237,7 +241,7 @@ class _Checker:
         st = self.st
         r = self.r
         top = self.load(st.root, st.root_stamp) if self.use(st.root, "index") else None
-        if not isinstance(top, IndexCI):
+        if not isinstance(top, IndexCI) or top.tid != 0:
             if top is not None:
                 self.err("IDC11704I", st.root, "the index's top CI is not an index CI")
             return
@@ -288,7 +292,7 @@ class _Checker:
             child = self.load(ptr, node.stamps[j])
             if child is None:
                 continue
-            if not isinstance(child, IndexCI) or child.level != node.level - 1:
+            if not isinstance(child, IndexCI) or child.level != node.level - 1 or child.tid != 0:
                 self.err("IDC11704I", ptr, f"expected an index CI of level {node.level - 1} under CI {ci}")
                 continue
             self.walk(child, keys[j - 1] if j else low, keys[j])
@@ -300,7 +304,7 @@ class _Checker:
             self.progress(self.done, self.st.data_cis)
         if obj is None:
             return
-        if not isinstance(obj, DataCI):
+        if not isinstance(obj, DataCI) or obj.tid != 0:
             self.err("IDC11728I", ci, "the sequence set points at a CI that is not a data CI")
             return
         keys = obj.keys

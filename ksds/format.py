@@ -38,8 +38,18 @@ CI_TYPE_NAMES = {
     CI_FREE_CA: "free CA",
 }
 
-#: the CI descriptor: type, flags (level for index CIs), count, CI number, aux, crc
+#: the CI descriptor: type, flags, count, CI number, aux, crc. The flags byte: the tree id in its high nibble
+#: (``tid << 4``; 0 the base cluster, 1..15 alternate indexes) and, for an index CI, its level in the low nibble
 TRAILER = struct.Struct(">BBHIII")
+#: offset of the flags byte in the descriptor
+FLAGS_AT = 1
+#: the flags byte's tree id is ``flags >> TID_SHIFT``; an index CI's level is ``flags & LEVEL_MASK``
+TID_SHIFT = 4
+LEVEL_MASK = 0x0F
+#: tree ids a descriptor can name (0 the base cluster, 1..15 alternate indexes)
+MAX_TREES = 16
+#: the most index levels a tree can have (an index CI's level is the flags byte's low nibble)
+MAX_LEVELS = LEVEL_MASK
 TRAILER_SIZE = TRAILER.size  # 16
 TRAILER_NOCRC = struct.Struct(">BBHII")  # the first 12 bytes
 

@@ -30,7 +30,7 @@ from . import fileio
 from .ci import DataCI
 from .errors import DamagedCIError, JournalCorruptError
 from .fileio import LOG
-from .format import STATE_SIZE, TRAILER_SIZE, crc32c
+from .format import FLAGS_AT, STATE_SIZE, TID_SHIFT, TRAILER_SIZE, crc32c
 
 LOG_MAGIC = b"KSDSWAL\x00"
 LOG_VERSION = 3  # 3: frames of any length (whole images, record operations, commits); 2: fixed-size image frames
@@ -90,12 +90,16 @@ class Replay:
 class Journal:
     """The log of one data set. Frames are appended with :meth:`append`; :meth:`reset` starts a new generation."""
 
-    def __init__(self, path: str, ci_size: int, dataset_id: int, layout: tuple[int, int, int]) -> None:
-        """``layout``: the data set's (record length, key offset, key length), which record operations need."""
+    def __init__(
+        self, path: str, ci_size: int, dataset_id: int, layouts: Mapping[int, tuple[int, int, int]]
+    ) -> None:
+        """``layouts``: each tree's (record length, key offset, key length) by tree id, which record operations
+        need: a frame of them applies to its base image with the layout of the tree that image's descriptor names
+        (the mapping is read at each use, so a tree its owner adds later is known)."""
         self.path = path
         self.ci_size = ci_size
         self.dataset_id = dataset_id
-        self.layout = layout
+        self.layouts = layouts
         self._trailer_off = ci_size - TRAILER_SIZE
         #: bytes of the frame of one whole CI image
         self.image_frame = frame_length(ci_size)
@@ -280,16 +284,21 @@ class Journal:
 
     def _image(self, kind: int, ci: int, payload: bytes, base: bytes | None, pos: int) -> bytes | None:
         """The image a frame gives CI ``ci``: its payload (KIND_IMAGE), or ``base`` with the frame's record
-        operations applied (KIND_OPS). None if the frame cannot be applied (no base image, a payload that does
-        not parse, an image whose CRC32C fails: the frame ends the log as a damaged one would)."""
+        operations applied (KIND_OPS) with the layout of the tree named in ``base``'s descriptor. None if the frame
+        cannot be applied (no base image, a base of a tree the data set does not have, a payload that does not
+        parse, an image whose CRC32C fails: the frame ends the log as a damaged one would)."""
         cisz = self.ci_size
         if kind == KIND_IMAGE:
             return payload if len(payload) == cisz else None
         if base is None or len(payload) < TRAILER_SIZE:
             return None
         t = self._trailer_off
-        obj = DataCI(ci, base, int.from_bytes(base[t + 2 : t + 4], "big"), self.layout)
-        rl = self.layout[0]
+        tid = base[t + FLAGS_AT] >> TID_SHIFT
+        layout = self.layouts.get(tid)
+        if layout is None or payload[FLAGS_AT] >> TID_SHIFT != tid:
+            return None  # a base of a tree this data set does not have, or operations of another tree's CI
+        obj = DataCI(ci, base, int.from_bytes(base[t + 2 : t + 4], "big"), layout, tid)
+        rl = layout[0]
         capacity = t // rl
         o = TRAILER_SIZE
         end = len(payload)

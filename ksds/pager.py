@@ -39,7 +39,7 @@ from typing import Any
 
 from . import faults, fileio
 from .bufferpool import BufferPool, capacity_for
-from .ci import AnyCI, Codec, DataCI, IndexCI
+from .ci import AnyCI, Codec, DataCI, IndexCI, codec_for, describe
 from .coherence import SharedState, shm_path
 from .definition import Definition
 from .errors import (
@@ -58,7 +58,11 @@ from .format import (
     CI_DATA,
     CI_INDEX_SET,
     CI_SEQUENCE_SET,
+    FLAGS_AT,
     HEADER_SIZE,
+    LEVEL_MASK,
+    MAX_TREES,
+    TID_SHIFT,
     TRAILER,
     State,
     decode_header,
@@ -66,6 +70,7 @@ from .format import (
 )
 from .journal import LOG_HEADER_SIZE, LOG_VERSION, Journal, Op, Pending, Replay
 from .locks import OpenLocks
+from .tree import BASE, Tree, TreeMeta
 
 log = logging.getLogger("ksds")
 
@@ -249,7 +254,21 @@ class Pager:
         """The rest of opening, under the exclusive latch."""
         path = self.path
         self.ci_size = self.defn.ci_size
-        self.codec = Codec(self.defn, path)
+        #: the B+-trees of the file by tree id (:mod:`ksds.tree`): the base cluster's (0), whose meta is
+        #: :attr:`state` (rebound by :meth:`set_state`), and alternate indexes' (:meth:`add_tree`)
+        base = self.base = Tree(self, BASE, self.defn, self.state)
+        self.trees: dict[int, Tree] = {BASE: base}
+        #: the base cluster's codec (for what only ever sees the base, and for what any codec does: checks, stamps)
+        self.codec = base.codec
+        #: the codec of each tree id (None: no such tree), which a CI's descriptor names
+        self.codecs: list[Codec | None] = [None] * MAX_TREES
+        self.codecs[BASE] = base.codec
+        #: each tree's record layout, which the log's record operations need (shared with the journal)
+        self.layouts: dict[int, tuple[int, int, int]] = {BASE: base.codec.layout}
+        #: the metas of the alternate indexes' trees as of the last commit (not persisted yet: a rollback restores
+        #: them from here)
+        self.committed_metas: dict[int, TreeMeta] = {}
+        self._flags_at = self.ci_size - TRAILER.size + FLAGS_AT
         #: several processes may use the data set: requests go through begin()/end()
         self.shared = rls or self.state.share_region >= 2
         self.dirty: dict[int, AnyCI] = {}
@@ -278,7 +297,7 @@ class Pager:
         #: an exclusive open (nobody else changes the file) reads clean CIs through a read-only map of the file:
         #: no system call, no copy for a lookup; each image CRC-checked once per open
         self.fmap = FileMap(self.fd, self.ci_size, self.io)
-        self.journal = Journal(log_path(path), self.ci_size, self.created, self.codec.layout)
+        self.journal = Journal(log_path(path), self.ci_size, self.created, self.layouts)
         #: the most record operations a data CI's log frame holds (more: its whole image is logged instead)
         self.max_ops = max(1, (self.ci_size // 2) // (self.defn.record_length + 4))
         self.file_size = os.fstat(self.fd).st_size
@@ -310,6 +329,35 @@ class Pager:
         self.committed = self.state.pack()
         if self.shared and self.locks.supports_shared_state:
             self._map_shared_state()
+
+    # --- trees ----------------------------------------------------------------------------------------------
+
+    def add_tree(self, tid: int, defn: Definition, meta: TreeMeta) -> Tree:
+        """Make tree ``tid`` (an alternate index: 1..15) known to this open: its CIs, whose descriptors carry
+        ``tid``, are decoded with the codec of ``defn`` (its record layout; the data set's CI size and CIs per CA)
+        from here on, and its meta is ``meta``, restored by a rollback to what it was at the last commit (a tree
+        whose meta then had no root, 0, was made by the transaction rolled back: the rollback forgets it). The meta
+        is not persisted (a later format version keeps it in a catalog)."""
+        if not 0 < tid < MAX_TREES or tid in self.trees:
+            raise InvalidRequestError(f"{self.path}: tree id {tid} is taken or outside 1..{MAX_TREES - 1}")
+        if defn.ci_size != self.ci_size or defn.cis_per_ca != self.defn.cis_per_ca:
+            raise InvalidRequestError(f"{self.path}: a tree's CI size and CIs per CA are the data set's")
+        if defn.cis_per_ca > defn.entries_per_index_ci:
+            raise InvalidRequestError(
+                f"{self.path}: a sequence-set CI of keys of {defn.key_length} bytes holds "
+                f"{defn.entries_per_index_ci} entries, fewer than the data set's {defn.cis_per_ca} CIs per CA"
+            )
+        tree = Tree(self, tid, defn, meta)
+        self.trees[tid] = tree
+        self.codecs[tid] = tree.codec
+        self.layouts[tid] = tree.codec.layout
+        self.committed_metas[tid] = meta.copy()
+        return tree
+
+    def set_state(self, state: State) -> None:
+        """Make ``state`` this open's state (it replaces the state object): tree 0's meta follows it. O(1)."""
+        self.state = state
+        self.base.meta = state
 
     def _map_shared_state(self) -> None:
         """Map the shared state (at open, under the exclusive latch, with a view that has read the whole log)."""
@@ -373,7 +421,11 @@ class Pager:
         else:
             expect = 0
         self.pool.misses += 1
-        obj = self.codec.decode(data, ci, crc)
+        # the codec of the tree the descriptor names (an unknown tree id: codec_for names the CI)
+        codec = self.codecs[data[self._flags_at] >> TID_SHIFT] if len(data) == self.ci_size else self.codec
+        if codec is None:
+            codec = codec_for(self.codecs, data, ci, crc)
+        obj = codec.decode(data, ci, crc)
         if crc and mapped:
             self.fmap.mark(ci)
         if expect:  # read from the file: it must be the image its index entry saw written (lost writes)
@@ -384,22 +436,23 @@ class Pager:
             self.pool.put(obj)
         return obj
 
-    def view(self, ci: int, expect: int = 0) -> tuple[bytes | bytearray | mmap.mmap, int, int]:
-        """``(buffer, offset, count)``: where the ``count`` records of data CI ``ci`` lie, for a lookup that reads
-        them in place without adding the CI to the pool. In an exclusive open, a CI whose newest image is the
-        file's is read through the map: its CRC32C once per open, its self-address, type and the stamp ``expect``
-        its index entry keeps (lost writes) at every lookup. Otherwise the CI as :meth:`get` gives it. O(1)."""
+    def view(self, ci: int, expect: int = 0, tid: int = BASE) -> tuple[bytes | bytearray | mmap.mmap, int, int]:
+        """``(buffer, offset, count)``: where the ``count`` records of data CI ``ci`` of tree ``tid`` lie, for a
+        lookup that reads them in place without adding the CI to the pool. In an exclusive open, a CI whose newest
+        image is the file's is read through the map: its CRC32C once per open, its self-address, type, tree id and
+        the stamp ``expect`` its index entry keeps (lost writes) at every lookup. Otherwise the CI as :meth:`get`
+        gives it (decoded by the codec its descriptor names). O(1)."""
         at = self._in_place(ci)
         if at is not None:
             buf, base = at
-            kind, _, count, number, stamp, _ = TRAILER.unpack_from(buf, base + self.codec.trailer_off)
-            if kind == CI_DATA and number == ci:
+            kind, flags, count, number, stamp, _ = TRAILER.unpack_from(buf, base + self.codec.trailer_off)
+            if kind == CI_DATA and number == ci and flags == tid << TID_SHIFT:
                 if expect and stamp != expect:
                     raise self.codec.stale(ci, stamp, expect)
                 return buf, base, count
         obj = self.get(ci, expect)
-        if type(obj) is not DataCI:
-            raise self.codec.damaged(ci, f"is a {type(obj).__name__} where the index expects a data CI")
+        if type(obj) is not DataCI or obj.tid != tid:
+            raise self.codec.damaged(ci, f"is {describe(obj)} where the index of tree {tid} expects a data CI")
         return obj.buf, 0, obj.n
 
     def _in_place(self, ci: int) -> tuple[bytes | mmap.mmap, int] | None:
@@ -426,19 +479,27 @@ class Pager:
         self.pool.misses += 1
         return data, 0
 
-    def index_entry(self, ci: int, expect: int, key: bytes) -> tuple[int, int, int] | None:
-        """The entry a search for ``key`` follows in index CI ``ci``, read in place from the file's map without
-        decoding or pooling the CI: (level of the CI, its entry's CI pointer, the entry's stamp). None when the CI
-        is not a clean mapped CI (it is pooled, in the log, or the open shares the data set): use :meth:`get`.
-        Checked as :meth:`view` checks a data CI. O(log entries)."""
+    def index_entry(self, ci: int, expect: int, key: bytes, tid: int = BASE) -> tuple[int, int, int] | None:
+        """The entry a search for ``key`` follows in index CI ``ci`` of tree ``tid``, read in place from the file's
+        map without decoding or pooling the CI, with the codec its descriptor names: (level of the CI, its entry's
+        CI pointer, the entry's stamp). None when the CI is not a clean mapped CI (it is pooled, in the log, or
+        the open shares the data set) or is not an index CI of that tree: use :meth:`get` (which names what is
+        wrong). Checked as :meth:`view` checks a data CI. O(log entries)."""
         at = self._in_place(ci)
         if at is None:
             return None
         buf, base = at
-        codec = self.codec
-        kind, level, count, number, _, _ = TRAILER.unpack_from(buf, base + codec.trailer_off)
-        if kind not in (CI_SEQUENCE_SET, CI_INDEX_SET) or number != ci or not 0 < count <= codec.index_cap:
+        kind, flags, count, number, _, _ = TRAILER.unpack_from(buf, base + self.codec.trailer_off)
+        codec = self.codecs[flags >> TID_SHIFT]
+        if (
+            kind not in (CI_SEQUENCE_SET, CI_INDEX_SET)
+            or number != ci
+            or codec is None
+            or codec.tid != tid
+            or not 0 < count <= codec.index_cap
+        ):
             return None  # get() names what is wrong
+        level = flags & LEVEL_MASK
         if expect:
             stamp = codec.own_stamp_in(buf, base)
             if stamp != expect:
@@ -554,7 +615,7 @@ class Pager:
         mine = self.state
         state.rec_retrieved = max(state.rec_retrieved, mine.rec_retrieved)
         state.excps = max(state.excps, mine.excps)
-        self.state = state
+        self.set_state(state)
         self.committed = state.pack()
         self.file_size = os.fstat(self.fd).st_size
         self.sync_defn()  # another process may have run ALTER
@@ -566,6 +627,7 @@ class Pager:
         so = (st.share_region, st.share_system)
         if self.defn.freespace != fs or self.defn.share_options != so:
             self.defn = dataclasses.replace(self.defn, freespace=fs, share_options=so)
+            self.base.size(self.defn)
 
     # --- changing ---------------------------------------------------------------------------------------------
 
@@ -597,7 +659,7 @@ class Pager:
         st = self.state
         st.txn += 1
         txn = st.txn
-        encode = self.codec.encode
+        trees = self.trees
         walmap = self.walmap
         most_ops = self.max_ops
         changes: list[tuple[int, bytes, list[Op] | None]] = []
@@ -610,7 +672,7 @@ class Pager:
                 # while they are smaller than the image
                 if ops is not None and (ci not in walmap or len(ops) > most_ops):
                     ops = None
-            changes.append((ci, encode(obj, txn), ops))
+            changes.append((ci, trees[obj.tid].codec.encode(obj, txn), ops))
         need = st.hurba * self.ci_size
         blob = st.pack()
         appended = self.journal.offset
@@ -655,6 +717,11 @@ class Pager:
         dirty.clear()
         self.state_dirty = False
         self.committed = blob
+        metas = self.committed_metas
+        for tid in metas:
+            meta = self.trees[tid].meta
+            assert type(meta) is TreeMeta
+            metas[tid] = meta.copy()
         if self.journal.offset >= CHECKPOINT_BYTES and not self._restamping:
             try:
                 self.checkpoint()
@@ -721,8 +788,14 @@ class Pager:
         self.dirty.clear()
         st = self.state
         keep = st.rec_retrieved, st.excps
-        self.state = State.unpack(self.committed)
+        self.set_state(State.unpack(self.committed))
         self.state.rec_retrieved, self.state.excps = keep
+        for tid, meta in list(self.committed_metas.items()):
+            if meta.root:
+                self.trees[tid].meta = meta.copy()
+            else:  # made by the transaction rolled back
+                del self.trees[tid], self.committed_metas[tid], self.layouts[tid]
+                self.codecs[tid] = None
         self.state_dirty = False
         self.sync_defn()
 
@@ -860,7 +933,7 @@ class Pager:
                     self.images[ci] = image
                     self.walmap[ci] = -1  # the image is in ``images``
         if replay.transactions:
-            self.state = State.unpack(replay.transactions[-1][2])
+            self.set_state(State.unpack(replay.transactions[-1][2]))
         self.committed = self.state.pack()
         need = self.state.hurba * cisz
         if os.fstat(fd).st_size < need:
@@ -892,7 +965,7 @@ class Pager:
         directory synced), so that what recovery appends next is in this version's format. A crash before the
         rename leaves the old log, which replays the same. O(CIs in the log)."""
         tmp = old.path + ".convert"
-        new = Journal(tmp, self.ci_size, self.created, self.codec.layout)
+        new = Journal(tmp, self.ci_size, self.created, self.layouts)
         new.create(sync=False, durable_cis=durable_cis)
         new.append([(ci, self.committed_image(ci), None) for ci in sorted(self.walmap)], self.state.txn,
                    self.committed)

@@ -6,6 +6,10 @@ through its members' ``next`` field, its head in the state), and the next alloca
 Free CIs *within* a CA are not listed: they are the CIs of the CA's range that no sequence-set entry points at
 (:func:`free_ci`). Every function changes only the state and CIs of the transaction in progress (the pager's
 rollback undoes it). Costs: O(1) each, except :func:`free_ci`.
+
+Space is the data set's, shared by every tree of the file (:mod:`ksds.tree`): the free lists, HI-U-RBA and the
+CA count are in the pager's state. Only the index CI count is a tree's: the functions that change it are given
+the meta of the tree whose index grows or shrinks.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from .ci import FreeCI, IndexCI
 from .errors import NoSpaceError
 from .format import CI_FREE_CA, CI_FREE_INDEX
 from .pager import Pager
+from .tree import Meta
 
 #: highest CI number (CI numbers are 32-bit)
 MAX_CI = 0xFFFFFFFF
@@ -29,8 +34,9 @@ def extend(pager: Pager, count: int) -> int:
     return ci
 
 
-def alloc_index_ci(pager: Pager) -> int:
-    """A CI for the index: the first free index CI, or a new one at the end of the data set."""
+def alloc_index_ci(pager: Pager, meta: Meta) -> int:
+    """A CI for the index of the tree whose meta is ``meta`` (which counts it): the first free index CI, or a new
+    one at the end of the data set."""
     st = pager.state
     if st.free_index:
         ci = st.free_index
@@ -40,16 +46,17 @@ def alloc_index_ci(pager: Pager) -> int:
         st.free_index = obj.next
     else:
         ci = extend(pager, 1)
-    st.index_cis += 1
+    meta.index_cis += 1
     return ci
 
 
-def free_index_ci(pager: Pager, ci: int) -> None:
-    """Put index CI ``ci`` (which has left the tree) at the head of the free index CI list."""
+def free_index_ci(pager: Pager, ci: int, meta: Meta) -> None:
+    """Put index CI ``ci`` (which has left the tree whose meta is ``meta``) at the head of the free index CI
+    list."""
     st = pager.state
     pager.dirty_ci(FreeCI(ci, CI_FREE_INDEX, st.free_index))
     st.free_index = ci
-    st.index_cis -= 1
+    meta.index_cis -= 1
 
 
 def alloc_ca(pager: Pager) -> int:

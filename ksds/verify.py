@@ -58,7 +58,7 @@ def _cut_log(path: str) -> int:
         defn, created, _ = decode_header(f.read(HEADER_SIZE), path)
     lp = log_path(path)
     size = os.path.getsize(lp)
-    journal = Journal(lp, defn.ci_size, created, defn.layout)
+    journal = Journal(lp, defn.ci_size, created, {0: defn.layout})
     try:
         journal.read()
         return 0

@@ -31,10 +31,10 @@ import os
 import time
 from collections.abc import Iterator
 
-from .ci import Codec, DataCI, IndexCI
+from .ci import AnyCI, Codec, DataCI, IndexCI, codec_for
 from .definition import Definition
 from .errors import CorruptionError, DatasetNotFoundError, JournalCorruptError, KsdsError, NotADatasetError
-from .format import HEADER_SIZE, State, decode_header
+from .format import HEADER_SIZE, MAX_TREES, State, decode_header
 from .journal import Journal, Replay
 from .locks import OpenLocks
 from .pager import data_set_path, log_path
@@ -102,7 +102,18 @@ class View:
 
     @property
     def codec(self) -> Codec:
+        """The base cluster's codec (tree 0)."""
         return self._codec
+
+    @property
+    def codecs(self) -> list[Codec | None]:
+        """The codec of each tree id the view knows (None: none): the base cluster's alone, for now."""
+        return self._codecs
+
+    def decode(self, data: bytes, ci: int) -> AnyCI:
+        """CI ``ci``'s image decoded with the codec of the tree its descriptor names (checked: a
+        :class:`~ksds.DamagedCIError` names the CI). O(1) plus the decode."""
+        return codec_for(self._codecs, data, ci).decode(data, ci)
 
     @property
     def file_size(self) -> int:
@@ -167,6 +178,7 @@ class View:
         self._head = head
         self.created = created
         self._codec = Codec(defn, self.path)
+        self._codecs: list[Codec | None] = [self._codec] + [None] * (MAX_TREES - 1)
         self._overlay: dict[int, bytes] = {}
         self._log_id: tuple[int, int] | None = None  # the log file's (device, inode) read, if any
         self._log_head: tuple[int, int] | None = None  # the log's (salt, generation) when it was read
@@ -175,7 +187,7 @@ class View:
         self.log_error = None
         self.transactions = 0
         self.durable_cis = state.hurba
-        journal = Journal(log_path(self.path), defn.ci_size, created, defn.layout)
+        journal = Journal(log_path(self.path), defn.ci_size, created, {0: defn.layout})
         if journal.join(False):
             self._journal = journal
             st = os.fstat(journal.fd)
@@ -303,8 +315,8 @@ def records(view: View, lo: bytes | None = None) -> Iterator[bytes]:
 def _index(view: View, cache: dict[int, IndexCI], ci: int) -> IndexCI:
     node = cache.get(ci)
     if node is None:
-        obj = view.codec.decode(view.ci(ci), ci)
-        if not isinstance(obj, IndexCI):
+        obj = view.decode(view.ci(ci), ci)
+        if not isinstance(obj, IndexCI) or obj.tid != 0:
             raise view.codec.damaged(ci, "is not an index CI, but the index points at it")
         node = cache[ci] = obj
     return node
@@ -330,8 +342,8 @@ def _data_ci(
                 return None
         if node.level == 1:
             ptr = node.ptrs[j]
-            obj = view.codec.decode(view.ci(ptr), ptr)
-            if not isinstance(obj, DataCI):
+            obj = view.decode(view.ci(ptr), ptr)
+            if not isinstance(obj, DataCI) or obj.tid != 0:
                 raise view.codec.damaged(ptr, "is not a data CI, but the sequence set points at it")
             return obj, keys[j]
         ci = node.ptrs[j]

@@ -71,7 +71,7 @@ def test_torn_ci_write_repaired_from_log(path: str) -> None:
     for k in range(200):
         ds.write(rec(k))
     assert ds._pager is not None
-    seq, i = ksds.btree.path_to(ds._pager, b"%08d" % 100)[-1]
+    seq, i = ksds.btree.path_to(ds._pager.base, b"%08d" % 100)[-1]
     ci = seq.ptrs[i]
     ds._abandon()
     # tear a data CI in place: its second half is garbage, as a torn write would leave it
@@ -87,7 +87,7 @@ def test_torn_ci_write_repaired_from_log(path: str) -> None:
 def test_torn_ci_without_log_is_named(path: str) -> None:
     load(path, range(200), abandon=False)  # clean close: the log is gone, nothing to repair from
     with ksds.open(path, "r") as probe:
-        seq, i = ksds.btree.path_to(probe._pager, b"%08d" % 100)[-1]
+        seq, i = ksds.btree.path_to(probe._pager.base, b"%08d" % 100)[-1]
         ci = seq.ptrs[i]
     with open(path, "r+b") as f:
         f.seek(ci * 512 + 300)
@@ -158,7 +158,7 @@ def test_flipped_bit_in_the_middle_of_the_log_is_refused(path: str) -> None:
         data = f.read()
     with open(path, "rb") as f:
         defn, created, _ = decode_header(f.read(HEADER_SIZE), path)
-    journal = Journal(log, defn.ci_size, created, defn.layout)
+    journal = Journal(log, defn.ci_size, created, {0: defn.layout})
     assert journal.join(False)
     frames = journal.frames()
     journal.close(remove=False)
@@ -286,7 +286,7 @@ def _as_version_2(path: str) -> None:
     with open(path, "rb") as f:
         defn, created, _ = decode_header(f.read(HEADER_SIZE), path)
     log = path + "-wal"
-    journal = Journal(log, defn.ci_size, created, defn.layout)
+    journal = Journal(log, defn.ci_size, created, {0: defn.layout})
     replay = journal.read()
     assert replay.transactions and replay.version == 3
     head = LOG_HEADER.pack(LOG_MAGIC, 2, defn.ci_size, journal.salt, created, journal.generation, replay.durable_cis)

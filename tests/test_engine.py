@@ -42,13 +42,13 @@ def layout(ds: ksds.Dataset) -> list[tuple[int, int, list[bytes]]]:
     """(first CI of the CA, data CI number, keys) for every data CI, in key order."""
     p = ds._pager
     assert p is not None
-    path = index.path_to(p, bytes(ds.key_length))
+    path = index.path_to(p.base, bytes(ds.key_length))
     seq, i = path[-1]
-    ci = index.get_data(p, seq.ptrs[i])
+    ci = index.get_data(p.base, seq.ptrs[i])
     out = []
     while ci is not None:
         out.append((path[-1][0].ca, ci.ci, list(ci.keys)))
-        ci = index.next_data(p, path)
+        ci = index.next_data(p.base, path)
     return out
 
 

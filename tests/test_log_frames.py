@@ -306,7 +306,7 @@ def run_unit(ds: ksds.Dataset, unit: Unit) -> None:
 def journal_of(path: str) -> Journal:
     with open(path, "rb") as f:
         defn, created, _ = decode_header(f.read(HEADER_SIZE), path)
-    return Journal(path + "-wal", defn.ci_size, created, defn.layout)
+    return Journal(path + "-wal", defn.ci_size, created, {0: defn.layout})
 
 
 def frame_table(path: str) -> list[tuple[int, int, int, int, int]]:
@@ -919,7 +919,7 @@ def _tear(path: str, ci: int, ci_size: int) -> None:
 
 
 def _ci_of(ds: ksds.Dataset, key: bytes) -> int:
-    seq, i = ksds.btree.path_to(ds._pager, key)[-1]
+    seq, i = ksds.btree.path_to(ds._pager.base, key)[-1]
     return seq.ptrs[i]
 
 

@@ -119,7 +119,6 @@ def _read(
         defn, state = view.definition, view.state
         cisz = defn.ci_size
         size = view.file_size
-        codec = view.codec
         infos: dict[int, _Info] = {}
         if view.log_error is not None:
             notes.append(f"its log is damaged and not applied here ({view.log_error}); see ksds verify --recover")
@@ -146,7 +145,7 @@ def _read(
                 infos[ci] = _Info("unused")
                 continue
             try:
-                obj = codec.decode(data, ci)
+                obj = view.decode(data, ci)
             except DamagedCIError as e:
                 infos[ci] = _Info("damaged", note=str(e).split(") ", 1)[-1])
                 continue
