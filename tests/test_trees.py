@@ -387,3 +387,21 @@ def test_level_nibble_checked(tmp_path: os.PathLike[str]) -> None:
         forged[CISZ - 4 :] = crc.to_bytes(4, "big")
         with pytest.raises(DamagedCIError, match="level .* does not match its type"):
             one.decode(bytes(forged), 1)
+
+
+def test_most_levels(ds: ksds.Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tree has at most 15 index levels (the flags byte's low nibble): the insert that would add one more is a
+    NoSpaceError, and its transaction is rolled back (here with the limit lowered to 2 levels)."""
+    p = pager_of(ds)
+    t1 = make_tree1(ds)
+    monkeypatch.setattr(btree, "MAX_LEVELS", 2)
+    want: dict[bytes, bytes] = {}
+    with pytest.raises(ksds.NoSpaceError, match="tree 1 has reached its most levels"):
+        for i in range(100_000):
+            meta = dataclasses.asdict(t1.meta)
+            with ds.batch():
+                btree.insert(t1, key1(i), key1(i), None)
+            want[key1(i)] = key1(i)
+    assert t1.meta.levels == 2 and dataclasses.asdict(t1.meta) == meta
+    check_tree(t1, want)
+    assert p.base.meta.levels == 1
