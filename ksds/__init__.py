@@ -15,7 +15,7 @@ is atomic across crashes (a write-ahead log of record operations and CI images).
 """
 
 from .browse import Browse
-from .dataset import Dataset, define, delete, open
+from .dataset import Dataset, build_aix, define, define_aix, delete, delete_aix, open
 from .definition import Definition
 from .errors import (
     BrowseError,
@@ -41,11 +41,13 @@ from .errors import (
 )
 from .examine import ExamineReport, Finding, examine
 from .pager import Recovery
+from .path import Path
 from .verify import VerifyReport, verify
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Path",
     "Browse",
     "BrowseError",
     "CorruptionError",
@@ -75,7 +77,10 @@ __all__ = [
     "examine",
     "verify",
     "VerifyReport",
+    "build_aix",
     "define",
+    "define_aix",
     "delete",
+    "delete_aix",
     "open",
 ]

@@ -40,12 +40,11 @@ from typing import Any
 
 from . import space
 from .ci import DataCI, IndexCI, describe, search, stamp_of
-from .definition import Definition
 from .errors import DuplicateKeyError, NoSpaceError, RecordNotFoundError, show_key
 from .faults import crashpoint
 from .format import CI_DATA, FLAGS_AT, LEVEL_MASK, MAX_LEVELS, TID_SHIFT, TRAILER, TRAILER_SIZE
 from .pager import Pager
-from .tree import Tree, TreeMeta
+from .tree import Tree
 
 Path = list[tuple[IndexCI, int]]
 #: a cursor: the path to a data CI, the CI, and a slot in it
@@ -387,7 +386,7 @@ def remove_entry(tree: Tree, path: Path, depth: int) -> None:
     if len(node.keys) == 1:
         assert depth > 0, "the last data CI of a tree is never removed"
         if node.level == 1:
-            space.free_ca(pager, node.ca)
+            space.free_ca(pager, node.ca, tree.meta)
         space.free_index_ci(pager, node.ci, tree.meta)
         remove_entry(tree, path, depth - 1)
         return
@@ -506,7 +505,7 @@ def _split_ci(
     seq, i = path[-1]
     n = ci.n
     meta = tree.meta
-    free = space.free_ci(pager, seq)
+    free = space.free_ci(seq, tree.cis_per_ca)
     if sequential and pos == n and i == len(seq.keys) - 1:
         # appending past the last record of the last CI of a CA
         if free is None or len(seq.keys) >= tree.load_cis_per_ca:
@@ -541,7 +540,7 @@ def _new_ca(tree: Tree, path: Path, key: bytes, record: bytes) -> None:
     pager = tree.pager
     seq, i = path[-1]
     meta = tree.meta
-    base = space.alloc_ca(pager)
+    base = space.alloc_ca(pager, meta)
     high = seq.keys[i]
     nseq = IndexCI(space.alloc_index_ci(pager, meta), 1, base, [high], [base], None, tree.tid)
     pager.dirty_ci(tree.codec.new_data(base, record, 1))
@@ -561,7 +560,7 @@ def _split_ca(tree: Tree, path: Path, at: int | None) -> None:
     seq, _ = path[-1]
     n = len(seq.keys)
     s = n // 2 if at is None else min(max(at, 1), n - 1)
-    base = space.alloc_ca(pager)
+    base = space.alloc_ca(pager, tree.meta)
     ptrs = []
     for j, (old, stamp) in enumerate(zip(seq.ptrs[s:], seq.stamps[s:], strict=True)):
         src = get_data(tree, old, stamp)
@@ -603,15 +602,14 @@ def delete(tree: Tree, key: bytes) -> None:
 # --- a new tree -----------------------------------------------------------------------------------------------
 
 
-def new_tree(pager: Pager, tid: int, defn: Definition) -> Tree:
-    """Make an empty tree ``tid`` (an alternate index) in the transaction in progress, as
-    :func:`ksds.pager.create` lays out the base cluster's: a sequence-set CI over a new CA whose first CI is an
-    empty data CI. ``defn`` gives its record layout (the data set's CI size and CIs per CA). The tree is known to
-    the pager from here on (:meth:`Pager.add_tree`); its meta is not persisted yet. O(1)."""
-    meta = TreeMeta()
-    tree = pager.add_tree(tid, defn, meta)
-    base = space.alloc_ca(pager)
-    seq = IndexCI(space.alloc_index_ci(pager, meta), 1, base, [b"\xff" * defn.key_length], [base], None, tid)
+def plant(tree: Tree) -> None:
+    """Give an empty tree (an alternate index being built) its first CA, in the transaction in progress, as
+    :func:`ksds.pager.create` lays out the base cluster's: a sequence-set CI (one entry, high key all X'FF') over a
+    new CA whose first CI is an empty data CI. O(1)."""
+    pager = tree.pager
+    meta = tree.meta
+    base = space.alloc_ca(pager, meta)
+    seq = IndexCI(space.alloc_index_ci(pager, meta), 1, base, [b"\xff" * tree.key_length], [base], None, tree.tid)
     pager.dirty_ci(tree.codec.new_data(base, b"", 0))
     pager.dirty_ci(seq)
     meta.root = seq.ci
@@ -619,7 +617,28 @@ def new_tree(pager: Pager, tid: int, defn: Definition) -> Tree:
     meta.levels = 1
     meta.data_cis = 1
     pager.state_dirty = True
-    return tree
+
+
+def uproot(tree: Tree) -> None:
+    """Give every CA and index CI of a tree back to the free lists, in the transaction in progress: the tree is
+    left with no root and no records (:func:`plant` makes it again). O(CIs of its index)."""
+    pager = tree.pager
+    meta = tree.meta
+    todo = [(meta.root, meta.root_stamp)]
+    while todo:
+        ci, stamp = todo.pop()
+        node = get_index(tree, ci, stamp)
+        if node.level == 1:
+            for data in node.ptrs:
+                pager.forget(data)
+            space.free_ca(pager, node.ca, meta)
+        else:
+            todo.extend(zip(node.ptrs, node.stamps, strict=True))
+        pager.forget(ci)
+        space.free_index_ci(pager, ci, meta)
+    meta.root = meta.root_stamp = meta.data_cis = meta.rec_total = 0
+    meta.levels = 1
+    pager.state_dirty = True
 
 
 # --- stamps (lost writes) -----------------------------------------------------------------------------------------

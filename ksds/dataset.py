@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from . import btree
+from . import aix, btree
 from .browse import Browse
 from .coherence import COUNTER_WORD, IN_PLACE_WORD, shm_path
 from .definition import CI_TRAILER, Definition, check_freespace, check_share_options, make_definition
@@ -44,9 +44,10 @@ from .errors import (
     RecordNotFoundError,
     show_key,
 )
-from .format import HEADER_SIZE, MAGIC, State, decode_header
+from .format import HEADER_MAX, MAGIC, State, decode_header
 from .locks import RLS_AVAILABLE, OpenLocks, RecordLocks
 from .pager import CHECKPOINT_BYTES, Pager, Recovery, create, data_set_path, log_path, same_file
+from .path import Path
 from .portable_locks import rls_unavailable
 from .session import Session
 
@@ -109,7 +110,7 @@ def _existing(path: str, want: Definition) -> Definition:
     except OSError as e:
         raise DatasetExistsError(f"{path} already exists and cannot be read: {e.strerror}") from None
     try:
-        have = decode_header(os.pread(fd, HEADER_SIZE, 0), path)[0]
+        have = decode_header(os.pread(fd, HEADER_MAX, 0), path)[0]
     finally:
         os.close(fd)
     if have == want:
@@ -139,7 +140,7 @@ def delete(path: str) -> list[str]:
         raise DatasetNotFoundError(f"no data set at {path}") from None
     try:
         if os.pread(fd, len(MAGIC), 0) != MAGIC:
-            decode_header(os.pread(fd, HEADER_SIZE, 0), path)  # NotADatasetError, before any lock on the file
+            decode_header(os.pread(fd, HEADER_MAX, 0), path)  # NotADatasetError, before any lock on the file
         locks = OpenLocks(fd, path)
         try:
             try:
@@ -154,7 +155,7 @@ def delete(path: str) -> list[str]:
                 raise DatasetInUseError(f"{path} is in use: another process has it open; not deleted")
             # under the latch and alone: nobody writes the header now (an exclusive updater, SHAREOPTIONS(1), writes
             # it at its checkpoints without the latch, so it is read only once no one else has the data set open)
-            decode_header(os.pread(fd, HEADER_SIZE, 0), path)
+            decode_header(os.pread(fd, HEADER_MAX, 0), path)
             # the log and the lock file go first, the data file last: until it goes, nobody can open this data set
             # (an open waits for the latch, then finds its file gone), and a data set defined at the path after it
             # finds neither a log nor a lock file of this one
@@ -166,6 +167,44 @@ def delete(path: str) -> list[str]:
             locks.close()
     finally:
         os.close(fd)
+
+
+def define_aix(
+    path: str,
+    name: str,
+    *,
+    key_length: int,
+    key_offset: int,
+    unique: bool = False,
+    upgrade: bool = True,
+    freespace: tuple[int, int] = (0, 0),
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """DEFINE ALTERNATEINDEX + BLDINDEX: an alternate index ``name`` over the data set at ``path``, keyed by the
+    ``key_length`` bytes at ``key_offset`` of each record (it may overlap the prime key), built from the records
+    there now. ``unique``: UNIQUEKEY (a second record with one alternate key is refused); ``upgrade``: kept in
+    step with every WRITE, REWRITE and ERASE, in the same transaction (False: NOUPGRADE, stale after the first
+    change until :func:`build_aix`). ``progress(done, total)`` is called while it builds. The alternate index lives
+    in the data set's file. Opens the data set for update and holds it (and, when it is shared, its latch) while
+    it builds. Returns what :meth:`Dataset.aixes` says of it. Raises :class:`~ksds.DefinitionError` naming a bad
+    parameter, :class:`~ksds.DuplicateKeyError` for a unique one over records that share an alternate key (nothing
+    is defined). O(N log N) for N records."""
+    with open(path, "rw") as ds:
+        return ds._define_aix(name, key_length, key_offset, unique, upgrade, freespace, progress)
+
+
+def build_aix(path: str, name: str, *, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """BLDINDEX: empty the alternate index ``name`` and build it from the base's records as they are now (a
+    NOUPGRADE one is current again). Returns what :meth:`Dataset.aixes` says of it. O(N log N)."""
+    with open(path, "rw") as ds:
+        return ds._build_aix(name, progress)
+
+
+def delete_aix(path: str, name: str) -> None:
+    """DELETE ALTERNATEINDEX: remove the alternate index ``name`` in one transaction; its CAs and index CIs go to
+    the data set's free lists. O(CIs of its index)."""
+    with open(path, "rw") as ds:
+        ds._delete_aix(name)
 
 
 def open(  # noqa: A001 - the module's API mirrors builtins.open on purpose
@@ -748,15 +787,32 @@ class Dataset:
             m.release()
 
     def _replace(self, p: Pager, key: bytes, record: bytes) -> bool:
-        """Replace the record with key ``key`` (one transaction); False if there is none (nothing changed)."""
+        """Replace the record with key ``key`` (one transaction, with the alternate indexes' changes); False if
+        there is none (nothing changed)."""
+        old = None
+        if p.state.aixes:
+            old = btree.find(p.base, key)
+            if old is None:
+                return False
+            aix.check_write(p, old, record)  # a unique alternate key taken: nothing changed yet
         at = btree.replace(p.base, key)
         if at is None:
             return False
         ci, j = at
         ci.replace(j, record)
+        if old is not None:
+            self._aixes_follow(p, old, record)
         p.state.rec_updated += 1
         self._done(p)
         return True
+
+    def _aixes_follow(self, p: Pager, old: bytes | None, new: bytes | None) -> None:
+        """The alternate indexes follow a base change the request made (the transaction is undone on failure)."""
+        try:
+            aix.changed(p, old, new)
+        except BaseException as e:
+            self._fail(p, e)
+            raise
 
     def write(self, record: bytes) -> None:
         """WRITE a new record (its key is the key field). Raises :class:`~ksds.DuplicateKeyError`.
@@ -766,6 +822,9 @@ class Dataset:
         self._by_record(record, False, self._write)
 
     def _write(self, p: Pager, key: bytes, record: bytes) -> None:
+        aixes = p.state.aixes
+        if aixes:
+            aix.check_write(p, None, record)  # a unique alternate key taken: nothing changed yet
         try:
             at_end = btree.insert(p.base, key, record, self._last_write)
         except DuplicateKeyError:
@@ -773,6 +832,8 @@ class Dataset:
         except BaseException as e:
             self._fail(p, e)
             raise
+        if aixes:
+            self._aixes_follow(p, None, record)
         st = p.state
         st.rec_total += 1
         if not at_end:
@@ -807,6 +868,7 @@ class Dataset:
             m.release()
 
     def _erase(self, p: Pager, key: bytes) -> None:
+        old = btree.find(p.base, key) if p.state.aixes else None
         try:
             btree.delete(p.base, key)
         except RecordNotFoundError:
@@ -814,6 +876,8 @@ class Dataset:
         except BaseException as e:
             self._fail(p, e)
             raise
+        if old is not None:
+            self._aixes_follow(p, old, None)
         st = p.state
         st.rec_total -= 1
         st.rec_deleted += 1
@@ -887,6 +951,55 @@ class Dataset:
         if p.shared:
             self._latched(p, False, lambda: None)
         return p.state.rec_total
+
+    # --- alternate indexes -----------------------------------------------------------------------------------
+
+    @_serialised
+    def aixes(self) -> dict[str, dict[str, Any]]:
+        """The data set's alternate indexes, by name: their definitions (``key_length``, ``key_offset``,
+        ``unique``, ``upgrade``), whether each is ``current`` (in step with the base), and their trees' statistics
+        (``records``, ``levels``, ``data_cis``, ``index_cis``, ``cas``, ``splits_ci``, ``splits_ca``). O(A)."""
+        p = self._open()
+        if p.shared:
+            self._latched(p, False, lambda: None)
+        return {a.name: aix.describe(a, p.defn) for a in p.state.aixes}
+
+    @_serialised
+    def aix(self, name: str) -> Path:
+        """A PATH: the base's records reached by the alternate key of alternate index ``name`` (reads, browses,
+        counts; see :class:`~ksds.path.Path`). :class:`~ksds.InvalidRequestError` if there is none. O(A)."""
+        p = self._open()
+        if p.shared:
+            self._latched(p, False, aix.find, p, name)
+        else:
+            aix.find(p, name)
+        return Path(self._s, name)
+
+    def _define_aix(
+        self, name: object, key_length: object, key_offset: object, unique: bool, upgrade: bool,
+        freespace: tuple[int, int], progress: Callable[[int, int], None] | None,
+    ) -> dict[str, Any]:
+        """DEFINE ALTERNATEINDEX + BLDINDEX, holding the open (and in shared mode the latch) throughout."""
+        with self.batch():
+            p = self._writable()
+            a = aix.define(p, name, key_length, key_offset, unique, upgrade, freespace)
+            aix.build(p, a, p.commit, progress=progress)
+            self._s.mod += 1
+            return aix.describe(a, p.defn)
+
+    def _build_aix(self, name: str, progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+        with self.batch():
+            p = self._writable()
+            a = aix.find(p, name)
+            aix.build(p, a, p.commit, progress=progress)
+            self._s.mod += 1
+            return aix.describe(a, p.defn)
+
+    def _delete_aix(self, name: str) -> None:
+        with self.batch():
+            p = self._writable()
+            aix.delete(p, aix.find(p, name))
+            self._s.mod += 1
 
     # --- batches, sync, close ----------------------------------------------------------------------------------
 

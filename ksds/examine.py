@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from .ci import Codec, DataCI, FreeCI, IndexCI, codec_for
 from .errors import CorruptionError, DamagedCIError, KsdsError
-from .format import CI_FREE_CA, CI_FREE_INDEX, State
+from .format import CI_FREE_CA, CI_FREE_INDEX, AixMeta, State
 from .pager import data_set_path
 from .wal_view import View, in_use
 
@@ -171,6 +171,28 @@ class _Moved(Exception):
 
 
 
+class _Walk:
+    """One tree as EXAMINE walks it: its id, codec and meta, and what the walk counts."""
+
+    def __init__(
+        self, tid: int, codec: Codec, meta: State | AixMeta, label: str,
+        expect: list[tuple[AixMeta, list[bytes]]], sink: list[bytes] | None = None,
+    ) -> None:
+        self.tid = tid
+        self.codec = codec
+        self.meta = meta
+        self.label = label
+        #: the records each current UPGRADE alternate index must hold, gathered from the base's records
+        self.expect = expect
+        #: the tree's records (an alternate index's), gathered to compare with what its base says
+        self.sink = sink
+        self.records = 0
+        self.data_cis = 0
+        self.index_cis = 0
+        self.levels = 0
+        self.cas: set[int] = set()
+
+
 class _Checker:
     def __init__(
         self,
@@ -196,9 +218,12 @@ class _Checker:
         self.datatest = datatest
         self.progress = progress
         self.seen: set[int] = set()
+        #: CAs of every tree's sequence sets
         self.cas: set[int] = set()
         self.last_key: bytes | None = None
         self.done = 0
+        #: data CIs to walk, every tree's (for the progress callback)
+        self.total = state.data_cis + sum(a.data_cis for a in state.aixes)
         #: whether a CI's bytes come from the log (its stamp is then not checked: the log is newest)
         self.in_log: Callable[[int], bool] = lambda ci: False
         #: the data set is open elsewhere: a CI newer than its index expects means it moved on (not damage)
@@ -240,31 +265,88 @@ class _Checker:
     def run(self) -> None:
         st = self.st
         r = self.r
-        top = self.load(st.root, st.root_stamp) if self.use(st.root, "index") else None
-        if not isinstance(top, IndexCI) or top.tid != 0:
-            if top is not None:
-                self.err("IDC11704I", st.root, "the index's top CI is not an index CI")
-            return
-        if top.level != st.levels:
-            self.err("IDC11711I", st.root, f"top CI has level {top.level}, the header says {st.levels} levels")
-        r.levels = top.level
-        self.walk(top, None, b"\xff" * self.codec.kl)
+        # the base, collecting what each current UPGRADE alternate index must hold
+        expect: list[tuple[AixMeta, list[bytes]]] = (
+            [(a, []) for a in st.aixes if a.upgrade and a.current] if self.datatest else []
+        )
+        wanted = {a.tid: out for a, out in expect}
+        base = _Walk(0, self.codec, st, "the index", expect)
+        self.tree(base)
+        r.records, r.data_cis, r.index_cis, r.levels = base.records, base.data_cis, base.index_cis, base.levels
+        for a in st.aixes:
+            codec = self.codecs[a.tid] if 0 < a.tid < len(self.codecs) else None
+            if codec is None:
+                self.err("IDC11711I", None, f"alternate index {a.name} has tree id {a.tid}, which no codec knows")
+                continue
+            w = _Walk(a.tid, codec, a, f"alternate index {a.name}", [], sink=[] if self.datatest else None)
+            self.tree(w)
+            if w.sink is not None:
+                self.against_base(a, w.sink, wanted.get(a.tid), base.records)
         self.free_lists()
-        if self.datatest and not r.errors:
-            if r.records != st.rec_total:
-                self.err("IDC11711I", None, f"REC-TOTAL is {st.rec_total} but {r.records} records were counted")
-            if r.data_cis != st.data_cis:
-                self.err("IDC11711I", None, f"{r.data_cis} data CIs counted, the header says {st.data_cis}")
-        if not r.errors:
-            if r.index_cis != st.index_cis:
-                self.err("IDC11711I", None, f"{r.index_cis} index CIs counted, the header says {st.index_cis}")
-            if len(self.cas) != st.ca_count:
-                self.err("IDC11724I", None, f"{len(self.cas)} CAs in the index, the header says {st.ca_count}")
 
-    def walk(self, node: IndexCI, low: bytes | None, high: bytes) -> None:
-        """Check ``node``, whose keys must lie in ``(low, high]`` and whose last key must be ``high``."""
+    def tree(self, w: _Walk) -> None:
+        """Walk one tree from its root: its structure, its data CIs, and its meta's counts against what was seen."""
         r = self.r
-        r.index_cis += 1
+        m = w.meta
+        errors = len(r.errors)
+        top = self.load(m.root, m.root_stamp) if self.use(m.root, "index") else None
+        if not isinstance(top, IndexCI) or top.tid != w.tid:
+            if top is not None:
+                self.err("IDC11704I", m.root, f"the top CI of {w.label} is not an index CI of tree {w.tid}")
+            return
+        if top.level != m.levels:
+            self.err("IDC11711I", m.root, f"top CI of {w.label} has level {top.level}, the header says {m.levels}")
+        w.levels = top.level
+        self.last_key = None
+        self.walk(w, top, None, b"\xff" * w.codec.kl)
+        if len(r.errors) != errors:
+            return
+        what = "" if w.tid == 0 else f" of {w.label}"
+        if self.datatest:
+            if w.records != m.rec_total:
+                self.err("IDC11711I", None, f"REC-TOTAL{what} is {m.rec_total} but {w.records} records were counted")
+            if w.data_cis != m.data_cis:
+                self.err("IDC11711I", None, f"{w.data_cis} data CIs{what} counted, the header says {m.data_cis}")
+        if w.index_cis != m.index_cis:
+            self.err("IDC11711I", None, f"{w.index_cis} index CIs{what} counted, the header says {m.index_cis}")
+        if len(w.cas) != m.ca_count:
+            self.err("IDC11724I", None, f"{len(w.cas)} CAs in {w.label}, the header says {m.ca_count}")
+
+    def against_base(self, a: AixMeta, got: list[bytes], want: list[bytes] | None, base_records: int) -> None:
+        """An alternate index's records against its base: a current UPGRADE one holds exactly one record (alternate
+        key + prime key) per base record; any other holds only records of the base's prime keys' length."""
+        r = self.r
+        if r.errors:
+            return  # the base or the tree is damaged: a comparison would only repeat it
+        if want is None:
+            return  # NOUPGRADE or not current: not in step with the base, nothing to compare
+        want.sort()
+        if got == want:
+            return
+        missing = sorted(set(want) - set(got))
+        extra = sorted(set(got) - set(want))
+        e = a.key_length
+
+        def show(recs: list[bytes]) -> str:
+            return ", ".join(f"X'{x[:e].hex().upper()}' for X'{x[e:].hex().upper()}'" for x in recs[:3]) + (
+                f" and {len(recs) - 3} more" if len(recs) > 3 else ""
+            )
+
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} base records not in it ({show(missing)})")
+        if extra:
+            parts.append(f"{len(extra)} records for no base record ({show(extra)})")
+        if not parts:
+            parts.append(f"its {len(got)} records hold duplicates (the base has {base_records})")
+        self.err(
+            "IDC11733I", None,
+            f"alternate index {a.name} is out of step with its base: " + "; ".join(parts) + " (BLDINDEX rebuilds it)",
+        )
+
+    def walk(self, w: _Walk, node: IndexCI, low: bytes | None, high: bytes) -> None:
+        """Check ``node``, whose keys must lie in ``(low, high]`` and whose last key must be ``high``."""
+        w.index_cis += 1
         keys = node.keys
         ci = node.ci
         if any(keys[j] >= keys[j + 1] for j in range(len(keys) - 1)):
@@ -275,6 +357,9 @@ class _Checker:
         if keys[-1] != high:
             self.err("IDC11704I", ci, f"last high key {keys[-1].hex()} differs from its parent's {high.hex()}")
         if node.level == 1:
+            w.cas.add(node.ca)
+            if node.ca in self.cas:
+                self.err("IDC11705I", ci, f"CA {node.ca} is in two sequence sets")
             self.cas.add(node.ca)
             for j, ptr in enumerate(node.ptrs):
                 if not node.ca <= ptr < node.ca + self.cpa:
@@ -282,9 +367,9 @@ class _Checker:
                     continue
                 if not self.use(ptr, "data"):
                     continue
-                r.data_cis += 1
+                w.data_cis += 1
                 if self.datatest:
-                    self.data(ptr, keys[j - 1] if j else low, keys[j], node.stamps[j])
+                    self.data(w, ptr, keys[j - 1] if j else low, keys[j], node.stamps[j])
             return
         for j, ptr in enumerate(node.ptrs):
             if not self.use(ptr, "index"):
@@ -292,24 +377,24 @@ class _Checker:
             child = self.load(ptr, node.stamps[j])
             if child is None:
                 continue
-            if not isinstance(child, IndexCI) or child.level != node.level - 1 or child.tid != 0:
+            if not isinstance(child, IndexCI) or child.level != node.level - 1 or child.tid != w.tid:
                 self.err("IDC11704I", ptr, f"expected an index CI of level {node.level - 1} under CI {ci}")
                 continue
-            self.walk(child, keys[j - 1] if j else low, keys[j])
+            self.walk(w, child, keys[j - 1] if j else low, keys[j])
 
-    def data(self, ci: int, low: bytes | None, high: bytes, expect: int = 0) -> None:
+    def data(self, w: _Walk, ci: int, low: bytes | None, high: bytes, expect: int = 0) -> None:
         obj = self.load(ci, expect)
         self.done += 1
         if self.progress is not None and self.done % 256 == 0:
-            self.progress(self.done, self.st.data_cis)
+            self.progress(self.done, self.total)
         if obj is None:
             return
-        if not isinstance(obj, DataCI) or obj.tid != 0:
-            self.err("IDC11728I", ci, "the sequence set points at a CI that is not a data CI")
+        if not isinstance(obj, DataCI) or obj.tid != w.tid:
+            self.err("IDC11728I", ci, f"the sequence set of {w.label} points at a CI that is not one of its data CIs")
             return
         keys = obj.keys
-        self.r.records += len(keys)
-        if not keys and self.st.data_cis > 1:
+        w.records += len(keys)
+        if not keys and w.meta.data_cis > 1:
             self.r.add("warning", "IDC11728I", ci, "empty data CI still in the sequence set")
         for j, k in enumerate(keys):
             if (j and keys[j - 1] >= k) or (j == 0 and self.last_key is not None and self.last_key >= k):
@@ -320,6 +405,16 @@ class _Checker:
                 break
         if keys:
             self.last_key = keys[-1]
+        if w.sink is not None:
+            w.sink += keys  # an alternate index's records are their keys
+        if w.expect:
+            d = w.codec
+            ko, kl = d.ko, d.kl
+            for rec in obj.records():
+                prime = rec[ko : ko + kl]
+                for a, out in w.expect:
+                    o = a.key_offset
+                    out.append(rec[o : o + a.key_length] + prime)
 
     def free_lists(self) -> None:
         lists = ((self.st.free_index, CI_FREE_INDEX, "free index CI"), (self.st.free_ca, CI_FREE_CA, "free CA"))

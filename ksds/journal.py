@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +100,9 @@ class Journal:
         self.ci_size = ci_size
         self.dataset_id = dataset_id
         self.layouts = layouts
+        #: called with each commit frame's state as the log is read (:meth:`scan`, :meth:`read`), before the
+        #: frames after it: its owner learns the layouts of trees the state's catalog defines
+        self.on_commit: Callable[[bytes], None] | None = None
         self._trailer_off = ci_size - TRAILER_SIZE
         #: bytes of the frame of one whole CI image
         self.image_frame = frame_length(ci_size)
@@ -239,7 +242,9 @@ class Journal:
             payload = buf[o + hs : body]
             nxt = pos + size
             if kind == KIND_COMMIT:
-                out.append((ftxn, pending, payload[:STATE_SIZE]))
+                if self.on_commit is not None:
+                    self.on_commit(payload)
+                out.append((ftxn, pending, payload))
                 current.update(pending)
                 pending = []
                 expect = ftxn + 1
@@ -372,9 +377,10 @@ class Journal:
             whole = frame_length(n)
             parts += (head, payload, crc32c(payload, crc32c(head)).to_bytes(4, "big") + _PAD[: whole - n - 28])
             size += whole
-        head = pack(salt, 0, txn, KIND_COMMIT, 0, len(changes) & 0xFFFF, STATE_SIZE)
-        whole = frame_length(STATE_SIZE)
-        parts += (head, state, crc32c(state, crc32c(head)).to_bytes(4, "big") + _PAD[: whole - STATE_SIZE - 28])
+        n = len(state)  # STATE_SIZE, or more with a catalog of alternate indexes
+        head = pack(salt, 0, txn, KIND_COMMIT, 0, len(changes) & 0xFFFF, n)
+        whole = frame_length(n)
+        parts += (head, state, crc32c(state, crc32c(head)).to_bytes(4, "big") + _PAD[: whole - n - 28])
         size += whole
         self.io.pwritev(self.fd, LOG, parts, self.offset)
         self.offset += size
@@ -451,7 +457,9 @@ class Journal:
                 break
             expect = txn
             if kind == KIND_COMMIT:
-                replay.transactions.append((txn, pending, payload[:STATE_SIZE]))
+                if self.on_commit is not None:
+                    self.on_commit(payload)
+                replay.transactions.append((txn, pending, payload))
                 current.update(pending)
                 pending = []
                 expect = txn + 1

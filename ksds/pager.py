@@ -59,18 +59,20 @@ from .format import (
     CI_INDEX_SET,
     CI_SEQUENCE_SET,
     FLAGS_AT,
-    HEADER_SIZE,
+    HEADER_MAX,
     LEVEL_MASK,
     MAX_TREES,
+    STATE_SIZE,
     TID_SHIFT,
     TRAILER,
+    AixMeta,
     State,
     decode_header,
     encode_header,
 )
 from .journal import LOG_HEADER_SIZE, LOG_VERSION, Journal, Op, Pending, Replay
 from .locks import OpenLocks
-from .tree import BASE, Tree, TreeMeta
+from .tree import BASE, Tree, tree_definition
 
 log = logging.getLogger("ksds")
 
@@ -212,12 +214,12 @@ class Pager:
         for a moment (that open then refuses ours as in use) before it counts as damage."""
         for _ in range(_HEADER_TRIES):
             try:
-                return decode_header(os.pread(self.fd, HEADER_SIZE, 0), self.path)
+                return decode_header(os.pread(self.fd, HEADER_MAX, 0), self.path)
             except CorruptionError:
                 if self.locks.alone():
                     raise
                 time.sleep(0.002)
-        return decode_header(os.pread(self.fd, HEADER_SIZE, 0), self.path)
+        return decode_header(os.pread(self.fd, HEADER_MAX, 0), self.path)
 
     def _open_file(self, path: str, writable: bool) -> None:
         if not os.path.exists(path):
@@ -265,9 +267,6 @@ class Pager:
         self.codecs[BASE] = base.codec
         #: each tree's record layout, which the log's record operations need (shared with the journal)
         self.layouts: dict[int, tuple[int, int, int]] = {BASE: base.codec.layout}
-        #: the metas of the alternate indexes' trees as of the last commit (not persisted yet: a rollback restores
-        #: them from here)
-        self.committed_metas: dict[int, TreeMeta] = {}
         self._flags_at = self.ci_size - TRAILER.size + FLAGS_AT
         #: several processes may use the data set: requests go through begin()/end()
         self.shared = rls or self.state.share_region >= 2
@@ -298,6 +297,9 @@ class Pager:
         #: no system call, no copy for a lookup; each image CRC-checked once per open
         self.fmap = FileMap(self.fd, self.ci_size, self.io)
         self.journal = Journal(log_path(path), self.ci_size, self.created, self.layouts)
+        self.journal.on_commit = self.layouts_of
+        if self.state.aixes:
+            self._sync_trees()
         #: the most record operations a data CI's log frame holds (more: its whole image is logged instead)
         self.max_ops = max(1, (self.ci_size // 2) // (self.defn.record_length + 4))
         self.file_size = os.fstat(self.fd).st_size
@@ -332,32 +334,70 @@ class Pager:
 
     # --- trees ----------------------------------------------------------------------------------------------
 
-    def add_tree(self, tid: int, defn: Definition, meta: TreeMeta) -> Tree:
+    def add_tree(self, tid: int, defn: Definition, meta: AixMeta) -> Tree:
         """Make tree ``tid`` (an alternate index: 1..15) known to this open: its CIs, whose descriptors carry
         ``tid``, are decoded with the codec of ``defn`` (its record layout; the data set's CI size and CIs per CA)
-        from here on, and its meta is ``meta``, restored by a rollback to what it was at the last commit (a tree
-        whose meta then had no root, 0, was made by the transaction rolled back: the rollback forgets it). The meta
-        is not persisted (a later format version keeps it in a catalog)."""
+        from here on, and its meta is ``meta`` (its entry in the state's catalog). :meth:`set_state` calls it for
+        every alternate index of the catalog."""
         if not 0 < tid < MAX_TREES or tid in self.trees:
             raise InvalidRequestError(f"{self.path}: tree id {tid} is taken or outside 1..{MAX_TREES - 1}")
         if defn.ci_size != self.ci_size or defn.cis_per_ca != self.defn.cis_per_ca:
             raise InvalidRequestError(f"{self.path}: a tree's CI size and CIs per CA are the data set's")
-        if defn.cis_per_ca > defn.entries_per_index_ci:
-            raise InvalidRequestError(
-                f"{self.path}: a sequence-set CI of keys of {defn.key_length} bytes holds "
-                f"{defn.entries_per_index_ci} entries, fewer than the data set's {defn.cis_per_ca} CIs per CA"
-            )
         tree = Tree(self, tid, defn, meta)
         self.trees[tid] = tree
         self.codecs[tid] = tree.codec
         self.layouts[tid] = tree.codec.layout
-        self.committed_metas[tid] = meta.copy()
         return tree
 
+    def drop_tree(self, tid: int) -> None:
+        """Forget tree ``tid`` (an alternate index no longer in the catalog)."""
+        if tid != BASE and self.trees.pop(tid, None) is not None:
+            self.codecs[tid] = None
+            del self.layouts[tid]
+
+    def tree_of(self, a: AixMeta) -> Tree:
+        """The tree of alternate index ``a`` (an entry of the current state's catalog). O(1)."""
+        t = self.trees.get(a.tid)
+        if t is None or t.meta is not a:
+            self._sync_trees()
+            t = self.trees[a.tid]
+        return t
+
     def set_state(self, state: State) -> None:
-        """Make ``state`` this open's state (it replaces the state object): tree 0's meta follows it. O(1)."""
+        """Make ``state`` this open's state (it replaces the state object): tree 0's meta follows it, and so do the
+        alternate indexes' trees, one per entry of its catalog (made, rebound to their entry, or forgotten). O(1)
+        without alternate indexes, O(A) with A of them."""
         self.state = state
         self.base.meta = state
+        if state.aixes or len(self.trees) > 1:
+            self._sync_trees()
+
+    def _sync_trees(self) -> None:
+        """The trees of the current state's catalog: each alternate index's made if new (or defined again with
+        another layout), its meta rebound to its entry; the trees of the ones that are gone forgotten."""
+        want = {a.tid: a for a in self.state.aixes}
+        for tid in [t for t in self.trees if t != BASE and t not in want]:
+            self.drop_tree(tid)
+        for tid, a in want.items():
+            t = self.trees.get(tid)
+            defn = tree_definition(self.defn, a)
+            if t is not None and t.defn.layout != defn.layout:
+                self.drop_tree(tid)
+                t = None
+            if t is None:
+                t = self.add_tree(tid, defn, a)
+            elif t.defn != defn:
+                t.size(defn)
+            t.meta = a
+
+    def layouts_of(self, state: bytes) -> None:
+        """Learn the layouts of the alternate indexes a commit frame's state names (its catalog), for the record
+        operations of their CIs that later frames carry (recovery and catch-up read a log that may define an
+        alternate index before it changes its CIs). O(1) for a state without a catalog."""
+        if len(state) > STATE_SIZE:
+            for a in State.unpack(state).aixes:
+                if a.tid not in self.layouts:
+                    self.layouts[a.tid] = tree_definition(self.defn, a).layout
 
     def _map_shared_state(self) -> None:
         """Map the shared state (at open, under the exclusive latch, with a view that has read the whole log)."""
@@ -586,7 +626,7 @@ class Pager:
         if salt != self.view_salt:
             # a new log generation: someone checkpointed (or we just joined); start from the header, read (and
             # checked) before anything of the view changes: a reader without the latch may meet a torn one
-            state = decode_header(os.pread(self.fd, HEADER_SIZE, 0), self.path)[2]
+            state = decode_header(os.pread(self.fd, HEADER_MAX, 0), self.path)[2]
             self.view_salt = salt
             self.walmap.clear()
             self.images.clear()
@@ -717,11 +757,6 @@ class Pager:
         dirty.clear()
         self.state_dirty = False
         self.committed = blob
-        metas = self.committed_metas
-        for tid in metas:
-            meta = self.trees[tid].meta
-            assert type(meta) is TreeMeta
-            metas[tid] = meta.copy()
         if self.journal.offset >= CHECKPOINT_BYTES and not self._restamping:
             try:
                 self.checkpoint()
@@ -790,12 +825,6 @@ class Pager:
         keep = st.rec_retrieved, st.excps
         self.set_state(State.unpack(self.committed))
         self.state.rec_retrieved, self.state.excps = keep
-        for tid, meta in list(self.committed_metas.items()):
-            if meta.root:
-                self.trees[tid].meta = meta.copy()
-            else:  # made by the transaction rolled back
-                del self.trees[tid], self.committed_metas[tid], self.layouts[tid]
-                self.codecs[tid] = None
         self.state_dirty = False
         self.sync_defn()
 

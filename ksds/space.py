@@ -59,8 +59,9 @@ def free_index_ci(pager: Pager, ci: int, meta: Meta) -> None:
     meta.index_cis -= 1
 
 
-def alloc_ca(pager: Pager) -> int:
-    """The first CI of a CA: a free CA, or a new one at the end of the data set."""
+def alloc_ca(pager: Pager, meta: Meta) -> int:
+    """The first CI of a CA for the tree whose meta is ``meta`` (its CA count goes up): a free CA, or a new one at
+    the end of the data set."""
     st = pager.state
     if st.free_ca:
         base = st.free_ca
@@ -71,22 +72,24 @@ def alloc_ca(pager: Pager) -> int:
         pager.forget(base)
     else:
         base = extend(pager, pager.defn.cis_per_ca)
-    st.ca_count += 1
+    meta.ca_count += 1
     return base
 
 
-def free_ca(pager: Pager, base: int) -> None:
-    """Put the CA whose first CI is ``base`` (left empty) at the head of the free CA list."""
+def free_ca(pager: Pager, base: int, meta: Meta) -> None:
+    """Put the CA whose first CI is ``base`` (left empty by the tree whose meta is ``meta``) at the head of the free
+    CA list."""
     st = pager.state
     pager.dirty_ci(FreeCI(base, CI_FREE_CA, st.free_ca))
     st.free_ca = base
-    st.ca_count -= 1
+    meta.ca_count -= 1
 
 
-def free_ci(pager: Pager, seq: IndexCI) -> int | None:
-    """A CI of the sequence-set CI's CA that no entry points at (None: the CA is full). O(CIs of a CA)."""
+def free_ci(seq: IndexCI, cis_per_ca: int) -> int | None:
+    """A CI among the first ``cis_per_ca`` of the sequence-set CI's CA (the CIs its tree uses) that no entry points
+    at (None: the CA is full). O(CIs of a CA)."""
     used = set(seq.ptrs)
-    for c in range(seq.ca, seq.ca + pager.defn.cis_per_ca):
+    for c in range(seq.ca, seq.ca + cis_per_ca):
         if c not in used:
             return c
     return None

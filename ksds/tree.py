@@ -1,7 +1,7 @@
 """One B+-tree of the data set file: its tree id, its codec, its sizing and its meta.
 
 A data set file holds several B+-trees in one space (its CAs, free lists and HI-U-RBA are shared): the base
-cluster's, tree id 0, and the alternate indexes' (1..15, from a later format version). A :class:`Tree` is the
+cluster's, tree id 0, and the alternate indexes' (1..15, :mod:`ksds.aix`; format version 3). A :class:`Tree` is the
 handle :mod:`ksds.btree` works on (as a bbolt bucket has its transaction): it has
 
 * its pager (:attr:`Tree.pager`: the file, the pool, the transactions, shared by every tree);
@@ -11,11 +11,12 @@ handle :mod:`ksds.btree` works on (as a bbolt bucket has its transaction): it ha
   set's CI size, CIs per CA and FREESPACE;
 * its **meta** (:attr:`Tree.meta`): the root and its stamp, the level count and the statistics (data and index
   CIs, records, CI and CA splits). Tree 0's meta is the pager's :class:`~ksds.format.State` itself, which has
-  those attributes (they are persisted in the header and in every commit frame); an alternate index's is a
-  :class:`TreeMeta` (not persisted yet: a later step keeps it in a catalog).
+  those attributes (they are persisted in the header and in every commit frame); an alternate index's is its
+  entry in the state's catalog, :class:`~ksds.format.AixMeta` (persisted with the state).
 
 The pager replaces its state object (another process's commit adopted, a rollback, recovery): it keeps its trees
-(``pager.trees``) and rebinds tree 0's meta wherever it assigns ``pager.state`` (:meth:`ksds.pager.Pager.set_state`),
+(``pager.trees``) and rebinds every tree's meta wherever it assigns ``pager.state`` (:meth:`ksds.pager.Pager.set_state`:
+tree 0's to the state, each alternate index's to its catalog entry, and the trees made or forgotten to match),
 so the hot path reads ``tree.meta.root`` -- two attribute loads, as ``pager.state.root`` was -- and never a
 property or a lookup of the state through the pager.
 
@@ -25,13 +26,11 @@ the type checker only.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .ci import Codec
 from .definition import Definition
-from .format import MAX_TREES, State
+from .format import MAX_TREES, STATE_SIZE, AixMeta, State
 
 if TYPE_CHECKING:
     from .pager import Pager
@@ -40,26 +39,53 @@ if TYPE_CHECKING:
 BASE = 0
 
 
-@dataclass(slots=True)
-class TreeMeta:
-    """The meta of an alternate index's tree: the attributes of :class:`~ksds.format.State` that describe one tree
-    (same names, so :mod:`ksds.btree` reads either). Not persisted yet."""
-
-    root: int = 0  # CI number of the tree's top index CI
-    root_stamp: int = 0  # the stamp the top CI's image must carry (0: not known yet, not checked)
-    levels: int = 1  # index levels (1: the sequence set alone)
-    data_cis: int = 0  # data CIs in use
-    index_cis: int = 0  # index CIs in use
-    rec_total: int = 0  # records
-    splits_ci: int = 0
-    splits_ca: int = 0
-
-    def copy(self) -> TreeMeta:
-        return dataclasses.replace(self)
+def tree_definition(base: Definition, a: AixMeta) -> Definition:
+    """The definition of alternate index ``a``'s tree: records of its alternate key followed by the base's prime
+    key, the whole record being the tree's key, in the base's CI size and CAs, with the AIX's FREESPACE. O(1)."""
+    n = a.key_length + base.key_length
+    return Definition(
+        key_length=n,
+        key_offset=0,
+        record_length=n,
+        ci_size=base.ci_size,
+        cis_per_ca=base.cis_per_ca,
+        freespace=(a.freespace_ci, a.freespace_ca),
+        share_options=base.share_options,
+    )
 
 
-#: what :attr:`Tree.meta` is: the pager's state for tree 0, a :class:`TreeMeta` for an alternate index
-Meta = State | TreeMeta
+class TreeLayouts:
+    """The codec and the record layout of each tree a data set's state names (the base's and its catalog's
+    alternate indexes'), for readers that decode CIs and apply log record operations without a pager (the view of
+    a data set open elsewhere, EXAMINE, VERIFY). :meth:`learn` takes a later state (a commit frame's, as the log
+    is read: ``Journal.on_commit``). O(A) per state with a catalog of A alternate indexes."""
+
+    def __init__(self, base: Definition, path: str, state: State) -> None:
+        self.base = base
+        self.path = path
+        base_codec = Codec(base, path)
+        #: the codec of each tree id (None: no such tree)
+        self.codecs: list[Codec | None] = [base_codec] + [None] * (MAX_TREES - 1)
+        #: each tree's (record length, key offset, key length) by tree id
+        self.layouts: dict[int, tuple[int, int, int]] = {BASE: base.layout}
+        self.take(state)
+
+    def take(self, state: State) -> None:
+        """Know the trees of ``state``'s catalog (a tree defined again with another layout takes the new one)."""
+        for a in state.aixes:
+            d = tree_definition(self.base, a)
+            if self.layouts.get(a.tid) != d.layout:
+                self.layouts[a.tid] = d.layout
+                self.codecs[a.tid] = Codec(d, self.path, a.tid)
+
+    def learn(self, state: bytes) -> None:
+        """:meth:`take` a state from its bytes, if it has a catalog (``Journal.on_commit``)."""
+        if len(state) > STATE_SIZE:
+            self.take(State.unpack(state))
+
+
+#: what :attr:`Tree.meta` is: the pager's state for tree 0, the catalog's entry for an alternate index
+Meta = State | AixMeta
 
 
 class Tree:
@@ -76,6 +102,7 @@ class Tree:
         "records_per_ci",
         "load_records_per_ci",
         "load_cis_per_ca",
+        "cis_per_ca",
     )
     pager: Pager
     tid: int
@@ -91,6 +118,9 @@ class Tree:
     load_records_per_ci: int
     #: CIs of a CA used in a sequential insert (FREESPACE ca% left free)
     load_cis_per_ca: int
+    #: CIs of a CA the tree uses: the data set's CIs per CA, or fewer when its sequence-set CIs hold fewer entries
+    #: (an alternate index's long keys); the rest of each of its CAs stays unused
+    cis_per_ca: int
 
     def __init__(self, pager: Pager, tid: int, defn: Definition, meta: Meta) -> None:
         if not 0 <= tid < MAX_TREES:
@@ -108,7 +138,8 @@ class Tree:
         self.key_length = defn.key_length
         self.records_per_ci = defn.records_per_ci
         self.load_records_per_ci = defn.load_records_per_ci
-        self.load_cis_per_ca = defn.load_cis_per_ca
+        self.cis_per_ca = min(defn.cis_per_ca, self.codec.index_cap)
+        self.load_cis_per_ca = min(defn.load_cis_per_ca, self.cis_per_ca)
 
     def __repr__(self) -> str:
         return f"Tree({self.tid}, root CI {self.meta.root}, {self.meta.levels} levels)"

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from .dataset import Dataset
 from .errors import JournalCorruptError
-from .format import HEADER_SIZE, decode_header
+from .format import HEADER_MAX, decode_header
 from .journal import Journal
 from .pager import Recovery, data_set_path, log_path
+from .tree import TreeLayouts
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,12 @@ def verify(path: str, *, recover: bool = False) -> VerifyReport:
 def _cut_log(path: str) -> int:
     """Cut the log just before its first damaged frame; return the bytes removed."""
     with open(path, "rb") as f:
-        defn, created, _ = decode_header(f.read(HEADER_SIZE), path)
+        defn, created, state = decode_header(f.read(HEADER_MAX), path)
     lp = log_path(path)
     size = os.path.getsize(lp)
-    journal = Journal(lp, defn.ci_size, created, {0: defn.layout})
+    trees = TreeLayouts(defn, path, state)
+    journal = Journal(lp, defn.ci_size, created, trees.layouts)
+    journal.on_commit = trees.learn
     try:
         journal.read()
         return 0

@@ -34,10 +34,11 @@ from collections.abc import Iterator
 from .ci import AnyCI, Codec, DataCI, IndexCI, codec_for
 from .definition import Definition
 from .errors import CorruptionError, DatasetNotFoundError, JournalCorruptError, KsdsError, NotADatasetError
-from .format import HEADER_SIZE, MAX_TREES, State, decode_header
+from .format import HEADER_MAX, State, decode_header
 from .journal import Journal, Replay
 from .locks import OpenLocks
 from .pager import data_set_path, log_path
+from .tree import TreeLayouts
 
 __all__ = ["View", "in_use", "records"]
 
@@ -107,7 +108,7 @@ class View:
 
     @property
     def codecs(self) -> list[Codec | None]:
-        """The codec of each tree id the view knows (None: none): the base cluster's alone, for now."""
+        """The codec of each tree id the view knows (None: none): the base cluster's and its alternate indexes'."""
         return self._codecs
 
     def decode(self, data: bytes, ci: int) -> AnyCI:
@@ -173,12 +174,15 @@ class View:
         if self._journal is not None:
             self._journal.close(remove=False)
             self._journal = None
-        head = os.pread(self._fd, HEADER_SIZE, 0)
+        head = os.pread(self._fd, HEADER_MAX, 0)
         defn, created, state = decode_header(head, self.path)
-        self._head = head
+        self._head = head = head[: defn.ci_size]  # CI 0 alone (a 512-byte CI is shorter than HEADER_MAX)
         self.created = created
-        self._codec = Codec(defn, self.path)
-        self._codecs: list[Codec | None] = [self._codec] + [None] * (MAX_TREES - 1)
+        trees = self._trees = TreeLayouts(defn, self.path, state)
+        self._codecs: list[Codec | None] = trees.codecs
+        codec = trees.codecs[0]
+        assert codec is not None
+        self._codec = codec
         self._overlay: dict[int, bytes] = {}
         self._log_id: tuple[int, int] | None = None  # the log file's (device, inode) read, if any
         self._log_head: tuple[int, int] | None = None  # the log's (salt, generation) when it was read
@@ -187,7 +191,8 @@ class View:
         self.log_error = None
         self.transactions = 0
         self.durable_cis = state.hurba
-        journal = Journal(log_path(self.path), defn.ci_size, created, {0: defn.layout})
+        journal = Journal(log_path(self.path), defn.ci_size, created, trees.layouts)
+        journal.on_commit = trees.learn  # an alternate index defined in the log: its CIs' record operations follow
         if journal.join(False):
             self._journal = journal
             st = os.fstat(journal.fd)
@@ -217,6 +222,7 @@ class View:
 
     def _set_state(self, defn: Definition, state: State) -> None:
         self.state = state
+        self._trees.take(state)
         fs = (state.freespace_ci, state.freespace_ca)
         so = (state.share_region, state.share_system)
         if defn.freespace != fs or defn.share_options != so:
@@ -225,7 +231,7 @@ class View:
 
     def _unchanged(self) -> bool:
         """Whether the file and the log are as this view read them (nothing written in place since)."""
-        if os.pread(self._fd, HEADER_SIZE, 0) != self._head:
+        if os.pread(self._fd, len(self._head), 0) != self._head:
             return False
         try:
             st = os.stat(log_path(self.path))
@@ -263,7 +269,7 @@ class View:
     def _same_generation(self) -> bool:
         """The header CI unchanged and the log still the one read, in the same generation."""
         j = self._journal
-        if j is None or os.pread(self._fd, HEADER_SIZE, 0) != self._head or j.header() != self._log_head:
+        if j is None or os.pread(self._fd, len(self._head), 0) != self._head or j.header() != self._log_head:
             return False
         try:
             st = os.stat(log_path(self.path))

@@ -1,13 +1,11 @@
 """More than one B+-tree in one data set file (:mod:`ksds.tree`): a second tree, tree id 1, with its own record
 layout (key 12 bytes at offset 0, records of 12 bytes; the base cluster has keys of 8 in records of 40), made
-through the internal API (:func:`ksds.btree.new_tree`) in the pager of an open data set, and changed in the same
-transactions as the base cluster: CI splits, CA splits and index levels, deletes down to empty, exact reads,
-positioning both ways; commits, checkpoints (each tree restamped from its own root), reads from the pool, the
-file's map and the log; rollback of a transaction that changed both trees.
-
-The meta of tree 1 (its root, levels and statistics) is not persisted yet (a later step keeps it in a catalog):
-every test keeps to one open of the data set, and closes it with tree 1 still known (its CIs are written in place
-like any other).
+through the state's catalog (as the entry of a NOUPGRADE alternate index, so that the base's requests leave it
+alone) in the pager of an open data set, and changed directly through :mod:`ksds.btree` in the same transactions
+as the base cluster: CI splits, CA splits and index levels, deletes down to empty, exact reads, positioning both
+ways; commits, checkpoints (each tree restamped from its own root), reads from the pool, the file's map and the
+log; rollback of a transaction that changed both trees. (:mod:`tests.test_aix` and :mod:`tests.test_model_aix`
+test alternate indexes through the API, across reopens, crashes and processes.)
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ import ksds
 from ksds import btree
 from ksds.ci import Codec, DataCI, IndexCI, codec_for
 from ksds.errors import DamagedCIError, JournalCorruptError
-from ksds.format import CI_DATA, FLAGS_AT, TRAILER_SIZE, crc32c
+from ksds.format import CI_DATA, FLAGS_AT, TRAILER_SIZE, AixMeta, crc32c
 from ksds.journal import LOG_HEADER_SIZE, Journal
 from ksds.pager import Pager
 from ksds.tree import Tree
@@ -60,11 +58,21 @@ def pager_of(ds: ksds.Dataset) -> Pager:
     return p
 
 
+def new_tree(p: Pager, tid: int) -> Tree:
+    """A tree of records of KL1 bytes (an alternate index of a 4-byte alternate key: 4 + the base's 8), in the
+    catalog as a NOUPGRADE alternate index that is not current (so the base's requests leave it alone)."""
+    a = AixMeta(tid, f"T{tid}", KL1 - KL0, 0, unique=False, upgrade=False, current=False)
+    p.state.aixes.append(a)
+    p.state_dirty = True
+    tree = p.tree_of(a)
+    btree.plant(tree)
+    return tree
+
+
 def make_tree1(ds: ksds.Dataset) -> Tree:
     p = pager_of(ds)
-    defn = dataclasses.replace(p.defn, key_length=KL1, key_offset=0, record_length=RL1)
     with ds.batch():
-        tree = btree.new_tree(p, 1, defn)
+        tree = new_tree(p, 1)
     assert p.trees[1] is tree and p.codecs[1] is tree.codec
     assert tree.records_per_ci == (CISZ - TRAILER_SIZE) // RL1
     return tree
@@ -306,10 +314,9 @@ def test_rollback_of_both_trees(ds: ksds.Dataset) -> None:
     assert list(ds) == before0
     check_tree(t1, {r: r for r in before1})
     # a rolled-back tree creation forgets the tree
-    defn = t1.defn
     with pytest.raises(RuntimeError):
         with ds.batch():
-            btree.new_tree(p, 2, defn)
+            new_tree(p, 2)
             raise RuntimeError("undo")
     assert 2 not in p.trees and p.codecs[2] is None and 2 not in p.layouts
     # both trees still take changes, and commit

@@ -2,6 +2,8 @@
 
     ksds define cust.ksds --keys 8 0 --recordsize 80 --freespace 20 10
     ksds repro customers.jsonl cust.ksds
+    ksds define-aix cust.ksds --name BYNAME --keys 20 8
+    ksds print cust.ksds --path BYNAME --count 5
     ksds listcat cust.ksds
     ksds print cust.ksds --character --count 5
     ksds examine cust.ksds
@@ -24,9 +26,12 @@ from .. import __version__
 from ..errors import DefinitionError, KsdsError
 from . import (
     alter,
+    bldindex,
     cache_records,
     define,
+    define_aix,
     delete,
+    delete_aix,
     examine,
     listcat,
     map,
@@ -41,8 +46,8 @@ from ._common import FAILED, USAGE, ArgumentParser, CliError, UsageError, one_li
 
 __all__ = ["main", "build_parser"]
 
-VERBS = (define, listcat, print_, repro, examine, verify, alter, delete, map, zowe_records, cache_records, serve,
-         static_definition)
+VERBS = (define, define_aix, bldindex, delete_aix, listcat, print_, repro, examine, verify, alter, delete, map,
+         zowe_records, cache_records, serve, static_definition)
 
 
 def build_parser() -> ArgumentParser:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import dataset
+from ..aix import describe
 from ..dataset import Dataset
 from ..definition import Definition
 from ..errors import DatasetInUseError
@@ -71,6 +72,24 @@ class Reader:
         if self._ds is not None:
             return iter(self._ds.browse(lo, gteq=True, generic=True) if lo is not None else self._ds.browse())
         return records(self._require_view(), lo)
+
+    def aixes(self) -> dict[str, dict[str, Any]]:
+        """The alternate indexes, as :meth:`ksds.dataset.Dataset.aixes` describes them."""
+        if self._ds is not None:
+            return self._ds.aixes()
+        view = self._require_view()
+        return {a.name: describe(a, view.definition) for a in view.state.aixes}
+
+    def browse_path(self, name: str, lo: bytes | None = None) -> Iterator[bytes]:
+        """The records in the order of alternate index ``name``, from the first alternate key >= ``lo``
+        (generic). Only through an open: a data set open elsewhere is refused with a message saying so."""
+        if self._ds is None:
+            raise DatasetInUseError(
+                f"{self.path} is open in another process: a path ({name}) is read only through an open of the data "
+                f"set; try again once it is closed"
+            )
+        p = self._ds.aix(name)
+        return iter(p.browse(lo, gteq=True, generic=True) if lo is not None else p.browse())
 
     def stats(self) -> dict[str, Any]:
         """LISTCAT ALL's statistics (as :meth:`ksds.dataset.Dataset.stats` gives them)."""

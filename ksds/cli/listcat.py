@@ -84,6 +84,7 @@ def field(name: str, value: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     with open_reader(args.path) as ds:
         stats = ds.stats()
+        aixes = ds.aixes()
         d = ds.definition
         recovery = ds.recovery
         note = ds.note
@@ -104,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
             },
             **{g: {k: _json(v) for k, v in fields.items()} for g, fields in groups.items()},
         }
+        if aixes:
+            doc["alternate_indexes"] = {n: {k: _json(v) for k, v in a.items()} for n, a in aixes.items()}
         if recovery is not None:
             doc["recovered"] = str(recovery)
         if note is not None:
@@ -118,5 +121,22 @@ def run(args: argparse.Namespace) -> int:
         items = [field(k, v) for k, v in fields.items()]
         for i in range(0, len(items), PER_LINE):
             lines.append("    " + "    ".join(s.ljust(FIELD_WIDTH) for s in items[i : i + PER_LINE]).rstrip())
+    for name, a in aixes.items():
+        lines.append(f"AIX ----------- {name}")
+        lines.append(f"  RELATE ------- {args.path}")
+        attrs = {
+            "KEYLEN": a["key_length"], "RKP": a["key_offset"], "AVGLRECL": a["record_length"],
+            "UNIQUEKEY" if a["unique"] else "NONUNIQUEKEY": "", "UPGRADE" if a["upgrade"] else "NOUPGRADE": "",
+            "CURRENT" if a["current"] else "NOT-CURRENT (BLDINDEX rebuilds it)": "", "FREESPACE": a["freespace"],
+        }
+        stats_a = {
+            "REC-TOTAL": a["records"], "SPLITS-CI": a["splits_ci"], "SPLITS-CA": a["splits_ca"],
+            "LEVELS": a["levels"], "DATA-CIS": a["data_cis"], "INDEX-CIS": a["index_cis"], "CAS": a["cas"],
+        }
+        for group, fields in (("ATTRIBUTES", attrs), ("STATISTICS", stats_a)):
+            lines.append(f"  {group}")
+            items = [field(k, v) if v != "" else k for k, v in fields.items()]
+            for i in range(0, len(items), PER_LINE):
+                lines.append("    " + "    ".join(s.ljust(FIELD_WIDTH) for s in items[i : i + PER_LINE]).rstrip())
     print("\n".join(lines))
     return OK

@@ -104,6 +104,11 @@ def register(sub: Subparsers) -> None:
     p.add_argument("input", metavar="IN", help="a data set or a flat file ('-' for standard input)")
     p.add_argument("output", metavar="OUT", help="a data set or a flat file ('-' for standard output)")
     # the range options of ksds print, with repro's checked numbers
+    p.add_argument(
+        "--path", dest="aix_path", metavar="NAME",
+        help="from a data set, in the order of its alternate index NAME (a PATH): --fromkey and --tokey are then "
+        "alternate keys",
+    )
     p.add_argument("--fromkey", metavar="K", help="start at the first key >= K")
     p.add_argument("--tokey", metavar="K", help="stop after the last key <= K (or starting with K)")
     p.add_argument(
@@ -771,6 +776,15 @@ def run(args: argparse.Namespace) -> int:
         if ds_in is None and keys is None and (args.fromkey is not None or args.tokey is not None):
             raise CliError("--fromkey/--tokey on a flat file need the key's place: give --keys LENGTH OFFSET", USAGE)
         kl = keys.length if keys is not None else 255
+        if args.aix_path is not None:
+            if ds_in is None:
+                raise CliError("--path NAME reads a data set in the order of its alternate index NAME: IN must be a "
+                               "data set", USAGE)
+            info = ds_in.aixes().get(args.aix_path)
+            if info is None:
+                have = ", ".join(ds_in.aixes()) or "none"
+                raise CliError(f"{ds_in.path} has no alternate index named {args.aix_path!r} (it has: {have})")
+            kl = info["key_length"]
         lo = hi = None
         if args.fromkey is not None:
             lo = check_key(parse_key(args.fromkey, encoding), kl, "--fromkey", encoding)
@@ -786,7 +800,7 @@ def run(args: argparse.Namespace) -> int:
         if ds_in is not None:
             src_ds = ds_in
             total = len(ds_in)
-            selected = records(src_ds, lo, hi, args.skip, args.count)
+            selected = records(src_ds, lo, hi, args.skip, args.count, args.aix_path)
             source = Source(
                 pad(Item(f"key {show_key(src_ds.key_of(r), encoding)}", r) for r in selected),
                 lambda: (counts.processed, total),
