@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from typing import Any
 
-from . import caching, sharing
+from . import aix, caching, sharing
 from .report import (
     format_caching,
     format_scaling,
@@ -95,6 +96,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--caching-budget", type=float, default=caching.DEFAULT_BUDGET,
                    help="seconds after which a phase of the API runs stops (default "
                    f"{caching.DEFAULT_BUDGET:g}; the table shows done/planned)")
+    p.add_argument("--aix", action="store_true",
+                   help="also run the alternate-index section: ksds alternate indexes vs sqlite3 secondary indexes "
+                   "(reads by path, counts, writes with and without an AIX, BLDINDEX), and the AIX targets")
+    p.add_argument("--aix-records", type=_size, default=None,
+                   help=f"records of the alternate-index section (default {aix.DEFAULT_RECORDS:,}; --quick: "
+                   f"{aix.QUICK_RECORDS:,}); 1m for the BLDINDEX of 1M records")
     p.add_argument("--buffer-space", type=_bytes, default=32 << 20,
                    help="ksds buffer pool, and the peers' cache sizes (default 32MiB, ksds's default)")
     p.add_argument("--bulk-txn", type=int, default=BULK_TXN,
@@ -132,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         print("--repeat must be at least 1", file=sys.stderr)
         return 2
-    for opt in ("sharing_records", "sharing_requests", "caching_requests", "caching_inproc"):
+    for opt in ("sharing_records", "sharing_requests", "caching_requests", "caching_inproc", "aix_records"):
         if getattr(args, opt) is not None and getattr(args, opt) < 1:
             print(f"--{opt.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
@@ -184,6 +191,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         print()
         print(format_caching(results["caching"]))
+    if args.aix:
+        results["aix"] = aix.run_aix(
+            records=args.aix_records or (aix.QUICK_RECORDS if args.quick else aix.DEFAULT_RECORDS),
+            repeat=args.repeat, work=os.path.join(out, "aix-work"), seed=args.seed, log=log,
+        )
+        shutil.rmtree(os.path.join(out, "aix-work"), ignore_errors=True)
+        print()
+        print(aix.format_aix(results["aix"]))
     results.setdefault("meta", {})["total_runtime_s"] = time.perf_counter() - started
     files = [save_json(results, out)]
     if not args.no_plots:

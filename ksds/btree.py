@@ -39,7 +39,7 @@ from bisect import bisect_left
 from typing import Any
 
 from . import space
-from .ci import DataCI, IndexCI, describe, search, stamp_of
+from .ci import DataCI, IndexCI, describe, stamp_of
 from .errors import DuplicateKeyError, NoSpaceError, RecordNotFoundError, show_key
 from .faults import crashpoint
 from .format import CI_DATA, FLAGS_AT, LEVEL_MASK, MAX_LEVELS, TID_SHIFT, TRAILER, TRAILER_SIZE
@@ -147,53 +147,13 @@ def records_for(tree: Tree, key: bytes) -> tuple[Any, int, int]:
 
 
 def find(tree: Tree, key: bytes) -> bytes | None:
-    """The record with key ``key`` (a copy), or None: READ EQUAL, the hot path of every keyed read, in one function.
+    """The record with key ``key`` (a copy), or None: READ EQUAL, the hot path of every keyed read.
 
-    The descent through pooled index CIs, the data CI's records in place (pooled, or through the file's map when its
-    image there is checked and newest, with its descriptor and stamp checked as :meth:`Pager.view` does), and the
-    search: a small CI's keys unpacked by one C call and searched by ``bisect_left``
-    (:meth:`~ksds.ci.Codec.record_keys`), a large one's binary-searched in place. Anything else (an index CI not
-    pooled, a CI read for the first time) goes the general way (:func:`records_for`). O(L log n).
-
-    Compared with a function of the pager alone, a tree costs one attribute load (``tree.pager``) and a compare
-    of the descriptor's flags byte (the tree id) on the in-place path."""
-    pager = tree.pager
-    get = pager.pool.map.get
-    node: Any = get(tree.meta.root)
-    if type(node) is not IndexCI:
-        return _find(tree, key)
-    while True:
-        node.ref = True
-        i = bisect_left(node.keys, key)
-        ptr = node.ptrs[i]
-        child = get(ptr)
-        if node.level == 1:
-            break
-        if type(child) is not IndexCI:
-            return _find(tree, key)
-        node = child
+    :func:`records_at` (the descent and the data CI's records in place), then the search: a small CI's keys
+    unpacked by one C call and searched by ``bisect_left`` (:meth:`~ksds.ci.Codec.record_keys`), a large one's
+    by :meth:`~ksds.ci.Codec.bisect` (every 16th key, then one block of 16). O(L log n)."""
+    buf, base, n = records_at(tree, key)
     codec = tree.codec
-    if type(child) is DataCI:
-        child.ref = True
-        buf: Any = child.buf
-        base = 0
-        n = child.n
-    else:
-        stamp = node.stamps[i]
-        fmap = pager.fmap
-        if (
-            child is None
-            and ptr < fmap.mapped
-            and fmap.checked[ptr >> 3] >> (ptr & 7) & 1
-            and ptr not in pager.images
-        ):
-            buf = fmap.mm
-            base = ptr * codec.ci_size
-            kind, flags, n, number, got, _ = TRAILER.unpack_from(buf, base + codec.trailer_off)
-            if kind != CI_DATA or number != ptr or flags != codec.data_flags or (stamp and got != stamp):
-                buf, base, n = pager.view(ptr, stamp, tree.tid)  # names what is wrong
-        else:
-            buf, base, n = pager.view(ptr, stamp, tree.tid)
     rl = codec.rl
     keys = codec.record_keys(n)
     if keys is not None:
@@ -202,7 +162,7 @@ def find(tree: Tree, key: bytes) -> bytes | None:
         if j == n or ks[j] != key:
             return None
     else:
-        j = search(buf, base, n, rl, codec.ko, codec.kl, key)
+        j = codec.bisect(buf, base, n, key)
         o = base + j * rl + codec.ko
         if j == n or buf[o : o + codec.kl] != key:
             return None
@@ -211,16 +171,43 @@ def find(tree: Tree, key: bytes) -> bytes | None:
     return rec if type(rec) is bytes else bytes(rec)
 
 
-def _find(tree: Tree, key: bytes) -> bytes | None:
-    """:func:`find` the general way: :func:`records_for`, then a binary search in place."""
-    buf, base, n = records_for(tree, key)
-    rl, ko, kl = tree.codec.layout
-    j = search(buf, base, n, rl, ko, kl, key)
-    o = base + j * rl
-    if j < n and buf[o + ko : o + ko + kl] == key:
-        rec = buf[o : o + rl]
-        return rec if type(rec) is bytes else bytes(rec)
-    return None
+def records_at(tree: Tree, key: bytes) -> tuple[Any, int, int]:
+    """Where the records of the data CI a search for ``key`` ends at lie, ``(buffer, offset, count)``, the fast
+    way: the descent through pooled index CIs (a dict get and a reference bit per level), the data CI pooled, or
+    through the file's map when its image there is checked and newest (its descriptor and stamp checked as
+    :meth:`Pager.view` does). Anything else (an index CI not pooled, a CI read for the first time) goes the
+    general way (:func:`records_for`). O(L log n).
+
+    Compared with a function of the pager alone, a tree costs one attribute load (``tree.pager``) and a compare
+    of the descriptor's flags byte (the tree id) on the in-place path."""
+    pager = tree.pager
+    get = pager.pool.map.get
+    node: Any = get(tree.meta.root)
+    if type(node) is not IndexCI:
+        return records_for(tree, key)
+    while True:
+        node.ref = True
+        i = bisect_left(node.keys, key)
+        ptr = node.ptrs[i]
+        child = get(ptr)
+        if node.level == 1:
+            break
+        if type(child) is not IndexCI:
+            return records_for(tree, key)
+        node = child
+    if type(child) is DataCI:
+        child.ref = True
+        return child.buf, 0, child.n
+    stamp = node.stamps[i]
+    fmap = pager.fmap
+    if child is None and ptr < fmap.mapped and fmap.checked[ptr >> 3] >> (ptr & 7) & 1 and ptr not in pager.images:
+        codec = tree.codec
+        buf: Any = fmap.mm
+        base = ptr * codec.ci_size
+        kind, flags, n, number, got, _ = TRAILER.unpack_from(buf, base + codec.trailer_off)
+        if kind == CI_DATA and number == ptr and flags == codec.data_flags and (not stamp or got == stamp):
+            return buf, base, n
+    return pager.view(ptr, stamp, tree.tid)  # names what is wrong, if anything is
 
 
 def first_ge(tree: Tree, key: bytes) -> bytes | None:
@@ -229,7 +216,7 @@ def first_ge(tree: Tree, key: bytes) -> bytes | None:
     buf, base, n = records_for(tree, key)
     codec = tree.codec
     rl = codec.rl
-    j = search(buf, base, n, rl, codec.ko, codec.kl, key)
+    j = codec.bisect(buf, base, n, key)
     if j < n:
         o = base + j * rl
         return bytes(buf[o : o + rl])

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from . import aix, btree
-from .errors import CorruptionError, InvalidRequestError, RecordNotFoundError, show_key
+from .errors import CorruptionError, DatasetClosedError, InvalidRequestError, RecordNotFoundError, show_key
 from .format import AixMeta
 from .pager import Pager
 from .session import Session
@@ -38,6 +38,9 @@ class Path:
     def __init__(self, session: Session, name: str) -> None:
         self._s = session
         self.name = name
+        #: the AIX's catalog entry and tree as last found (found again when the tree or its entry changes)
+        self._a: AixMeta | None = None
+        self._t: Tree | None = None
         #: COBOL's status of the last read: "02" if another base record with its alternate key follows, else "00"
         self.status = "00"
 
@@ -55,10 +58,18 @@ class Path:
             s.release()
 
     def _tree(self, p: Pager) -> tuple[AixMeta, Tree]:
-        a = aix.find(p, self.name)
-        return a, p.tree_of(a)
+        """The AIX's catalog entry and tree: as last found while the pager still has that tree bound to that
+        entry (a rollback, another process's commit or a DELETE AIX rebinds or drops it), else found again. O(1)."""
+        a, t = self._a, self._t
+        if t is None or a is None or t.meta is not a or p.trees.get(t.tid) is not t:
+            a = aix.find(p, self.name)
+            t = p.tree_of(a)
+            self._a, self._t = a, t
+        return a, t
 
     def _altkey(self, a: AixMeta, key: object, generic: bool) -> bytes:
+        if type(key) is bytes and len(key) == a.key_length:
+            return key
         if type(key) is not bytes:
             if not isinstance(key, (bytes, bytearray, memoryview)):
                 raise InvalidRequestError(f"an alternate key must be bytes, not {type(key).__name__}")
@@ -92,13 +103,57 @@ class Path:
         """The first base record (in prime-key order) with alternate key ``altkey`` (EQUAL), with the lowest
         alternate key >= ``altkey`` (``gteq``), or with an alternate key that starts with ``altkey``
         (``generic``). Sets :attr:`status`. Raises :class:`~ksds.RecordNotFoundError`. O(L log n)."""
-        rec, dup = self._run(self._read, altkey, generic, gteq)
-        self.status = "02" if dup else "00"
-        return rec
+        s = self._s
+        m = s.mutex  # taken inline, as Dataset.read does: this is the path's hot path
+        if not m.acquire(False):
+            s.wait_turn()
+        try:
+            p = s.pager
+            if p is None:
+                raise DatasetClosedError(f"{s.path} is closed")
+            got: tuple[bytes, bool]
+            if p.shared:
+                got = s.latched(p, False, self._read, p, altkey, generic, gteq)
+            else:
+                got = self._read(p, altkey, generic, gteq)
+        finally:
+            m.release()
+        self.status = "02" if got[1] else "00"
+        return got[0]
 
     def _read(self, p: Pager, altkey: object, generic: bool, gteq: bool) -> tuple[bytes, bool]:
         a, tree = self._tree(p)
         key = self._altkey(a, altkey, generic)
+        if a.current:
+            # the AIX record in place in its data CI (no CI object, nothing copied but the record), the base record
+            # by its prime key; the next AIX record, in the same CI, says whether another base record follows
+            n = len(key)
+            rl = tree.record_length
+            probe = key + bytes(rl - n)
+            buf, base, count = btree.records_at(tree, probe)
+            j = tree.codec.bisect(buf, base, count, probe)
+            if j < count:
+                o = base + j * rl
+                r = bytes(buf[o : o + rl])
+                if not gteq and r[:n] != key:
+                    raise self._missing(key, generic)
+                rec = self._base(p, a, r)
+                assert rec is not None  # a current AIX's records all have their base record (else CorruptionError)
+                p.state.rec_retrieved += 1
+                e = a.key_length
+                if a.unique:
+                    return rec, False
+                if j + 1 < count:
+                    return rec, buf[o + rl : o + rl + e] == r[:e]
+                nxt = btree.seek_ge(tree, r, strict=True)
+                return rec, nxt is not None and nxt[1].key_at(nxt[2])[:e] == r[:e]
+        return self._read_walk(p, a, tree, key, generic, gteq)
+
+    def _read_walk(
+        self, p: Pager, a: AixMeta, tree: Tree, key: bytes, generic: bool, gteq: bool
+    ) -> tuple[bytes, bool]:
+        """:meth:`read` the general way: AIX record after AIX record from the first >= ``key``, skipping those
+        whose base record no longer matches (an AIX not current). O(L log n + skipped records)."""
         n = len(key)
         e = a.key_length
         pos = btree.seek_ge(tree, key + bytes(tree.key_length - n))
@@ -139,12 +194,30 @@ class Path:
     def _count(self, p: Pager, altkey: object) -> int:
         a, tree = self._tree(p)
         key = self._altkey(a, altkey, False)
-        pos = btree.seek_ge(tree, key + bytes(tree.key_length - len(key)))
-        n = 0
+        e = a.key_length
+        rl = tree.record_length
+        probe = key + bytes(rl - e)
+        buf, base, count = btree.records_at(tree, probe)
+        j = tree.codec.bisect(buf, base, count, probe)
+        if a.current:
+            n = 0
+            o = base + j * rl
+            while j < count and buf[o : o + e] == key:  # in place: the run of records with that key in this CI
+                n += 1
+                j += 1
+                o += rl
+            if j < count:
+                return n
+            # the run may go on in the next CIs: from after its last record seen
+            last = bytes(buf[o - rl : o]) if n else None
+        else:
+            n = 0
+            last = None
+        pos = btree.seek_ge(tree, probe) if last is None else btree.seek_ge(tree, last, strict=True)
         while pos is not None:
             path, ci, i = pos
             for r in ci.records(i):
-                if r[: a.key_length] != key:
+                if r[:e] != key:
                     return n
                 if a.current or self._base(p, a, r) is not None:
                     n += 1

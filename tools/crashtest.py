@@ -8,9 +8,12 @@ set and records each acknowledged request; it is killed with SIGKILL
 * at the N-th hit of a named crash point inside the engine (after the log write, between the CIs of a split, ...);
 * or from outside, at a random time.
 
-Then the data set is reopened (recovery runs) and must equal the model after a prefix of the requests that holds
-every acknowledged one (the request in flight may or may not be there, but never half), and ``ksds.examine``
-must find it sound.
+The data set has two alternate indexes, kept in step by every request in the same transaction (``LAST2``,
+non-unique: two digits of the record's version, so long runs of duplicates; ``VERSION``, unique: the whole
+version). Then the data set is reopened (recovery runs) and must equal the model after a prefix of the requests
+that holds every acknowledged one (the request in flight may or may not be there, but never half), each
+alternate index must give exactly the model's records in its order (both directions), and ``ksds.examine``
+must find it sound (it also checks each alternate index against the base).
 
 Each *power cut* replays a traced power-mode writer run into a copy of the files, keeping only the writes that a
 sync made durable before the cut point, plus a random subset (some torn) of the writes not yet synced, and checks
@@ -48,6 +51,9 @@ REC_LEN = 60
 DEFINE = dict(key_length=KEY_LEN, record_length=REC_LEN, ci_size=512, cis_per_ca=4, freespace=(10, 20))
 CHECKPOINT_BYTES = 40 * 650  # about 40 frames: checkpoints often, so that crashes land in them too
 POINTS = [p for p in faults.POINTS]
+#: the alternate indexes of the data set: (name, key length, key offset, unique); a record is the key, "v", the
+#: 8-digit version (unique across a run), "-", then dots
+AIXES = [("LAST2", 2, 13, False), ("VERSION", 8, 7, True)]
 
 Op = tuple[str, bytes]  # ("w"|"r"|"e", record or key)
 
@@ -179,6 +185,17 @@ def check(path: str, units: list[list[Op]], acked: int, tally: Tally, label: str
         tally.lost += 1
         tally.failures.append(f"{label}: data set is not the state after {acked} (or {acked + 1}) requests")
         return
+    try:
+        with ksds.open(path, "r") as ds:
+            for name, length, offset, _ in AIXES:
+                want = sorted(model.values(), key=lambda r: (r[offset : offset + length], r[:KEY_LEN]))
+                p = ds.aix(name)
+                if list(p.browse()) != want or list(p.browse(backward=True)) != want[::-1]:
+                    raise AssertionError(f"alternate index {name} does not give the base's records in its order")
+    except Exception as e:  # noqa: BLE001 - every failure is a finding
+        tally.integrity += 1
+        tally.failures.append(f"{label}: {type(e).__name__}: {e}")
+        return
     report = ksds.examine(path)
     if not report.sound or report.needs_recovery:
         tally.integrity += 1
@@ -202,6 +219,8 @@ def fresh(workdir: str) -> str:
         if os.path.exists(f):
             os.unlink(f)
     ksds.define(path, **DEFINE)  # type: ignore[arg-type]
+    for name, length, offset, unique in AIXES:
+        ksds.define_aix(path, name, key_length=length, key_offset=offset, unique=unique)
     return path
 
 

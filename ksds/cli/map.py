@@ -171,35 +171,47 @@ def build(
     cpa = defn.cis_per_ca
     placed: set[int] = set()
 
-    # walk the index from its top: index-set CIs per level, sequence-set CIs in key order
-    levels: dict[int, list[int]] = {}
-    seqs: list[int] = []
+    # walk each tree's index from its top (the base's, then each alternate index's): index-set CIs per level,
+    # sequence-set CIs in key order
     seen: set[int] = set()
 
-    def walk(ci: int) -> None:
-        info = infos.get(ci)
-        if ci in seen or info is None or info.kind not in ("seq", "index"):
-            return
-        seen.add(ci)
-        if info.kind == "seq":
-            seqs.append(ci)
-            return
-        levels.setdefault(info.level, []).append(ci)
-        for p in info.ptrs:
-            walk(p)
+    def walk(top: int) -> tuple[dict[int, list[int]], list[int]]:
+        levels: dict[int, list[int]] = {}
+        seqs: list[int] = []
 
-    walk(state.root)
-    if not seqs:
+        def go(ci: int) -> None:
+            info = infos.get(ci)
+            if ci in seen or info is None or info.kind not in ("seq", "index"):
+                return
+            seen.add(ci)
+            if info.kind == "seq":
+                seqs.append(ci)
+                return
+            levels.setdefault(info.level, []).append(ci)
+            for p in info.ptrs:
+                go(p)
+
+        go(top)
+        return levels, seqs
+
+    trees = [("", state.root, rpc)] + [
+        (f"{a.name} ", a.root, (defn.ci_size - 16) // (a.key_length + defn.key_length)) for a in state.aixes
+    ]
+    walks = [(prefix, per_ci, *walk(top)) for prefix, top, per_ci in trees]
+    if not walks[0][3]:
         m.notes.append("the index could not be walked from its top CI: CAs are shown in file order")
     stale = sorted((ci for ci, i in infos.items() if i.kind == "seq" and ci not in seen), key=lambda c: infos[c].high)
+    walks[0][3].extend(stale)
 
-    def cell(ci: int, kind: str | None = None) -> Cell:
+    def cell(ci: int, kind: str | None = None, per_ci: int = rpc, base: bool = True) -> Cell:
         info = infos.get(ci, _Info("damaged", note="outside the data set"))
         k = kind or info.kind
         if k == "data":
-            m.records += info.records
-            m.data_cis += 1
-            return Cell(ci, "data", info.records, info.records / rpc if rpc else 0.0, low=info.low, high=info.high)
+            if base:
+                m.records += info.records
+                m.data_cis += 1
+            return Cell(ci, "data", info.records, info.records / per_ci if per_ci else 0.0, low=info.low,
+                        high=info.high)
         if k == "damaged":
             m.damaged += 1
             return Cell(ci, "damaged", note=info.note)
@@ -207,32 +219,34 @@ def build(
             return Cell(ci, k, level=info.level)
         return Cell(ci, k)
 
-    # index-set rows, the top level first
-    for level in sorted(levels, reverse=True):
-        cis = levels[level]
-        for i in range(0, len(cis), cpa):
-            m.rows.append(Row(f"index L{level}", "index", [cell(c) for c in cis[i : i + cpa]]))
-            placed.update(cis[i : i + cpa])
-    # CA rows, in key order
-    for n, seq in enumerate(seqs + stale):
-        info = infos[seq]
-        used = set(info.ptrs)
-        cells = []
-        for ci in range(info.ca, info.ca + cpa):
-            if ci in used:
-                kind = infos.get(ci, _Info("damaged")).kind
-                cells.append(cell(ci, "data" if kind == "data" else "damaged"))
-                if kind not in ("data", "damaged"):
-                    cells[-1].note = f"the sequence set points at a {kind} CI"
-            else:
-                cells.append(Cell(ci, "free"))
-            placed.add(ci)
-        label = f"CA {n}" if seq in seen else "CA unreached"
-        full = [infos[p] for p in info.ptrs if infos.get(p, _Info("")).kind == "data" and infos[p].records]
-        low = full[0].low if full else None
-        high = full[-1].high if full else None
-        m.rows.append(Row(label, "ca", cells, lead=cell(seq), low=low, high=high))
-        placed.add(seq)
+    for prefix, per_ci, levels, seqs in walks:
+        base = not prefix
+        # index-set rows, the top level first
+        for level in sorted(levels, reverse=True):
+            cis = levels[level]
+            for i in range(0, len(cis), cpa):
+                m.rows.append(Row(f"{prefix}index L{level}", "index", [cell(c) for c in cis[i : i + cpa]]))
+                placed.update(cis[i : i + cpa])
+        # CA rows, in key order
+        for n, seq in enumerate(seqs):
+            info = infos[seq]
+            used = set(info.ptrs)
+            cells = []
+            for ci in range(info.ca, info.ca + cpa):
+                if ci in used:
+                    kind = infos.get(ci, _Info("damaged")).kind
+                    cells.append(cell(ci, "data" if kind == "data" else "damaged", per_ci, base))
+                    if kind not in ("data", "damaged"):
+                        cells[-1].note = f"the sequence set points at a {kind} CI"
+                else:
+                    cells.append(Cell(ci, "free"))
+                placed.add(ci)
+            label = f"{prefix}CA {n}" if seq not in stale else "CA unreached"
+            full = [infos[p] for p in info.ptrs if infos.get(p, _Info("")).kind == "data" and infos[p].records]
+            low = full[0].low if full else None
+            high = full[-1].high if full else None
+            m.rows.append(Row(label, "ca", cells, lead=cell(seq), low=low, high=high))
+            placed.add(seq)
     # free CAs
     ca = state.free_ca
     while ca and ca not in placed and infos.get(ca, _Info("")).kind == "free-ca":
@@ -279,13 +293,22 @@ def title(m: Model) -> list[str]:
     d = m.defn
     st = m.state
     fill = m.records / (m.data_cis * d.records_per_ci) if m.data_cis else 0.0
-    cas = sum(1 for r in m.rows if r.kind == "ca")
-    return [
+    prefixes = tuple(f"{a.name} " for a in st.aixes)
+    cas = sum(1 for r in m.rows if r.kind == "ca" and not (prefixes and r.label.startswith(prefixes)))
+    lines = [
         f"{m.path}: KEYS({d.key_length} {d.key_offset}) RECORDSIZE({d.record_length}) CISIZE({d.ci_size}) "
         f"CI/CA({d.cis_per_ca}) FREESPACE({d.freespace[0]} {d.freespace[1]}), {d.records_per_ci} records per CI",
         f"{m.records} records in {m.data_cis} data CIs ({fill:.0%} full) in {cas} CAs; {st.levels} index levels; "
         f"{st.splits_ci} CI splits, {st.splits_ca} CA splits" + (f"; {m.damaged} damaged CIs" if m.damaged else ""),
     ]
+    for a in st.aixes:
+        lines.append(
+            f"alternate index {a.name}: KEYS({a.key_length} {a.key_offset}) "
+            f"{'UNIQUEKEY' if a.unique else 'NONUNIQUEKEY'} {'UPGRADE' if a.upgrade else 'NOUPGRADE'}"
+            f"{'' if a.current else ' (not current)'}: {a.rec_total} records in {a.data_cis} data CIs in "
+            f"{a.ca_count} CAs; {a.levels} index levels (its rows are labelled {a.name})"
+        )
+    return lines
 
 
 KEY_LABEL = 20  # characters of a key in a CA's label (longer ones are cut, ending in ~)
