@@ -396,8 +396,8 @@ class Pager:
         alternate index before it changes its CIs). O(1) for a state without a catalog."""
         if len(state) > STATE_SIZE:
             for a in State.unpack(state).aixes:
-                if a.tid not in self.layouts:
-                    self.layouts[a.tid] = tree_definition(self.defn, a).layout
+                # the layout the catalog gives now (a tree id freed by DELETE AIX may be another AIX's since)
+                self.layouts[a.tid] = tree_definition(self.defn, a).layout
 
     def _map_shared_state(self) -> None:
         """Map the shared state (at open, under the exclusive latch, with a view that has read the whole log)."""

@@ -122,25 +122,33 @@ class Path:
         return got[0]
 
     def _read(self, p: Pager, altkey: object, generic: bool, gteq: bool) -> tuple[bytes, bool]:
-        a, tree = self._tree(p)
-        key = self._altkey(a, altkey, generic)
+        a, tree = self._a, self._t  # inlined _tree: the usual case is the AIX as last found
+        if tree is None or a is None or tree.meta is not a or p.trees.get(tree.tid) is not tree:
+            a, tree = self._tree(p)
+        key = altkey if type(altkey) is bytes and len(altkey) == a.key_length else self._altkey(a, altkey, generic)
+        assert type(key) is bytes
         if a.current:
-            # the AIX record in place in its data CI (no CI object, nothing copied but the record), the base record
-            # by its prime key; the next AIX record, in the same CI, says whether another base record follows
+            # the AIX record in place in its data CI (no CI object; only it is copied), the base record by its prime
+            # key; the next AIX record, in the same CI, says whether another base record follows
+            e = a.key_length
             n = len(key)
             rl = tree.record_length
-            probe = key + bytes(rl - n)
+            probe = key if n == rl else key + bytes(rl - n)
             buf, base, count = btree.records_at(tree, probe)
             j = tree.codec.bisect(buf, base, count, probe)
             if j < count:
                 o = base + j * rl
-                r = bytes(buf[o : o + rl])
+                r = buf[o : o + rl]
+                if type(r) is not bytes:
+                    r = bytes(r)
                 if not gteq and r[:n] != key:
                     raise self._missing(key, generic)
-                rec = self._base(p, a, r)
-                assert rec is not None  # a current AIX's records all have their base record (else CorruptionError)
+                rec = btree.find(p.base, r[e:])
+                ko = a.key_offset
+                if rec is None or rec[ko : ko + e] != r[:e]:
+                    rec = self._base(p, a, r)  # raises: base and AIX out of step
+                    assert rec is not None
                 p.state.rec_retrieved += 1
-                e = a.key_length
                 if a.unique:
                     return rec, False
                 if j + 1 < count:

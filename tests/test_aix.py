@@ -268,3 +268,30 @@ def test_examine_finds_an_aix_out_of_step(tmp_path) -> None:
     assert "BYNAME is out of step" in text and "1 base records not in it" in text, text
     assert ksds.build_aix(path, "BYNAME")["records"] == 300
     assert ksds.examine(path).sound
+
+
+def test_recovery_after_a_tree_id_is_reused_with_another_layout(tmp_path) -> None:
+    """DELETE AIX, then DEFINE AIX of another key length (it takes the freed tree id), then changes, then a crash
+    before any checkpoint: recovery applies each record operation of the log with the layout the catalog gave
+    that tree id at that point of the log."""
+    path = make(tmp_path, 50)
+    ksds.define_aix(path, "OLD", key_length=12, key_offset=8)
+    ds = ksds.open(path, "rw")
+    p = ds._pager
+    p.checkpoint()
+    ds._delete_aix("OLD")
+    ds._define_aix("NEW", 6, 20, True, True, (0, 0), None)
+    assert p.state.aixes[0].tid == 1 and p.state.aixes[0].name == "NEW"
+    for i in range(50, 120):
+        ds.write(rec(i, b"AFTER", 1000 + i))
+    for i in range(0, 20):
+        ds.rewrite(rec(i, b"CHANGED", 5000 + i))  # record operations on the NEW tree's CIs
+    ds._abandon()
+    report = ksds.examine(path)
+    assert report.sound, [str(f) for f in report.findings]
+    with ksds.open(path, "r") as ds:
+        assert ds.recovery is not None
+        assert set(ds.aixes()) == {"NEW"}
+        assert ds.aix("NEW").read(b"005003")[:8] == b"00000003"
+        assert ds.aix("NEW").read(b"001100")[:8] == b"00000100"
+        assert ds.aixes()["NEW"]["records"] == 120
