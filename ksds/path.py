@@ -196,7 +196,8 @@ class Path:
         )
 
     def count(self, altkey: bytes) -> int:
-        """How many base records carry alternate key ``altkey``. O(L log n + k) for k of them."""
+        """How many base records carry alternate key ``altkey``. O(L log n) per data CI of the AIX the records with
+        that key are in (one bisect each); for an AIX that is not current, O(k) base reads for k records."""
         return self._run(self._count, altkey)
 
     def _count(self, p: Pager, altkey: object) -> int:
@@ -204,30 +205,30 @@ class Path:
         key = self._altkey(a, altkey, False)
         e = a.key_length
         rl = tree.record_length
-        probe = key + bytes(rl - e)
-        buf, base, count = btree.records_at(tree, probe)
-        j = tree.codec.bisect(buf, base, count, probe)
+        pos = btree.seek_ge(tree, key + bytes(rl - e))
+        n = 0
         if a.current:
-            n = 0
-            o = base + j * rl
-            while j < count and buf[o : o + e] == key:  # in place: the run of records with that key in this CI
-                n += 1
-                j += 1
-                o += rl
-            if j < count:
-                return n
-            # the run may go on in the next CIs: from after its last record seen
-            last = bytes(buf[o - rl : o]) if n else None
-        else:
-            n = 0
-            last = None
-        pos = btree.seek_ge(tree, probe) if last is None else btree.seek_ge(tree, last, strict=True)
+            # every AIX record with the key is a base record: in each CI, the run's end found by one bisect
+            hi = key + b"\xff" * (rl - e)
+            bisect = tree.codec.bisect
+            while pos is not None:
+                path, ci, i = pos
+                buf = ci.buf
+                k = bisect(buf, 0, ci.n, hi)
+                if k < ci.n and buf[k * rl : k * rl + rl] == hi:
+                    k += 1  # the highest possible prime key
+                n += k - i
+                if k < ci.n:
+                    return n
+                nxt = btree.next_data(tree, path)
+                pos = None if nxt is None else (path, nxt, 0)
+            return n
         while pos is not None:
             path, ci, i = pos
             for r in ci.records(i):
                 if r[:e] != key:
                     return n
-                if a.current or self._base(p, a, r) is not None:
+                if self._base(p, a, r) is not None:
                     n += 1
             nxt = btree.next_data(tree, path)
             pos = None if nxt is None else (path, nxt, 0)

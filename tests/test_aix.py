@@ -295,3 +295,29 @@ def test_recovery_after_a_tree_id_is_reused_with_another_layout(tmp_path) -> Non
         assert ds.aix("NEW").read(b"005003")[:8] == b"00000003"
         assert ds.aix("NEW").read(b"001100")[:8] == b"00000100"
         assert ds.aixes()["NEW"]["records"] == 120
+
+
+def test_count_and_browse_of_a_key_many_cis_long(tmp_path) -> None:
+    """One alternate key carried by 3,000 records: its AIX records span many CIs (and CAs); count and browses
+    cross them, both ways, in prime-key order."""
+    path = str(tmp_path / "many.ksds")
+    ksds.define(path, key_length=8, record_length=40, ci_size=512, cis_per_ca=4)
+    with ksds.open(path, "rw") as ds, ds.batch():
+        for i in range(4000):
+            ds.write(rec(i, b"SAME" if i % 4 else b"OTHER%d" % (i % 3), i))
+    ksds.define_aix(path, "BYNAME", key_length=12, key_offset=8)
+    with ksds.open(path, "rw") as ds:
+        p = ds.aix("BYNAME")
+        same = b"SAME".ljust(12)
+        assert p.count(same) == 3000
+        got = [r[:8] for r in p.browse(same, gteq=False)]
+        assert got[:3000] == [b"%08d" % i for i in range(4000) if i % 4]
+        back = [r[:8] for r in p.browse(same, backward=True)]
+        assert back[:3000] == got[:3000][::-1]
+        assert p.count(b"OTHER1".ljust(12)) == len([i for i in range(4000) if i % 4 == 0 and i % 3 == 1])
+        assert p.count(b"NONE".ljust(12)) == 0
+        for i in range(1, 4000, 8):
+            ds.erase(b"%08d" % i)
+        assert p.count(same) == 2500
+        assert ds.aixes()["BYNAME"]["levels"] >= 2
+    assert ksds.examine(path).sound

@@ -33,7 +33,7 @@ def test_quick_run_writes_json_and_plots(tmp_path: object) -> None:
     out = os.path.join(str(tmp_path), "results")
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--repeat", "1", "--scaling", "--sizes", "500,1000",
-         "--out", out] + ([] if HAVE_MATPLOTLIB else ["--no-plots"]),
+         "--aix", "--out", out] + ([] if HAVE_MATPLOTLIB else ["--no-plots"]),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -70,6 +70,13 @@ def test_quick_run_writes_json_and_plots(tmp_path: object) -> None:
         assert "error" not in r, r
         assert r["peak_rss"] >= r["base_rss"] > 0
     assert len(scaling["ksds_budget"]) == 2
+
+    aix = results["aix"]
+    assert aix["records"] == 2000
+    assert set(aix["rows"]) == {"build (s)", "base read", "path read", "group count", "write", "write + 1 AIX"}
+    for row in aix["rows"].values():
+        assert row["ksds"] > 0 and row["sqlite"] > 0
+    assert len(aix["targets"]) == 2 and "AIX targets" in proc.stdout
 
     if not HAVE_MATPLOTLIB:
         pytest.skip("matplotlib is not installed: JSON checked, plots not made")
