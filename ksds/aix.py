@@ -6,8 +6,9 @@ same transactions as the base, so that a crash never leaves the two out of step.
 alternate key (``key_length`` bytes at ``key_offset`` of a base record) followed by that base record's prime key,
 and the whole record is the tree's key: the base records that share an alternate key follow each other in
 prime-key order, a non-unique alternate key costs one record per base record, and the records with one
-alternate key are one generic range (``count``, browses). A unique AIX is checked with one generic read before
-anything changes.
+alternate key are one generic range (``count``, browses). A UNIQUEKEY AIX's tree is keyed by the alternate key
+alone (:func:`~ksds.tree.tree_definition`): a read by it is one exact search, and a duplicate is found by one
+exact read before anything changes.
 
 * **UPGRADE** (``upgrade=True``): every WRITE, REWRITE and ERASE of the base changes the AIX in the same
   transaction (:func:`check_write` first, so that a duplicate alternate key changes nothing). A NOUPGRADE AIX is
@@ -136,6 +137,8 @@ def entry(a: AixMeta, record: bytes, ko: int, kl: int) -> bytes:
 
 def holder(tree: Tree, altkey: bytes) -> bytes | None:
     """The first AIX record with alternate key ``altkey`` (None if there is none). O(L log n)."""
+    if tree.key_length == len(altkey):  # a UNIQUEKEY AIX: keyed by the alternate key
+        return btree.find(tree, altkey)
     rec = btree.first_ge(tree, altkey + bytes(tree.key_length - len(altkey)))
     if rec is None or rec[: len(altkey)] != altkey:
         return None
@@ -187,12 +190,13 @@ def changed(pager: Pager, old: bytes | None, new: bytes | None) -> None:
             continue
         tree = pager.tree_of(a)
         m = tree.meta
+        tk = tree.key_length  # the alternate key (UNIQUEKEY), or the whole record
         if old is not None:
-            btree.delete(tree, entry(a, old, ko, kl))
+            btree.delete(tree, entry(a, old, ko, kl)[:tk])
             m.rec_total -= 1
         if new is not None:
             rec = entry(a, new, ko, kl)
-            btree.insert(tree, rec, rec, None)
+            btree.insert(tree, rec[:tk], rec, None)
             m.rec_total += 1
         pager.state_dirty = True
 
@@ -249,9 +253,11 @@ def load(
     insert = btree.insert
     after: bytes | None = None
     total = len(entries)
+    tk = tree.key_length
     for n, rec in enumerate(entries, 1):
-        insert(tree, rec, rec, after)
-        after = rec
+        key = rec[:tk]
+        insert(tree, key, rec, after)
+        after = key
         m.rec_total += 1
         if not n % every:
             tree.pager.state_dirty = True

@@ -406,7 +406,7 @@ class _Checker:
         if keys:
             self.last_key = keys[-1]
         if w.sink is not None:
-            w.sink += keys  # an alternate index's records are their keys
+            w.sink += obj.records()  # an alternate index's records: alternate key + prime key
         if w.expect:
             d = w.codec
             ko, kl = d.ko, d.kl

@@ -128,12 +128,25 @@ class Path:
         key = altkey if type(altkey) is bytes and len(altkey) == a.key_length else self._altkey(a, altkey, generic)
         assert type(key) is bytes
         if a.current:
+            e = a.key_length
+            if a.unique and not gteq and len(key) == e:
+                # a UNIQUEKEY AIX is keyed by the alternate key: one exact search, then the base record
+                r = btree.find(tree, key)
+                if r is None:
+                    raise self._missing(key, generic)
+                rec = btree.find(p.base, r[e:])
+                ko = a.key_offset
+                if rec is None or rec[ko : ko + e] != key:
+                    rec = self._base(p, a, r)  # raises: base and AIX out of step
+                    assert rec is not None
+                p.state.rec_retrieved += 1
+                return rec, False
             # the AIX record in place in its data CI (no CI object; only it is copied), the base record by its prime
             # key; the next AIX record, in the same CI, says whether another base record follows
-            e = a.key_length
             n = len(key)
             rl = tree.record_length
-            probe = key if n == rl else key + bytes(rl - n)
+            tk = tree.key_length
+            probe = key if n == tk else key + bytes(tk - n)
             buf, base, count = btree.records_at(tree, probe)
             j = tree.codec.bisect(buf, base, count, probe)
             if j < count:
@@ -153,7 +166,7 @@ class Path:
                     return rec, False
                 if j + 1 < count:
                     return rec, buf[o + rl : o + rl + e] == r[:e]
-                nxt = btree.seek_ge(tree, r, strict=True)
+                nxt = btree.seek_ge(tree, r[:tk], strict=True)
                 return rec, nxt is not None and nxt[1].key_at(nxt[2])[:e] == r[:e]
         return self._read_walk(p, a, tree, key, generic, gteq)
 
@@ -204,8 +217,11 @@ class Path:
         a, tree = self._tree(p)
         key = self._altkey(a, altkey, False)
         e = a.key_length
+        tk = tree.key_length
+        if a.current and tk == e:  # a UNIQUEKEY AIX: one record at most
+            return 0 if btree.find(tree, key) is None else 1
         rl = tree.record_length
-        pos = btree.seek_ge(tree, key + bytes(rl - e))
+        pos = btree.seek_ge(tree, key + bytes(tk - e))
         n = 0
         if a.current:
             # every AIX record with the key is a base record: in each CI, the run's end found by one bisect
@@ -259,7 +275,8 @@ class Path:
         a, tree = self._tree(p)
         kl = tree.key_length
         if last is not None:
-            pos = btree.seek_le(tree, last, strict=True) if backward else btree.seek_ge(tree, last, strict=True)
+            after = last[:kl]  # the tree's key of the last AIX record seen
+            pos = btree.seek_le(tree, after, strict=True) if backward else btree.seek_ge(tree, after, strict=True)
             key = None
         elif altkey is None:
             pos = btree.seek_le(tree, b"\xff" * kl) if backward else btree.seek_ge(tree, bytes(kl))

@@ -41,10 +41,12 @@ BASE = 0
 
 def tree_definition(base: Definition, a: AixMeta) -> Definition:
     """The definition of alternate index ``a``'s tree: records of its alternate key followed by the base's prime
-    key, the whole record being the tree's key, in the base's CI size and CAs, with the AIX's FREESPACE. O(1)."""
+    key, in the base's CI size and CAs, with the AIX's FREESPACE. The tree's key is the alternate key for a
+    UNIQUEKEY AIX (one record per alternate key), the whole record otherwise (the base records that share an
+    alternate key follow in prime-key order). O(1)."""
     n = a.key_length + base.key_length
     return Definition(
-        key_length=n,
+        key_length=a.key_length if a.unique else n,
         key_offset=0,
         record_length=n,
         ci_size=base.ci_size,
