@@ -111,6 +111,29 @@ class Path:
             p = s.pager
             if p is None:
                 raise DatasetClosedError(f"{s.path} is closed")
+            if not p.shared and not generic and not gteq:
+                # the hot path, inlined: an exclusive open's EQUAL read through a current UNIQUEKEY AIX (as found
+                # last time), one exact search in the AIX and one in the base
+                a, tree = self._a, self._t
+                if (
+                    tree is not None
+                    and a is not None
+                    and a.unique
+                    and a.current
+                    and tree.meta is a
+                    and type(altkey) is bytes
+                    and len(altkey) == a.key_length
+                    and p.trees.get(tree.tid) is tree
+                ):
+                    r = btree.find(tree, altkey)
+                    if r is not None:
+                        e = a.key_length
+                        rec = btree.find(p.base, r[e:])
+                        ko = a.key_offset
+                        if rec is not None and rec[ko : ko + e] == altkey:
+                            p.state.rec_retrieved += 1
+                            self.status = "00"
+                            return rec
             got: tuple[bytes, bool]
             if p.shared:
                 got = s.latched(p, False, self._read, p, altkey, generic, gteq)
