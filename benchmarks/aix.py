@@ -1,8 +1,9 @@
 """The alternate-index section (``--aix``): ksds alternate indexes against sqlite3 secondary indexes.
 
-One data set of ``records`` records (ksds: FREESPACE(20 10), loaded in key order; 200 bytes: a 16-byte prime key, a 16-byte unique alternate key ``ALT`` at
-offset 16, a 4-byte non-unique ``GROUP`` key at offset 32 with 1,000 values, filler), the same records for every
-system, in a seeded order. Rows, each a median of ``repeat`` runs, in microseconds per request:
+One data set of ``records`` records (ksds: FREESPACE(20 10), loaded in key order; 200 bytes: a 16-byte prime
+key, a 16-byte unique alternate key ``ALT`` at offset 16, a 4-byte non-unique ``GROUP`` key at offset 32 with 1,000
+values, filler), the same records for every system, in a seeded order. Rows, each a median of ``repeat`` runs, in
+microseconds per request:
 
 * ``base read``: a random read by prime key (``ds.read``; sqlite3 ``SELECT v FROM kv WHERE k=?``);
 * ``path read``: a random read by the unique alternate key (``ds.aix("ALT").read``; sqlite3 ``SELECT v FROM kv
