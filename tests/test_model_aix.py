@@ -199,6 +199,17 @@ class AixMachine(RuleBasedStateMachine):
         del model[key]
         self.changed()
 
+    def apply_ops(self, ops: list[tuple[str, int, int, int]], model: SortedDict) -> None:
+        """Writes ("w"), rewrites ("r") and erases ("e"), each checked against ``model``."""
+        for op, n, v, u in ops:
+            key = model.keys()[n % len(model)] if model and op != "w" else self.key(n)
+            if op == "w":
+                self.do_write(key, v, u, model)
+            elif op == "r":
+                self.do_rewrite(key, v, u, model)
+            else:
+                self.do_erase(key, model)
+
     def check_paths(self) -> None:
         assert self.ds is not None
         info = self.ds.aixes()
@@ -293,14 +304,7 @@ class AixMachine(RuleBasedStateMachine):
         current = dict(self.current)
         try:
             with self.ds.batch():
-                for op, n, v, u in ops:
-                    key = model.keys()[n % len(model)] if model and op != "w" else self.key(n)
-                    if op == "w":
-                        self.do_write(key, v, u, model)
-                    elif op == "r":
-                        self.do_rewrite(key, v, u, model)
-                    else:
-                        self.do_erase(key, model)
+                self.apply_ops(ops, model)
                 if not commit:
                     raise _Rollback
         except _Rollback:
@@ -461,14 +465,7 @@ class AixMachine(RuleBasedStateMachine):
         if in_batch:
             self._batch_cm = self.ds.batch()
             self._batch_cm.__enter__()  # kept: a context manager collected would end the batch
-        for op, n, v, u in ops:
-            key = model.keys()[n % len(model)] if model and op != "w" else self.key(n)
-            if op == "w":
-                self.do_write(key, v, u, model)
-            elif op == "r":
-                self.do_rewrite(key, v, u, model)
-            else:
-                self.do_erase(key, model)
+        self.apply_ops(ops, model)
         self.ds._abandon()
         if in_batch:
             self.current = current
