@@ -419,27 +419,30 @@ def shrink(tree: Tree) -> None:
 # --- positioning --------------------------------------------------------------------------------------------------
 
 
-def seek_ge(tree: Tree, key: bytes, strict: bool = False) -> Position | None:
-    """The first record with a key >= ``key`` (> ``key`` if ``strict``), or None. O(L log n)."""
+def seek_ge(tree: Tree, key: bytes, strict: bool = False, cache: bool = True) -> Position | None:
+    """The first record with a key >= ``key`` (> ``key`` if ``strict``), or None. O(L log n).
+
+    ``cache`` False (browses that read many CIs once): a data CI read from disk is not added to the pool."""
     path = path_to(tree, key)
     seq, i = path[-1]
-    ci = get_data(tree, seq.ptrs[i], seq.stamps[i])
+    ci = get_data(tree, seq.ptrs[i], seq.stamps[i]) if cache else _peek_data(tree, seq.ptrs[i], seq.stamps[i])
     j = ci.find_after(key) if strict else ci.find(key)
     if j < ci.n:
         return path, ci, j
-    nxt = next_data(tree, path)
+    nxt = next_data(tree, path, cache)
     return None if nxt is None else (path, nxt, 0)
 
 
-def seek_le(tree: Tree, key: bytes, strict: bool = False) -> Position | None:
-    """The last record with a key <= ``key`` (< ``key`` if ``strict``), or None. O(L log n)."""
+def seek_le(tree: Tree, key: bytes, strict: bool = False, cache: bool = True) -> Position | None:
+    """The last record with a key <= ``key`` (< ``key`` if ``strict``), or None. O(L log n). ``cache``: as
+    :func:`seek_ge`."""
     path = path_to(tree, key)
     seq, i = path[-1]
-    ci = get_data(tree, seq.ptrs[i], seq.stamps[i])
+    ci = get_data(tree, seq.ptrs[i], seq.stamps[i]) if cache else _peek_data(tree, seq.ptrs[i], seq.stamps[i])
     j = (ci.find(key) if strict else ci.find_after(key)) - 1
     if j >= 0:
         return path, ci, j
-    prv = prev_data(tree, path)
+    prv = prev_data(tree, path, cache)
     return None if prv is None else (path, prv, prv.n - 1)
 
 

@@ -6,7 +6,9 @@ in alternate-key order and, among the records that share an alternate key, in pr
 alternate key more base records carry sets :attr:`Path.status` to ``"02"`` (COBOL's duplicate-key status; VSAM's
 RPL warning), ``"00"`` otherwise.
 
-A path holds the data set's :class:`~ksds.session.Session` as a browse does: every read, and each step of a
+Paths read the AIX's data CIs without adding them to the pool (as browses read the base's): a browse over an
+AIX does not push the base's index out of it. A path holds the data set's :class:`~ksds.session.Session` as a
+browse does: every read, and each step of a
 browse (up to :data:`STEP` records), holds the open's mutex and, in shared mode, the latch with a view caught up
 with other processes; a browse re-seeks after the last AIX record it returned at each step, so it stays right
 while the data set changes around it. An AIX that is not current (NOUPGRADE, changed since its build) is read as
@@ -189,7 +191,7 @@ class Path:
                     return rec, False
                 if j + 1 < count:
                     return rec, buf[o + rl : o + rl + e] == r[:e]
-                nxt = btree.seek_ge(tree, r[:tk], strict=True)
+                nxt = btree.seek_ge(tree, r[:tk], strict=True, cache=False)
                 return rec, nxt is not None and nxt[1].key_at(nxt[2])[:e] == r[:e]
         return self._read_walk(p, a, tree, key, generic, gteq)
 
@@ -200,7 +202,7 @@ class Path:
         whose base record no longer matches (an AIX not current). O(L log n + skipped records)."""
         n = len(key)
         e = a.key_length
-        pos = btree.seek_ge(tree, key + bytes(tree.key_length - n))
+        pos = btree.seek_ge(tree, key + bytes(tree.key_length - n), cache=False)
         found: bytes | None = None
         alt = b""
         while pos is not None:
@@ -218,7 +220,7 @@ class Path:
                 if base is not None:
                     found, alt = base, r[:e]
                     p.state.rec_retrieved += 1
-            nxt = btree.next_data(tree, path)
+            nxt = btree.next_data(tree, path, False)
             pos = None if nxt is None else (path, nxt, 0)
         if found is None:
             raise self._missing(key, generic)
@@ -244,7 +246,7 @@ class Path:
         if a.current and tk == e:  # a UNIQUEKEY AIX: one record at most
             return 0 if btree.find(tree, key) is None else 1
         rl = tree.record_length
-        pos = btree.seek_ge(tree, key + bytes(tk - e))
+        pos = btree.seek_ge(tree, key + bytes(tk - e), cache=False)
         n = 0
         if a.current:
             # every AIX record with the key is a base record: in each CI, the run's end found by one bisect
@@ -259,7 +261,7 @@ class Path:
                 n += k - i
                 if k < ci.n:
                     return n
-                nxt = btree.next_data(tree, path)
+                nxt = btree.next_data(tree, path, False)
                 pos = None if nxt is None else (path, nxt, 0)
             return n
         while pos is not None:
@@ -269,7 +271,7 @@ class Path:
                     return n
                 if self._base(p, a, r) is not None:
                     n += 1
-            nxt = btree.next_data(tree, path)
+            nxt = btree.next_data(tree, path, False)
             pos = None if nxt is None else (path, nxt, 0)
         return n
 
@@ -299,16 +301,18 @@ class Path:
         kl = tree.key_length
         if last is not None:
             after = last[:kl]  # the tree's key of the last AIX record seen
-            pos = btree.seek_le(tree, after, strict=True) if backward else btree.seek_ge(tree, after, strict=True)
+            seek = btree.seek_le if backward else btree.seek_ge
+            pos = seek(tree, after, strict=True, cache=False)
             key = None
         elif altkey is None:
-            pos = btree.seek_le(tree, b"\xff" * kl) if backward else btree.seek_ge(tree, bytes(kl))
+            start = b"\xff" * kl if backward else bytes(kl)
+            pos = (btree.seek_le if backward else btree.seek_ge)(tree, start, cache=False)
             key = None
         else:
             key = self._altkey(a, altkey, generic)
             fill = b"\xff" if backward else b"\0"
             start = key + fill * (kl - len(key))
-            pos = btree.seek_le(tree, start) if backward else btree.seek_ge(tree, start)
+            pos = (btree.seek_le if backward else btree.seek_ge)(tree, start, cache=False)
         out: list[bytes] = []
         check = key is not None and first and not gteq
         while pos is not None and len(out) < STEP:
@@ -328,7 +332,7 @@ class Path:
                 if len(out) >= STEP:
                     break
             else:
-                step = btree.prev_data(tree, path) if backward else btree.next_data(tree, path)
+                step = btree.prev_data(tree, path, False) if backward else btree.next_data(tree, path, False)
                 pos = None if step is None else (path, step, step.n - 1 if backward else 0)
                 continue
             break
