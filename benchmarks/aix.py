@@ -70,6 +70,14 @@ def _sqlite_build(path: str, n: int) -> None:
     con.close()
 
 
+def _per_request(fn: Any, args: list[bytes]) -> float:
+    """Microseconds per call of ``fn`` over ``args``."""
+    t = time.perf_counter()
+    for a in args:
+        fn(a)
+    return (time.perf_counter() - t) / len(args) * 1e6
+
+
 def _median(f: Any, repeat: int) -> float:
     out = []
     for _ in range(repeat):
@@ -125,29 +133,9 @@ def run_aix(records: int, repeat: int, work: str, seed: int = 1, log: Any = prin
         for _ in path.browse():  # warmed as the base is: every CI of the AIX read once
             pass
 
-        def k_base() -> float:
-            read = ds.read
-            t = time.perf_counter()
-            for k in keys:
-                read(k)
-            return (time.perf_counter() - t) / len(keys) * 1e6
-
-        def k_path() -> float:
-            read = path.read
-            t = time.perf_counter()
-            for a in alts:
-                read(a)
-            return (time.perf_counter() - t) / len(alts) * 1e6
-
-        def k_count() -> float:
-            count = grp.count
-            t = time.perf_counter()
-            for g in groups:
-                count(g)
-            return (time.perf_counter() - t) / len(groups) * 1e6
-
         # interleaved, repeat by repeat, so that the ratio of each repeat compares like with like
-        runs = [(k_base(), k_path(), k_count()) for _ in range(repeat)]
+        runs = [(_per_request(ds.read, keys), _per_request(path.read, alts), _per_request(grp.count, groups))
+                for _ in range(repeat)]
         rows["base read"] = {"ksds": statistics.median(r[0] for r in runs)}
         rows["path read"] = {"ksds": statistics.median(r[1] for r in runs)}
         rows["group count"] = {"ksds": statistics.median(r[2] for r in runs)}
