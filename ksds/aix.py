@@ -135,7 +135,7 @@ def entry(a: AixMeta, record: bytes, ko: int, kl: int) -> bytes:
     return record[o : o + a.key_length] + record[ko : ko + kl]
 
 
-def holder(tree: Tree, altkey: bytes) -> bytes | None:
+def holder(tree: Tree[Pager], altkey: bytes) -> bytes | None:
     """The first AIX record with alternate key ``altkey`` (None if there is none). O(L log n)."""
     if tree.key_length == len(altkey):  # a UNIQUEKEY AIX: keyed by the alternate key
         return btree.find(tree, altkey)
@@ -243,7 +243,7 @@ def sorted_entries(pager: Pager, a: AixMeta, progress: Callable[[int, int], None
 
 
 def load(
-    tree: Tree, entries: list[bytes], commit: Callable[[], None], every: int,
+    tree: Tree[Pager], entries: list[bytes], commit: Callable[[], None], every: int,
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Insert ``entries`` (sorted, into an empty tree) in key order, as sequential inserts (CIs filled up to

@@ -51,7 +51,7 @@ Path = list[tuple[IndexCI, int]]
 Position = tuple[Path, DataCI, int]
 
 
-def get_index(tree: Tree, ci: int, expect: int = 0) -> IndexCI:
+def get_index(tree: Tree[Pager], ci: int, expect: int = 0) -> IndexCI:
     """The index CI numbered ``ci`` (an error naming the CI if it is anything else, or if read from the file it does
     not carry the stamp ``expect`` its parent's entry keeps, or belongs to another tree). O(1) when pooled."""
     obj = tree.pager.get(ci, expect)
@@ -60,7 +60,7 @@ def get_index(tree: Tree, ci: int, expect: int = 0) -> IndexCI:
     return obj
 
 
-def get_data(tree: Tree, ci: int, expect: int = 0) -> DataCI:
+def get_data(tree: Tree[Pager], ci: int, expect: int = 0) -> DataCI:
     """The data CI numbered ``ci`` (an error naming the CI if it is anything else, or a stale image: see
     :func:`get_index`). O(1) when pooled."""
     obj = tree.pager.get(ci, expect)
@@ -69,7 +69,7 @@ def get_data(tree: Tree, ci: int, expect: int = 0) -> DataCI:
     return obj
 
 
-def path_to(tree: Tree, key: bytes) -> Path:
+def path_to(tree: Tree[Pager], key: bytes) -> Path:
     """The path to the data CI that holds (or would hold) ``key``. O(L log n)."""
     node = root(tree)
     path: Path = []
@@ -81,13 +81,13 @@ def path_to(tree: Tree, key: bytes) -> Path:
         node = get_index(tree, node.ptrs[i], node.stamps[i])
 
 
-def root(tree: Tree) -> IndexCI:
+def root(tree: Tree[Pager]) -> IndexCI:
     """The top index CI (its stamp is kept in the tree's meta). O(1) when pooled."""
     meta = tree.meta
     return get_index(tree, meta.root, meta.root_stamp)
 
 
-def locate(tree: Tree, key: bytes) -> tuple[IndexCI, int, DataCI]:
+def locate(tree: Tree[Pager], key: bytes) -> tuple[IndexCI, int, DataCI]:
     """The sequence-set CI, its entry and the data CI for ``key``, without building a path. O(L log n).
 
     The hot path of every update: pool hits are inlined (a dict get and a reference bit per level).
@@ -111,7 +111,7 @@ def locate(tree: Tree, key: bytes) -> tuple[IndexCI, int, DataCI]:
         node = nxt
 
 
-def records_for(tree: Tree, key: bytes) -> tuple[Any, int, int]:
+def records_for(tree: Tree[Pager], key: bytes) -> tuple[Any, int, int]:
     """Where the records of the data CI a search for ``key`` ends at lie: ``(buffer, offset, count)``, the pooled
     CI's bytes or its image in place (:meth:`Pager.view`), not pooled. An index CI that is not pooled is decoded and
     pooled while the pool has room (index CIs are few and hot: one read in place first would be read twice), and
@@ -146,7 +146,7 @@ def records_for(tree: Tree, key: bytes) -> tuple[Any, int, int]:
         node = child if type(child) is IndexCI else get_index(tree, ptr, stamp)
 
 
-def find(tree: Tree, key: bytes) -> bytes | None:
+def find(tree: Tree[Pager], key: bytes) -> bytes | None:
     """The record with key ``key`` (a copy), or None: READ EQUAL, the hot path of every keyed read.
 
     :func:`records_at` (the descent and the data CI's records in place), then the search: a small CI's keys
@@ -171,7 +171,7 @@ def find(tree: Tree, key: bytes) -> bytes | None:
     return rec if type(rec) is bytes else bytes(rec)
 
 
-def records_at(tree: Tree, key: bytes) -> tuple[Any, int, int]:
+def records_at(tree: Tree[Pager], key: bytes) -> tuple[Any, int, int]:
     """Where the records of the data CI a search for ``key`` ends at lie, ``(buffer, offset, count)``, the fast
     way: the descent through pooled index CIs (a dict get and a reference bit per level), the data CI pooled, or
     through the file's map when its image there is checked and newest (its descriptor and stamp checked as
@@ -210,7 +210,7 @@ def records_at(tree: Tree, key: bytes) -> tuple[Any, int, int]:
     return pager.view(ptr, stamp, tree.tid)  # names what is wrong, if anything is
 
 
-def first_ge(tree: Tree, key: bytes) -> bytes | None:
+def first_ge(tree: Tree[Pager], key: bytes) -> bytes | None:
     """The first record with a key >= ``key`` (a copy), or None: READ GTEQ / GENERIC. The data CI is searched in
     place, as an exact read does (:func:`records_for`). O(L log n)."""
     buf, base, n = records_for(tree, key)
@@ -224,14 +224,14 @@ def first_ge(tree: Tree, key: bytes) -> bytes | None:
     return None if pos is None else pos[1].record(pos[2])
 
 
-def _peek_data(tree: Tree, ci: int, expect: int) -> DataCI:
+def _peek_data(tree: Tree[Pager], ci: int, expect: int) -> DataCI:
     obj = tree.pager.peek(ci, expect)
     if type(obj) is not DataCI or obj.tid != tree.tid:
         raise tree.codec.damaged(ci, f"is {describe(obj)} where the index of tree {tree.tid} expects a data CI")
     return obj
 
 
-def _step_next(tree: Tree, path: Path) -> tuple[int, int] | None:
+def _step_next(tree: Tree[Pager], path: Path) -> tuple[int, int] | None:
     """Move ``path`` to the next data CI in key order: its (CI number, stamp), or None past the last."""
     d = len(path) - 1
     while d >= 0:
@@ -250,7 +250,7 @@ def _step_next(tree: Tree, path: Path) -> tuple[int, int] | None:
     return node.ptrs[i], node.stamps[i]
 
 
-def _step_prev(tree: Tree, path: Path) -> tuple[int, int] | None:
+def _step_prev(tree: Tree[Pager], path: Path) -> tuple[int, int] | None:
     """Move ``path`` to the previous data CI in key order: its (CI number, stamp), or None before the first."""
     d = len(path) - 1
     while d >= 0:
@@ -269,7 +269,7 @@ def _step_prev(tree: Tree, path: Path) -> tuple[int, int] | None:
     return node.ptrs[i], node.stamps[i]
 
 
-def next_data(tree: Tree, path: Path, cache: bool = True) -> DataCI | None:
+def next_data(tree: Tree[Pager], path: Path, cache: bool = True) -> DataCI | None:
     """Move ``path`` to the next data CI in key order and return it (None past the last). Amortised O(1).
 
     ``cache`` False (browses): a data CI read from disk is not added to the pool."""
@@ -279,7 +279,7 @@ def next_data(tree: Tree, path: Path, cache: bool = True) -> DataCI | None:
     return get_data(tree, *step) if cache else _peek_data(tree, *step)
 
 
-def prev_data(tree: Tree, path: Path, cache: bool = True) -> DataCI | None:
+def prev_data(tree: Tree[Pager], path: Path, cache: bool = True) -> DataCI | None:
     """Move ``path`` to the previous data CI in key order and return it (None before the first)."""
     step = _step_prev(tree, path)
     if step is None:
@@ -287,20 +287,20 @@ def prev_data(tree: Tree, path: Path, cache: bool = True) -> DataCI | None:
     return get_data(tree, *step) if cache else _peek_data(tree, *step)
 
 
-def next_records(tree: Tree, path: Path) -> list[bytes] | None:
+def next_records(tree: Tree[Pager], path: Path) -> list[bytes] | None:
     """Move ``path`` to the next data CI in key order and return its records as new ``bytes`` (None past the
     last), read in place (:meth:`Pager.view`): no CI object, nothing pooled. Amortised O(records of the CI)."""
     step = _step_next(tree, path)
     return None if step is None else _records(tree, step, False)
 
 
-def prev_records(tree: Tree, path: Path) -> list[bytes] | None:
+def prev_records(tree: Tree[Pager], path: Path) -> list[bytes] | None:
     """Move ``path`` to the previous data CI and return its records, last first (see :func:`next_records`)."""
     step = _step_prev(tree, path)
     return None if step is None else _records(tree, step, True)
 
 
-def _records(tree: Tree, step: tuple[int, int], backward: bool) -> list[bytes]:
+def _records(tree: Tree[Pager], step: tuple[int, int], backward: bool) -> list[bytes]:
     buf: Any
     buf, base, n = tree.pager.view(step[0], step[1], tree.tid)
     rl = tree.codec.rl
@@ -312,7 +312,7 @@ def _records(tree: Tree, step: tuple[int, int], backward: bool) -> list[bytes]:
     return [buf[o : o + rl] for o in range(base, base + n * rl, rl)]
 
 
-def add_sibling(tree: Tree, path: Path, depth: int, left_high: bytes, right: IndexCI) -> None:
+def add_sibling(tree: Tree[Pager], path: Path, depth: int, left_high: bytes, right: IndexCI) -> None:
     """The index CI at ``path[depth]`` was split: it now ends at ``left_high`` and ``right`` follows it.
 
     Adds ``right`` to the parent (splitting it if full), or makes a new top CI if ``depth`` is the top (a
@@ -337,7 +337,7 @@ def add_sibling(tree: Tree, path: Path, depth: int, left_high: bytes, right: Ind
     insert_after(tree, path, depth - 1, left_high, right.keys[-1], right.ci)
 
 
-def insert_after(tree: Tree, path: Path, depth: int, left_high: bytes, high: bytes, ptr: int) -> None:
+def insert_after(tree: Tree[Pager], path: Path, depth: int, left_high: bytes, high: bytes, ptr: int) -> None:
     """In the index CI at ``path[depth]``, end entry ``i`` at ``left_high`` and insert ``(high, ptr)`` after it.
 
     An index-set CI that overflows splits in two, and the split goes up the path. O(L) CIs changed at most.
@@ -362,7 +362,7 @@ def insert_after(tree: Tree, path: Path, depth: int, left_high: bytes, high: byt
     add_sibling(tree, path, depth, node.keys[-1], right)
 
 
-def remove_entry(tree: Tree, path: Path, depth: int) -> None:
+def remove_entry(tree: Tree[Pager], path: Path, depth: int) -> None:
     """Remove entry ``path[depth]`` (its CI was emptied). Its key range goes to a neighbour.
 
     An index CI left with no entry is freed (with its CA, for a sequence-set CI) and removed from its parent in
@@ -391,7 +391,7 @@ def remove_entry(tree: Tree, path: Path, depth: int) -> None:
         shrink(tree)
 
 
-def _widen_right_edge(tree: Tree, ci: int, stamp: int, high: bytes) -> None:
+def _widen_right_edge(tree: Tree[Pager], ci: int, stamp: int, high: bytes) -> None:
     """Set the last high key of index CI ``ci`` and of the last CI under it, down to the sequence set. O(L)."""
     while True:
         node = get_index(tree, ci, stamp)
@@ -402,7 +402,7 @@ def _widen_right_edge(tree: Tree, ci: int, stamp: int, high: bytes) -> None:
         ci, stamp = node.ptrs[-1], node.stamps[-1]
 
 
-def shrink(tree: Tree) -> None:
+def shrink(tree: Tree[Pager]) -> None:
     """Remove top levels that have a single entry (the index loses a level each time)."""
     meta = tree.meta
     while meta.levels > 1:
@@ -419,7 +419,7 @@ def shrink(tree: Tree) -> None:
 # --- positioning --------------------------------------------------------------------------------------------------
 
 
-def seek_ge(tree: Tree, key: bytes, strict: bool = False, cache: bool = True) -> Position | None:
+def seek_ge(tree: Tree[Pager], key: bytes, strict: bool = False, cache: bool = True) -> Position | None:
     """The first record with a key >= ``key`` (> ``key`` if ``strict``), or None. O(L log n).
 
     ``cache`` False (browses that read many CIs once): a data CI read from disk is not added to the pool."""
@@ -433,7 +433,7 @@ def seek_ge(tree: Tree, key: bytes, strict: bool = False, cache: bool = True) ->
     return None if nxt is None else (path, nxt, 0)
 
 
-def seek_le(tree: Tree, key: bytes, strict: bool = False, cache: bool = True) -> Position | None:
+def seek_le(tree: Tree[Pager], key: bytes, strict: bool = False, cache: bool = True) -> Position | None:
     """The last record with a key <= ``key`` (< ``key`` if ``strict``), or None. O(L log n). ``cache``: as
     :func:`seek_ge`."""
     path = path_to(tree, key)
@@ -454,7 +454,7 @@ def pred(key: bytes) -> bytes:
     return (int.from_bytes(key, "big") - 1).to_bytes(len(key), "big")
 
 
-def replace(tree: Tree, key: bytes) -> tuple[DataCI, int] | None:
+def replace(tree: Tree[Pager], key: bytes) -> tuple[DataCI, int] | None:
     """Where the record with key ``key`` is (its data CI, marked dirty, and slot), for a caller about to replace
     it; None if there is none (nothing is marked). O(L log n)."""
     _, _, ci = locate(tree, key)
@@ -465,7 +465,7 @@ def replace(tree: Tree, key: bytes) -> tuple[DataCI, int] | None:
     return ci, j
 
 
-def insert(tree: Tree, key: bytes, record: bytes, after: bytes | None) -> bool:
+def insert(tree: Tree[Pager], key: bytes, record: bytes, after: bytes | None) -> bool:
     """Put a new record in its CI, splitting as needed; :class:`~ksds.DuplicateKeyError` if the key exists.
 
     ``after``: the key of the previous WRITE (the insert is sequential if the new key follows it in its CI).
@@ -489,7 +489,8 @@ def insert(tree: Tree, key: bytes, record: bytes, after: bytes | None) -> bool:
 
 
 def _split_ci(
-    tree: Tree, path: Path, ci: DataCI, pos: int, key: bytes, record: bytes, sequential: bool, after: bytes | None
+    tree: Tree[Pager], path: Path, ci: DataCI, pos: int, key: bytes, record: bytes, sequential: bool,
+    after: bytes | None,
 ) -> None:
     pager = tree.pager
     seq, i = path[-1]
@@ -525,7 +526,7 @@ def _split_ci(
     crashpoint("split-ci")
 
 
-def _new_ca(tree: Tree, path: Path, key: bytes, record: bytes) -> None:
+def _new_ca(tree: Tree[Pager], path: Path, key: bytes, record: bytes) -> None:
     """Sequential insert past the end of a full CA: the record starts a new CA (nothing moves)."""
     pager = tree.pager
     seq, i = path[-1]
@@ -544,7 +545,7 @@ def _new_ca(tree: Tree, path: Path, key: bytes, record: bytes) -> None:
     crashpoint("split-ca")
 
 
-def _split_ca(tree: Tree, path: Path, at: int | None) -> None:
+def _split_ca(tree: Tree[Pager], path: Path, at: int | None) -> None:
     """Move the CIs from entry ``at`` on (about half, if None) of a full CA into a new CA."""
     pager = tree.pager
     seq, _ = path[-1]
@@ -568,7 +569,7 @@ def _split_ca(tree: Tree, path: Path, at: int | None) -> None:
     crashpoint("split-ca")
 
 
-def delete(tree: Tree, key: bytes) -> None:
+def delete(tree: Tree[Pager], key: bytes) -> None:
     """Remove the record with key ``key`` (:class:`~ksds.RecordNotFoundError` if there is none).
 
     A CI left empty goes back to its CA's free CIs and leaves the index; a CA left empty is freed (CA reclaim);
@@ -592,7 +593,7 @@ def delete(tree: Tree, key: bytes) -> None:
 # --- a new tree -----------------------------------------------------------------------------------------------
 
 
-def plant(tree: Tree) -> None:
+def plant(tree: Tree[Pager]) -> None:
     """Give an empty tree (an alternate index being built) its first CA, in the transaction in progress, as
     :func:`ksds.pager.create` lays out the base cluster's: a sequence-set CI (one entry, high key all X'FF') over a
     new CA whose first CI is an empty data CI. O(1)."""
@@ -609,7 +610,7 @@ def plant(tree: Tree) -> None:
     pager.state_dirty = True
 
 
-def uproot(tree: Tree) -> None:
+def uproot(tree: Tree[Pager]) -> None:
     """Give every CA and index CI of a tree back to the free lists, in the transaction in progress: the tree is
     left with no root and no records (:func:`plant` makes it again). O(CIs of its index)."""
     pager = tree.pager
@@ -634,7 +635,7 @@ def uproot(tree: Tree) -> None:
 # --- stamps (lost writes) -----------------------------------------------------------------------------------------
 
 
-def _entry_above(tree: Tree, key: bytes, level: int) -> tuple[IndexCI, int] | None:
+def _entry_above(tree: Tree[Pager], key: bytes, level: int) -> tuple[IndexCI, int] | None:
     """The index CI at ``level`` on the way to ``key`` and the entry it follows (None if the tree is lower)."""
     node = root(tree)
     while True:
@@ -686,7 +687,7 @@ def restamp(pager: Pager) -> None:
         _restamp_tree(trees[tid], stamps, images, kind_at, new)
 
 
-def _restamp_tree(tree: Tree, stamps: dict[int, int], images: dict[int, bytes], kind_at: int, new: int) -> None:
+def _restamp_tree(tree: Tree[Pager], stamps: dict[int, int], images: dict[int, bytes], kind_at: int, new: int) -> None:
     """:func:`restamp` for one tree: ``stamps`` and ``images`` are the stamps and images of its CIs in the log."""
     pager = tree.pager
     meta = tree.meta

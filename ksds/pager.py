@@ -259,7 +259,7 @@ class Pager:
         #: the B+-trees of the file by tree id (:mod:`ksds.tree`): the base cluster's (0), whose meta is
         #: :attr:`state` (rebound by :meth:`set_state`), and alternate indexes' (:meth:`add_tree`)
         base = self.base = Tree(self, BASE, self.defn, self.state)
-        self.trees: dict[int, Tree] = {BASE: base}
+        self.trees: dict[int, Tree[Pager]] = {BASE: base}
         #: the base cluster's codec (for what only ever sees the base, and for what any codec does: checks, stamps)
         self.codec = base.codec
         #: the codec of each tree id (None: no such tree), which a CI's descriptor names
@@ -334,7 +334,7 @@ class Pager:
 
     # --- trees ----------------------------------------------------------------------------------------------
 
-    def add_tree(self, tid: int, defn: Definition, meta: AixMeta) -> Tree:
+    def add_tree(self, tid: int, defn: Definition, meta: AixMeta) -> Tree[Pager]:
         """Make tree ``tid`` (an alternate index: 1..15) known to this open: its CIs, whose descriptors carry
         ``tid``, are decoded with the codec of ``defn`` (its record layout; the data set's CI size and CIs per CA)
         from here on, and its meta is ``meta`` (its entry in the state's catalog). :meth:`set_state` calls it for
@@ -355,7 +355,7 @@ class Pager:
             self.codecs[tid] = None
             del self.layouts[tid]
 
-    def tree_of(self, a: AixMeta) -> Tree:
+    def tree_of(self, a: AixMeta) -> Tree[Pager]:
         """The tree of alternate index ``a`` (an entry of the current state's catalog). O(1)."""
         t = self.trees.get(a.tid)
         if t is None or t.meta is not a:

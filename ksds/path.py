@@ -42,7 +42,7 @@ class Path:
         self.name = name
         #: the AIX's catalog entry and tree as last found (found again when the tree or its entry changes)
         self._a: AixMeta | None = None
-        self._t: Tree | None = None
+        self._t: Tree[Pager] | None = None
         #: COBOL's status of the last read: "02" if another base record with its alternate key follows, else "00"
         self.status = "00"
 
@@ -59,7 +59,7 @@ class Path:
         finally:
             s.release()
 
-    def _tree(self, p: Pager) -> tuple[AixMeta, Tree]:
+    def _tree(self, p: Pager) -> tuple[AixMeta, Tree[Pager]]:
         """The AIX's catalog entry and tree: as last found while the pager still has that tree bound to that
         entry (a rollback, another process's commit or a DELETE AIX rebinds or drops it), else found again. O(1)."""
         a, t = self._a, self._t
@@ -196,7 +196,7 @@ class Path:
         return self._read_walk(p, a, tree, key, generic, gteq)
 
     def _read_walk(
-        self, p: Pager, a: AixMeta, tree: Tree, key: bytes, generic: bool, gteq: bool
+        self, p: Pager, a: AixMeta, tree: Tree[Pager], key: bytes, generic: bool, gteq: bool
     ) -> tuple[bytes, bool]:
         """:meth:`read` the general way: AIX record after AIX record from the first >= ``key``, skipping those
         whose base record no longer matches (an AIX not current). O(L log n + skipped records)."""

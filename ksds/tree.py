@@ -20,20 +20,17 @@ tree 0's to the state, each alternate index's to its catalog entry, and the tree
 so the hot path reads ``tree.meta.root`` -- two attribute loads, as ``pager.state.root`` was -- and never a
 property or a lookup of the state through the pager.
 
-This module sits below the pager (the pager makes its trees): it names the :class:`~ksds.pager.Pager` type for
-the type checker only.
+This module sits below the pager (the pager makes its trees) and does not import it: a tree is generic over its
+pager's type (``Tree[Pager]`` where the tree module and its users name it), of which it needs only ``path``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Generic, Protocol, TypeVar
 
 from .ci import Codec
 from .definition import Definition
 from .format import MAX_TREES, STATE_SIZE, AixMeta, State
-
-if TYPE_CHECKING:
-    from .pager import Pager
 
 #: the base cluster's tree id
 BASE = 0
@@ -86,11 +83,20 @@ class TreeLayouts:
             self.take(State.unpack(state))
 
 
+class _Pager(Protocol):
+    """What a tree needs of its pager itself (:mod:`ksds.btree` uses the rest, as ``Tree[Pager]``)."""
+
+    path: str
+
+
+P = TypeVar("P", bound=_Pager)
+
+
 #: what :attr:`Tree.meta` is: the pager's state for tree 0, the catalog's entry for an alternate index
 Meta = State | AixMeta
 
 
-class Tree:
+class Tree(Generic[P]):
     """One B+-tree of the data set file (see the module's docstring). Attribute reads only on the hot paths."""
 
     __slots__ = (
@@ -106,7 +112,7 @@ class Tree:
         "load_cis_per_ca",
         "cis_per_ca",
     )
-    pager: Pager
+    pager: P
     tid: int
     #: the tree's definition: its own record layout, the data set's CI size, CIs per CA and FREESPACE
     defn: Definition
@@ -124,7 +130,7 @@ class Tree:
     #: (an alternate index's long keys); the rest of each of its CAs stays unused
     cis_per_ca: int
 
-    def __init__(self, pager: Pager, tid: int, defn: Definition, meta: Meta) -> None:
+    def __init__(self, pager: P, tid: int, defn: Definition, meta: Meta) -> None:
         if not 0 <= tid < MAX_TREES:
             raise ValueError(f"tree id {tid} is outside 0..{MAX_TREES - 1}")
         self.pager = pager
