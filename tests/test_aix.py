@@ -4,6 +4,7 @@ set with an AIX, and the command's verbs."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -236,6 +237,16 @@ def test_the_verbs(tmp_path) -> None:
     r = cli("print", path, "--path", "BYNAME", "--count", "3", "--character")
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("NAME000") == 3, r.stdout
+    out = str(tmp_path / "by-name.jsonl")
+    r = cli("repro", path, out, "--path", "BYNAME", "--fromkey", "NAME001", "--count", "4")
+    assert r.returncode == 0, r.stderr
+    with open(out) as f:
+        keys = [bytes.fromhex(json.loads(line)["key"]) for line in f]
+    assert keys == [b"%08d" % i for i in (1, 51, 101, 2)], keys  # NAME001's records in prime-key order, then NAME002
+    r = cli("repro", path, str(tmp_path / "none.jsonl"), "--path", "NOPE")
+    assert r.returncode == 12 and "no alternate index named 'NOPE'" in r.stderr
+    r = cli("map", path)
+    assert r.returncode == 0 and "alternate index BYNAME" in r.stdout and "BYNAME CA 0" in r.stdout, r.stdout
     r = cli("bldindex", path, "--name", "BYCODE")
     assert r.returncode == 0 and "120 records" in r.stdout, r.stderr
     r = cli("examine", path)
