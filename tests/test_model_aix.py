@@ -462,11 +462,14 @@ class AixMachine(RuleBasedStateMachine):
         """A crash after some requests (acknowledged: kept) or inside a batch (none of it kept)."""
         model = self.model.copy() if in_batch else self.model
         current = dict(self.current)
-        if in_batch:
-            self._batch_cm = self.ds.batch()
-            self._batch_cm.__enter__()  # kept: a context manager collected would end the batch
+        cm = self.ds.batch() if in_batch else None
+        if cm is not None:
+            cm.__enter__()  # kept in a local: a context manager collected would end the batch
         self.apply_ops(ops, model)
         self.ds._abandon()
+        if cm is not None:  # ended here, in this thread (not by the garbage collector in whichever thread runs it)
+            with pytest.raises(ksds.DatasetClosedError):
+                cm.__exit__(None, None, None)
         if in_batch:
             self.current = current
         self.check_examine()
