@@ -305,7 +305,9 @@ def test_discovery_down_at_start_then_up(tmp_path: Path, started: Callable[..., 
         wait_for(lambda: "the discovery service fails" in s.out.read_text(), why="the failure reported")
         down.start()
         wait_for(lambda: down.instances, timeout=10, why=f"registration once it is up: {s.logs()}")
-        assert f"registered with the discovery service {down.url}" in s.out.read_text()
+        # the server says so once the discovery service has answered: the line may follow the registration
+        wait_for(lambda: f"registered with the discovery service {down.url}" in s.out.read_text(), timeout=10,
+                 why=f"the registration reported: {s.logs()}")
         assert s.stop() == 0
         assert down.instances == {} and down.count("DELETE", 200) == 1
     finally:
