@@ -154,18 +154,6 @@ class Path:
         assert type(key) is bytes
         if a.current:
             e = a.key_length
-            if a.unique and not gteq and len(key) == e:
-                # a UNIQUEKEY AIX is keyed by the alternate key: one exact search, then the base record
-                r = btree.find(tree, key)
-                if r is None:
-                    raise self._missing(key, generic)
-                rec = btree.find(p.base, r[e:])
-                ko = a.key_offset
-                if rec is None or rec[ko : ko + e] != key:
-                    rec = self._base(p, a, r)  # raises: base and AIX out of step
-                    assert rec is not None
-                p.state.rec_retrieved += 1
-                return rec, False
             # the AIX record in place in its data CI (no CI object; only it is copied), the base record by its prime
             # key; the next AIX record, in the same CI, says whether another base record follows
             n = len(key)
